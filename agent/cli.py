@@ -1,0 +1,82 @@
+"""The `hosttune` command line.
+
+Start-up must stay cheap (`hosttune --help` within 0.3 s): this module and the
+command modules import only typer and the standard library at top level; each
+command imports what it needs inside its function.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from hosttune.agent.errors import HosttuneError
+
+# One module per command group under hosttune.agent.commands, each with
+# `register(app)`. Listed explicitly so --help never depends on what a
+# directory scan happens to find.
+COMMAND_MODULES: tuple[str, ...] = (
+)
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("hosttune")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"hosttune {version()}")
+        raise typer.Exit()
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(
+        name="hosttune",
+        help="Tune Linux hosts for AI workloads: observe, recommend, apply, roll back.",
+        no_args_is_help=True,
+        add_completion=True,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+
+    @app.callback()
+    def _root(
+        show_version: bool = typer.Option(
+            False, "--version", callback=_version_callback, is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ) -> None:
+        """hosttune: workload-aware, reversible host tuning for AI servers."""
+
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"hosttune.agent.commands.{name}")
+        module.register(app)
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    app = build_app()
+    try:
+        app(args=argv, prog_name="hosttune", standalone_mode=True)
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except HosttuneError as exc:
+        typer.echo(f"hosttune: error: {exc}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        typer.echo("hosttune: interrupted", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

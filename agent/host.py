@@ -1,0 +1,217 @@
+"""The only code that knows where /proc, /sys, /etc and /dev are.
+
+Every read and write of the host goes through a `Host`. Tests point it at a
+fixture tree (`Host(root="tests/fixtures/hosts/<name>")`); the daemon uses
+`Host()` for the live machine. Paths given to a Host are absolute host paths
+("/proc/stat"); errors name that host path, plus the root when it is not "/",
+so a message read off a fixture says which fixture.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from hosttune.agent.errors import HostReadError, HostWriteError, ParseError
+
+# Large enough for /proc/interrupts on a 256-CPU host with a few thousand IRQs
+# in one pread; bigger files fall back to a loop.
+_PREAD_CHUNK = 1 << 20
+
+
+class KeptFile:
+    """A file kept open and re-read with pread: about half the cost of
+    open+read+close for the /proc files the sampler reads every interval."""
+
+    def __init__(self, host: Host, path: str) -> None:
+        self.path = path
+        self._host = host
+        self._fd: int | None = None
+
+    def read(self) -> str:
+        if self._fd is None:
+            try:
+                self._fd = os.open(self._host.path(self.path), os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise self._host.read_error(self.path, exc) from exc
+        try:
+            chunks = []
+            offset = 0
+            while True:
+                data = os.pread(self._fd, _PREAD_CHUNK, offset)
+                chunks.append(data)
+                if len(data) < _PREAD_CHUNK:
+                    break
+                offset += len(data)
+        except OSError as exc:
+            self.close()
+            raise self._host.read_error(self.path, exc) from exc
+        return b"".join(chunks).decode("utf-8", "replace")
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class Host:
+    """A view of one machine's kernel interfaces rooted at `root`."""
+
+    def __init__(self, root: str | os.PathLike[str] = "/") -> None:
+        self.root = Path(root)
+        self.is_live = self.root.resolve() == Path("/")
+
+    def __repr__(self) -> str:
+        return f"Host(root={str(self.root)!r})"
+
+    # -- paths -------------------------------------------------------------
+
+    def path(self, path: str) -> Path:
+        """The real filesystem path of host path `path` ("/proc/stat")."""
+        if not path.startswith("/"):
+            raise ValueError(f"host paths are absolute: {path!r}")
+        if self.is_live:
+            return Path(path)
+        return self.root / path.lstrip("/")
+
+    def describe(self, path: str) -> str:
+        return path if self.is_live else f"{path} (under {self.root})"
+
+    def read_error(self, path: str, exc: OSError) -> HostReadError:
+        reason = exc.strerror or str(exc)
+        return HostReadError(self.describe(path), f"cannot read: {reason}", errno=exc.errno)
+
+    @staticmethod
+    def sysctl_path(key: str) -> str:
+        """`vm.swappiness` -> `/proc/sys/vm/swappiness`. As in sysctl(8), a '/'
+        in a key stands for a '.' inside one name (`net.ipv4.conf.eth0/100.rp_filter`)."""
+        if not key or key.startswith(".") or ".." in key:
+            raise ValueError(f"not a sysctl key: {key!r}")
+        parts = key.replace("/", "\0").split(".")
+        return "/proc/sys/" + "/".join(p.replace("\0", ".") for p in parts)
+
+    # -- reads -------------------------------------------------------------
+
+    def read_text(self, path: str) -> str:
+        try:
+            with open(self.path(path), "rb") as fh:
+                return fh.read().decode("utf-8", "replace")
+        except OSError as exc:
+            raise self.read_error(path, exc) from exc
+
+    def read_bytes(self, path: str) -> bytes:
+        try:
+            with open(self.path(path), "rb") as fh:
+                return fh.read()
+        except OSError as exc:
+            raise self.read_error(path, exc) from exc
+
+    def read_str(self, path: str) -> str:
+        """One value file (sysfs style): its contents without surrounding space."""
+        return self.read_text(path).strip()
+
+    def read_int(self, path: str) -> int:
+        text = self.read_str(path)
+        try:
+            return int(text, 0) if text.startswith("0x") else int(text)
+        except ValueError:
+            raise ParseError(
+                self.describe(path), f"expected an integer, got {text[:40]!r}"
+            ) from None
+
+    def read_optional(self, path: str) -> str | None:
+        """The stripped contents, or None when the file is missing or unreadable:
+        for the many sysfs attributes that only some drivers and kernels have."""
+        try:
+            return self.read_str(path)
+        except HostReadError:
+            return None
+
+    def read_optional_int(self, path: str) -> int | None:
+        text = self.read_optional(path)
+        if text is None:
+            return None
+        try:
+            return int(text, 0) if text.startswith("0x") else int(text)
+        except ValueError:
+            return None
+
+    def kept(self, path: str) -> KeptFile:
+        return KeptFile(self, path)
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(self.path(path))
+
+    def is_dir(self, path: str) -> bool:
+        return os.path.isdir(self.path(path))
+
+    def listdir(self, path: str) -> list[str]:
+        try:
+            return sorted(os.listdir(self.path(path)))
+        except OSError as exc:
+            raise self.read_error(path, exc) from exc
+
+    def listdir_optional(self, path: str) -> list[str]:
+        try:
+            return self.listdir(path)
+        except HostReadError:
+            return []
+
+    def readlink_name(self, path: str) -> str | None:
+        """The last component of a symlink's target (a driver's name, say), or None."""
+        try:
+            return os.path.basename(os.readlink(self.path(path)))
+        except OSError:
+            return None
+
+    def resolve(self, path: str) -> str | None:
+        """The host path a sysfs symlink points to, or None if it does not exist.
+        Fixture trees keep relative links, so resolving stays inside the root."""
+        real = self.path(path)
+        try:
+            target = real.resolve(strict=True)
+        except OSError:
+            return None
+        if self.is_live:
+            return str(target)
+        try:
+            return "/" + str(target.relative_to(self.root.resolve()))
+        except ValueError:
+            return None
+
+    def pids(self) -> Iterator[int]:
+        for name in self.listdir_optional("/proc"):
+            if name.isdigit():
+                yield int(name)
+
+    # -- writes ------------------------------------------------------------
+
+    def write_text(self, path: str, value: str) -> None:
+        """Write `value` in one write(2), as sysfs and procfs expect. Never
+        creates a file: a knob that does not exist is an error, not a new file."""
+        data = value.encode()
+        try:
+            fd = os.open(self.path(path), os.O_WRONLY | os.O_CLOEXEC | os.O_TRUNC)
+        except OSError as exc:
+            raise self._write_error(path, exc) from exc
+        try:
+            written = os.write(fd, data)
+            if written != len(data):
+                raise HostWriteError(
+                    self.describe(path), f"short write ({written} of {len(data)} bytes)",
+                    errno=errno_mod.EIO,
+                )
+        except OSError as exc:
+            raise self._write_error(path, exc) from exc
+        finally:
+            os.close(fd)
+
+    def _write_error(self, path: str, exc: OSError) -> HostWriteError:
+        reason = exc.strerror or str(exc)
+        return HostWriteError(self.describe(path), f"kernel refused write: {reason}",
+                              errno=exc.errno)
