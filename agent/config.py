@@ -32,41 +32,6 @@ GROUP_RE = re.compile(r"^[a-z_][a-z0-9_-]*\$?$")
 
 
 @dataclass(frozen=True)
-class Bound:
-    """What `auto` may set a knob to: a numeric range, or a set of values."""
-
-    min: float | None = None
-    max: float | None = None
-    values: tuple[str, ...] | None = None
-
-    def allows(self, value: str) -> bool:
-        if self.values is not None and value not in self.values:
-            return False
-        if self.min is None and self.max is None:
-            return True
-        # Multi-value knobs (tcp_rmem "4096 131072 6291456"): every field in range.
-        try:
-            numbers = [float(part) for part in value.split()]
-        except ValueError:
-            return False
-        if not numbers:
-            return False
-        lo = -math.inf if self.min is None else self.min
-        hi = math.inf if self.max is None else self.max
-        return all(lo <= n <= hi for n in numbers)
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if self.min is not None:
-            out["min"] = self.min
-        if self.max is not None:
-            out["max"] = self.max
-        if self.values is not None:
-            out["values"] = list(self.values)
-        return out
-
-
-@dataclass(frozen=True)
 class Objective:
     command: str | None = None
     metric: str | None = None
@@ -108,8 +73,9 @@ class Config:
     interval: float = 5.0
     window: int = 6
     hysteresis: int = 2
-    # Additions to and changes of the tuners' default allowlist; None removes a knob.
-    allowlist: Mapping[str, Bound | None] = field(default_factory=dict)
+    # Entries merged over the tuners' default allowlist (hosttune.tuners.allowlist):
+    # knob or pattern -> {min, max, choices, max_memory_fraction}; None removes it.
+    allowlist: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
     # Knobs the administrator owns beyond those hosttune detects itself.
     overrides: tuple[str, ...] = ()
     objective: Objective = field(default_factory=Objective)
@@ -125,21 +91,24 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["allowlist"] = {
-            knob: (None if bound is None else bound.to_dict())
-            for knob, bound in sorted(self.allowlist.items())
+            knob: (None if entry is None else dict(entry))
+            for knob, entry in sorted(self.allowlist.items())
         }
         out["overrides"] = list(self.overrides)
         out["backends"] = list(self.backends)
         return out
 
-    def effective_allowlist(self, defaults: Mapping[str, Bound]) -> dict[str, Bound]:
-        """The tuners' default table with this config merged over it."""
-        merged = dict(defaults)
-        for knob, bound in self.allowlist.items():
-            if bound is None:
+    def effective_allowlist(self, defaults: Mapping[str, Mapping[str, Any] | None]
+                            ) -> dict[str, dict[str, Any]]:
+        """The tuners' default table with this config's entries merged over it and
+        the administrator's overrides taken off: what `auto` may change."""
+        merged: dict[str, dict[str, Any]] = {
+            k: dict(v) for k, v in defaults.items() if v is not None}
+        for knob, entry in self.allowlist.items():
+            if entry is None:
                 merged.pop(knob, None)
             else:
-                merged[knob] = bound
+                merged[knob] = dict(entry)
         for knob in self.overrides:
             merged.pop(knob, None)
         return merged
@@ -153,7 +122,7 @@ DOC: dict[str, str] = {
     "interval": "seconds between samples (0.5 to 3600)",
     "window": "samples per classification window (1 to 1000)",
     "hysteresis": "windows in a row a new workload class must win before it is believed",
-    "allowlist": "knob -> {min, max} or {values: [...]}, or false to remove a default",
+    "allowlist": "knob -> {min, max, choices, max_memory_fraction}, or false to remove one",
     "overrides": "knobs the administrator owns: reported, never changed",
     "objective": "command or metric that measures the workload (auto mode judges changes by it)",
     "auto": "watch_windows, regression (fraction), cooldown_windows",
@@ -268,28 +237,29 @@ def _section(reader: _Reader, node: Any, key: str, cls: Any, fields: Mapping[
     return cls(**values)
 
 
-def _bound(reader: _Reader, node: Any, key: str) -> Bound | None:
+def _allow_entry(reader: _Reader, node: Any, key: str) -> dict[str, Any] | None:
     yaml = reader._yaml
-    if isinstance(node, yaml.ScalarNode) and reader.value(node) is False:
+    if isinstance(node, yaml.ScalarNode) and reader.value(node) in (False, None):
         return None
-    items = reader.mapping(node, key, {"min": 0, "max": 0, "values": 0})
-    lo = hi = None
-    values: tuple[str, ...] | None = None
-    if "min" in items:
-        lo = reader.number(items["min"][1], f"{key}.min", -math.inf, math.inf)
-    if "max" in items:
-        hi = reader.number(items["max"][1], f"{key}.max", -math.inf, math.inf)
-    if "values" in items:
-        seq = reader.sequence(items["values"][1], f"{key}.values")
-        values = tuple(str(reader.scalar(v, f"{key}.values", (str, int, float), "a value"))
-                       for v in seq)
-        if not values:
-            raise reader.error("needs at least one value", f"{key}.values", items["values"][1])
-    if lo is None and hi is None and values is None:
-        raise reader.error("give min, max or values (or false to remove the knob)", key, node)
-    if lo is not None and hi is not None and lo > hi:
-        raise reader.error(f"min {lo:g} is above max {hi:g}", key, node)
-    return Bound(min=lo, max=hi, values=values)
+    items = reader.mapping(node, key, {"min": 0, "max": 0, "choices": 0,
+                                       "max_memory_fraction": 0})
+    entry: dict[str, Any] = {}
+    for name in ("min", "max"):
+        if name in items:
+            entry[name] = reader.integer(items[name][1], f"{key}.{name}", -(1 << 62), 1 << 62)
+    if "choices" in items:
+        seq = reader.sequence(items["choices"][1], f"{key}.choices")
+        entry["choices"] = [
+            str(reader.scalar(v, f"{key}.choices", (str, int), "a value")) for v in seq]
+        if not entry["choices"]:
+            raise reader.error("needs at least one value", f"{key}.choices",
+                               items["choices"][1])
+    if "max_memory_fraction" in items:
+        entry["max_memory_fraction"] = reader.number(
+            items["max_memory_fraction"][1], f"{key}.max_memory_fraction", 0.0, 1.0)
+    if "min" in entry and "max" in entry and entry["min"] > entry["max"]:
+        raise reader.error(f"min {entry['min']} is above max {entry['max']}", key, node)
+    return entry
 
 
 def _build(reader: _Reader, root: Any) -> Config:
@@ -300,7 +270,7 @@ def _build(reader: _Reader, root: Any) -> Config:
         "window": lambda n, k: r.integer(n, k, 1, 1000),
         "hysteresis": lambda n, k: r.integer(n, k, 1, 100),
         "allowlist": lambda n, k: {
-            name: _bound(r, v, f"{k}.{name}") for name, (kn, v) in _knobs(r, n, k).items()
+            name: _allow_entry(r, v, f"{k}.{name}") for name, (kn, v) in _knobs(r, n, k).items()
         },
         "overrides": lambda n, k: tuple(
             str(r.string(item, k, pattern=KNOB_RE)) for item in r.sequence(n, k)),
