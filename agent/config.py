@@ -55,8 +55,9 @@ class MetricsListener:
 
 @dataclass(frozen=True)
 class Retention:
-    rows: int = 20000
-    max_age_hours: float = 168.0
+    # A sample row is about 1-3 kB compressed: 10000 rows stay under ~30 MB.
+    rows: int = 10000
+    max_age_hours: float = 24.0
 
 
 @dataclass(frozen=True)

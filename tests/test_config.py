@@ -134,6 +134,6 @@ def test_cli_validate_and_show(tmp_path: Path) -> None:
     res = _cli("config", "show", "--json", env_config=good)
     data = json.loads(res.stdout)
     assert data["mode"] == "recommend" and data["interval"] == 10.0
-    assert data["metrics"]["enabled"] is False and data["retention"]["rows"] == 20000
+    assert data["metrics"]["enabled"] is False and data["retention"]["rows"] == 10000
     res = _cli("config", "show", env_config=tmp_path / "absent.yaml")
     assert res.returncode == 0 and "mode: observe" in res.stdout and "defaults" in res.stdout
