@@ -10,6 +10,7 @@ callers negate a lower-is-better objective."""
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -182,11 +183,15 @@ class BayesOpt:
         yn = (y - float(np.mean(y))) / scale
         kernel = (ConstantKernel(1.0, (1e-2, 1e2))
                   * Matern(length_scale=np.full(X.shape[1], 0.3),
-                           length_scale_bounds=(1e-2, 1e1), nu=2.5)
+                           length_scale_bounds=(5e-2, 1e1), nu=2.5)
                   + WhiteKernel(0.1, (1e-4, 1.0)))
         gp = GaussianProcessRegressor(kernel=kernel, normalize_y=False,
                                       random_state=self.seed, n_restarts_optimizer=2)
-        gp.fit(X, yn)
+        with warnings.catch_warnings():
+            # A length scale at its bound just means "this knob barely matters"
+            # with few points: expected, not worth a warning per trial.
+            warnings.simplefilter("ignore")
+            gp.fit(X, yn)
         candidates = [self.space.random(self._rng) for _ in range(self.n_candidates)]
         # Local moves around the best point so far: EI often peaks next to it.
         best_point, _ = self.best() or (candidates[0], 0.0)

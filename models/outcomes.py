@@ -27,7 +27,7 @@ MIN_EVIDENCE = 8
 # baseline and the priors' setting before it overrides them (run-to-run noise
 # of the benchmarks here is 1-3%).
 MARGIN = 0.03
-RIDGE_ALPHA = 0.1
+RIDGE_ALPHA = 0.01
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outcomes (
