@@ -119,7 +119,8 @@ def _outcomes(n: int) -> list[Outcome]:
 
 def test_learned_model_overrides_priors_with_enough_evidence() -> None:
     state = HostState(workload="checkpoint_io",
-                      knobs={"sysctl:vm.dirty_ratio": "20", "sysctl:vm.dirty_background_ratio": "10",
+                      knobs={"sysctl:vm.dirty_ratio": "20",
+                             "sysctl:vm.dirty_background_ratio": "10",
                              "sysctl:vm.dirty_bytes": "0", "sysctl:vm.swappiness": "60"})
     learned = LearnedModel.fit("checkpoint_io", _outcomes(12))
     assert learned.fitted

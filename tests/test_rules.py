@@ -112,7 +112,8 @@ def test_numa_balancing_needs_several_nodes_and_accelerators_or_pinning() -> Non
                        nodes={0: (0, 1), 1: (2, 3)},
                        processes=(ProcessState(pid=5, comm="t", cpus=(0, 1)),))
     assert "numa-balancing-off" in fired(pinned)
-    off = HostState(workload="training", knobs=base_knobs(**{"sysctl__kernel_DOT_numa_balancing": "0"}),
+    knobs = base_knobs(**{"sysctl__kernel_DOT_numa_balancing": "0"})
+    off = HostState(workload="training", knobs=knobs,
                     nodes={0: (0, 1), 1: (2, 3)},
                     processes=(ProcessState(pid=5, comm="t", cpus=(0, 1)),))
     assert "numa-balancing-off" not in fired(off)
