@@ -16,6 +16,7 @@ from hosttune.models.state import HostState, facts
 
 if TYPE_CHECKING:
     from hosttune.models.outcomes import LearnedModel
+    from hosttune.tuners.base import Plan
 
 
 @dataclass(frozen=True)
@@ -186,3 +187,22 @@ def _same(a: str, b: str) -> bool:
         return float(a) == float(b)
     except ValueError:
         return " ".join(a.split()) == " ".join(b.split())
+
+
+def to_plan(recs: Recommendations) -> Plan:
+    """The changes as a tuners Plan (what `hosttune apply` reads); advice
+    stays out of it and is named in the plan's note."""
+    from hosttune.tuners.base import Change, Plan
+
+    changes = [
+        Change(knob=r.knob, after=r.after, before=r.before, reason=r.reason,
+               evidence={"facts": [e for e in r.evidence if not e.startswith("rule ")],
+                         "rule": r.rule, "cited": r.source, "expected_effect": r.effect},
+               source="model" if r.rule.startswith("learned:") else "expert")
+        for r in recs.changes
+    ]
+    note_parts = [f"hosttune recommend for workload '{recs.workload}'"]
+    if recs.advice:
+        note_parts.append("advice not applied: " + "; ".join(
+            f"{a.knob} -> {a.after} ({a.why_advice})" for a in recs.advice))
+    return Plan(changes=changes, workload=recs.workload, note=". ".join(note_parts))
