@@ -59,11 +59,13 @@ def import_amdsmi() -> ModuleType:
     try:
         with contextlib.redirect_stdout(sink):
             import amdsmi
-    except Exception as exc:  # the library raises KeyError/OSError, not ImportError, when half-there
+    # amdsmi raises KeyError/OSError, not ImportError, when its C library is missing
+    except Exception as exc:
         said = sink.getvalue().strip()
         reason = said or f"{type(exc).__name__}: {exc}"
         raise BackendUnavailable("amd", f"amdsmi is unusable ({reason})") from None
-    return amdsmi
+    module: ModuleType = amdsmi
+    return module
 
 
 def _number(value: Any) -> float | None:
@@ -87,7 +89,7 @@ class AmdBackend:
     name = "amd"
 
     def __init__(self, amdsmi: ModuleType | None = None) -> None:
-        smi = amdsmi if amdsmi is not None else import_amdsmi()
+        smi: Any = amdsmi if amdsmi is not None else import_amdsmi()
         self.smi = smi
         self._processes: list[AccelProcess] | None = None
         try:
@@ -107,12 +109,12 @@ class AmdBackend:
             raise BackendUnavailable("amd", "amdsmi finds no GPU")
         self._gpus = gpus
 
-    def _call(self, gpu: _Gpu, what: str, fn: Callable[[], Any]) -> Any | None:
+    def _call(self, gpu: _Gpu, what: str, fn: Callable[..., Any], *args: Any) -> Any | None:
         smi = self.smi
         if gpu.lost or what in gpu.unsupported:
             return None
         try:
-            return fn()
+            return fn(*args)
         except smi.AmdSmiLibraryException as exc:
             code = exc.err_code
             if code in _FATAL:
@@ -140,10 +142,10 @@ class AmdBackend:
         out = []
         for gpu in self._gpus:
             h = gpu.handle
-            asic = self._call(gpu, "asic", lambda h=h: smi.amdsmi_get_gpu_asic_info(h)) or {}
-            uuid = self._call(gpu, "uuid", lambda h=h: smi.amdsmi_get_gpu_device_uuid(h))
-            vram = self._call(gpu, "vram", lambda h=h: smi.amdsmi_get_gpu_vram_usage(h)) or {}
-            numa = self._call(gpu, "numa", lambda h=h: smi.amdsmi_get_gpu_topo_numa_affinity(h))
+            asic = self._call(gpu, "asic", smi.amdsmi_get_gpu_asic_info, h) or {}
+            uuid = self._call(gpu, "uuid", smi.amdsmi_get_gpu_device_uuid, h)
+            vram = self._call(gpu, "vram", smi.amdsmi_get_gpu_vram_usage, h) or {}
+            numa = self._call(gpu, "numa", smi.amdsmi_get_gpu_topo_numa_affinity, h)
             total = _number(vram.get("vram_total"))
             serial = asic.get("asic_serial")
             model = asic.get("market_name")
@@ -165,8 +167,8 @@ class AmdBackend:
         for peer in self._gpus:
             if peer is gpu or gpu.lost or peer.lost:
                 continue
-            link = self._call(gpu, "link_type", lambda p=peer: smi.amdsmi_topo_get_link_type(
-                gpu.handle, p.handle))
+            link = self._call(gpu, "link_type", smi.amdsmi_topo_get_link_type,
+                              gpu.handle, peer.handle)
             if not link:
                 continue
             kind = _LINK_KINDS.get(link.get("type"), "unknown")
@@ -188,44 +190,43 @@ class AmdBackend:
                 if number is not None:
                     values[metric_name(i, suffix)] = number * scale
 
-            activity = self._call(gpu, "activity", lambda h=h: smi.amdsmi_get_gpu_activity(h))
+            activity = self._call(gpu, "activity", smi.amdsmi_get_gpu_activity, h)
             if activity:
                 put("util", activity.get("gfx_activity"), 0.01)
                 put("mem_util", activity.get("umc_activity"), 0.01)
-            vram = self._call(gpu, "vram", lambda h=h: smi.amdsmi_get_gpu_vram_usage(h))
+            vram = self._call(gpu, "vram", smi.amdsmi_get_gpu_vram_usage, h)
             if vram:
                 put("mem_used_bytes", vram.get("vram_used"), MB)
                 put("mem_total_bytes", vram.get("vram_total"), MB)
-            power = self._call(gpu, "power", lambda h=h: smi.amdsmi_get_power_info(h))
+            power = self._call(gpu, "power", smi.amdsmi_get_power_info, h)
             if power:
                 # MI300 fills current_socket_power, older parts average_socket_power
                 current = _number(power.get("current_socket_power"))
                 put("power_watts", current if current is not None
                     else power.get("average_socket_power"))
                 put("power_limit_watts", power.get("power_limit"))
-            temp = self._call(gpu, "temp", lambda h=h: smi.amdsmi_get_temp_metric(
-                h, smi.AmdSmiTemperatureType.HOTSPOT, smi.AmdSmiTemperatureMetric.CURRENT))
+            temp = self._call(gpu, "temp", smi.amdsmi_get_temp_metric, h,
+                              smi.AmdSmiTemperatureType.HOTSPOT,
+                              smi.AmdSmiTemperatureMetric.CURRENT)
             put("temp_c", temp)
-            gfx = self._call(gpu, "gfx_clock", lambda h=h: smi.amdsmi_get_clock_info(
-                h, smi.AmdSmiClkType.GFX))
+            gfx = self._call(gpu, "gfx_clock", smi.amdsmi_get_clock_info, h, smi.AmdSmiClkType.GFX)
             if gfx:
                 put("sm_clock_mhz", gfx.get("clk"))
-            mclk = self._call(gpu, "mem_clock", lambda h=h: smi.amdsmi_get_clock_info(
-                h, smi.AmdSmiClkType.MEM))
+            mclk = self._call(gpu, "mem_clock", smi.amdsmi_get_clock_info, h, smi.AmdSmiClkType.MEM)
             if mclk:
                 put("mem_clock_mhz", mclk.get("clk"))
-            pcie = self._call(gpu, "pcie", lambda h=h: smi.amdsmi_get_pcie_info(h))
+            pcie = self._call(gpu, "pcie", smi.amdsmi_get_pcie_info, h)
             if pcie:
                 metric = pcie.get("pcie_metric", {})
                 put("pcie_link_width", metric.get("pcie_width"))
                 gen = _pcie_generation(_number(metric.get("pcie_speed")))
                 if gen is not None:
                     values[metric_name(i, "pcie_link_gen")] = float(gen)
-            ecc = self._call(gpu, "ecc", lambda h=h: smi.amdsmi_get_gpu_total_ecc_count(h))
+            ecc = self._call(gpu, "ecc", smi.amdsmi_get_gpu_total_ecc_count, h)
             if ecc:
                 put("ecc_errors", ecc.get("uncorrectable_count"))
                 put("ecc_corrected", ecc.get("correctable_count"))
-            procs = self._call(gpu, "processes", lambda h=h: smi.amdsmi_get_gpu_process_list(h))
+            procs = self._call(gpu, "processes", smi.amdsmi_get_gpu_process_list, h)
             if procs is not None:
                 values[metric_name(i, "processes")] = float(len(procs))
                 for p in procs:

@@ -277,7 +277,7 @@ class AscendBackend:
         out = []
         for key, chip in self._chips.items():
             topo = self._topo.get(self._label(chip))
-            links = ()
+            links: tuple[AccelLink, ...] = ()
             if topo is not None:
                 links = tuple(AccelLink(by_label[peer], _TOPO_KINDS.get(code, code.lower()), code)
                               for peer, code in sorted(topo.links.items()) if peer in by_label)

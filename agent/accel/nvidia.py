@@ -9,6 +9,7 @@ backend is unusable (BackendUnavailable), and the caller falls back to sysfs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -61,16 +62,20 @@ class NvidiaBackend:
         a fake libnvidia-ml); None imports it."""
         if nvml is None:
             try:
-                import pynvml as nvml
+                import pynvml
             except ImportError as exc:
                 raise BackendUnavailable("nvidia", f"nvidia-ml-py is not installed ({exc})") \
                     from None
-        self.nvml = nvml
-        self._cpu_words = max(1, math.ceil((cpu_count or os.cpu_count() or 1) / 64))
+            nvml = pynvml
+        self.nvml: Any = nvml
+        # the affinity array must cover every CPU the host may have; the
+        # process may see fewer (containers, cpusets), so never size it below 1024
+        self._cpu_words = math.ceil(max(cpu_count or 0, os.cpu_count() or 0, 1024) / 64)
         self._fatal = {getattr(nvml, n) for n in _FATAL_NAMES if hasattr(nvml, n)}
         self._absent = {getattr(nvml, n) for n in _ABSENT_NAMES if hasattr(nvml, n)}
         self._lost_code = getattr(nvml, "NVML_ERROR_GPU_IS_LOST", 15)
         self._processes: list[AccelProcess] | None = None
+        nvml = self.nvml
         try:
             nvml.nvmlInit()
         except nvml.NVMLError as exc:
@@ -93,7 +98,7 @@ class NvidiaBackend:
 
     # -- helpers -----------------------------------------------------------
 
-    def _call(self, gpu: _Gpu, what: str, fn: Callable[[], Any]) -> Any | None:
+    def _call(self, gpu: _Gpu, what: str, fn: Callable[..., Any], *args: Any) -> Any | None:
         """One NVML call for one GPU: its value, or None when this GPU cannot
         say (and will not be asked again). Raises BackendUnavailable when the
         driver itself is gone."""
@@ -101,7 +106,7 @@ class NvidiaBackend:
         if gpu.lost or what in gpu.unsupported:
             return None
         try:
-            return fn()
+            return fn(*args)
         except nvml.NVMLError as exc:
             code = getattr(exc, "value", None)
             if code == self._lost_code:
@@ -114,7 +119,11 @@ class NvidiaBackend:
             if code in self._absent:
                 gpu.unsupported.add(what)
             return None
-        except getattr(nvml, "NVMLLibraryMismatchError", ()) :  # type: ignore[misc]
+        except Exception as exc:
+            # pynvml raises NVMLLibraryMismatchError (not an NVMLError) when an
+            # unversioned function is missing from an older driver's library
+            if type(exc).__name__ != "NVMLLibraryMismatchError":
+                raise
             gpu.unsupported.add(what)
             return None
 
@@ -132,16 +141,16 @@ class NvidiaBackend:
         out = []
         for gpu in self._gpus:
             h = gpu.handle
-            name = self._call(gpu, "name", lambda h=h: nvml.nvmlDeviceGetName(h))
-            uuid = self._call(gpu, "uuid", lambda h=h: nvml.nvmlDeviceGetUUID(h))
-            serial = self._call(gpu, "serial", lambda h=h: nvml.nvmlDeviceGetSerial(h))
-            mem = self._call(gpu, "memory", lambda h=h: nvml.nvmlDeviceGetMemoryInfo(h))
+            name = self._call(gpu, "name", nvml.nvmlDeviceGetName, h)
+            uuid = self._call(gpu, "uuid", nvml.nvmlDeviceGetUUID, h)
+            serial = self._call(gpu, "serial", nvml.nvmlDeviceGetSerial, h)
+            mem = self._call(gpu, "memory", nvml.nvmlDeviceGetMemoryInfo, h)
             cpus = self._call(gpu, "cpu_affinity",
-                              lambda h=h: nvml.nvmlDeviceGetCpuAffinity(h, self._cpu_words))
-            nodes = self._call(gpu, "memory_affinity", lambda h=h: nvml.nvmlDeviceGetMemoryAffinity(
-                h, 1, getattr(nvml, "NVML_AFFINITY_SCOPE_NODE", 0)))
+                              nvml.nvmlDeviceGetCpuAffinity, h, self._cpu_words)
+            nodes = self._call(gpu, "memory_affinity", nvml.nvmlDeviceGetMemoryAffinity, h, 1,
+                               getattr(nvml, "NVML_AFFINITY_SCOPE_NODE", 0))
             persistence = self._call(gpu, "persistence",
-                                     lambda h=h: nvml.nvmlDeviceGetPersistenceMode(h))
+                                     nvml.nvmlDeviceGetPersistenceMode, h)
             facts: dict[str, str] = {}
             if persistence is not None:
                 facts["persistence_mode"] = "enabled" if persistence else "disabled"
@@ -185,10 +194,10 @@ class NvidiaBackend:
         for peer in self._gpus:
             if peer is gpu or gpu.lost or peer.lost:
                 continue
-            status = self._call(gpu, "p2p_nvlink", lambda p=peer: nvml.nvmlDeviceGetP2PStatus(
-                gpu.handle, p.handle, nvlink_index))
-            level = self._call(gpu, "topology", lambda p=peer: nvml.nvmlDeviceGetTopologyCommonAncestor(
-                gpu.handle, p.handle))
+            status = self._call(gpu, "p2p_nvlink", nvml.nvmlDeviceGetP2PStatus,
+                                gpu.handle, peer.handle, nvlink_index)
+            level = self._call(gpu, "topology", nvml.nvmlDeviceGetTopologyCommonAncestor,
+                               gpu.handle, peer.handle)
             path = _TOPOLOGY_KINDS.get(level, f"level-{level}") if level is not None else ""
             if status is not None and status == ok:
                 links.append(AccelLink(peer.index, "nvlink", f"PCIe path: {path}" if path else ""))
@@ -206,39 +215,39 @@ class NvidiaBackend:
                 values[metric_name(i, "lost")] = 1.0
                 continue
 
-            def put(suffix: str, fn: Callable[[], Any], scale: float = 1.0,
+            def put(suffix: str, fn: Callable[..., Any], *args: Any, scale: float = 1.0,
                     gpu: _Gpu = gpu, i: int = i) -> None:
-                value = self._call(gpu, suffix, fn)
+                value = self._call(gpu, suffix, fn, *args)
                 if value is not None:
                     values[metric_name(i, suffix)] = float(value) * scale
 
-            util = self._call(gpu, "util", lambda h=h: nvml.nvmlDeviceGetUtilizationRates(h))
+            util = self._call(gpu, "util", nvml.nvmlDeviceGetUtilizationRates, h)
             if util is not None:
                 values[metric_name(i, "util")] = util.gpu / 100.0
                 values[metric_name(i, "mem_util")] = util.memory / 100.0
-            mem = self._call(gpu, "memory", lambda h=h: nvml.nvmlDeviceGetMemoryInfo(h))
+            mem = self._call(gpu, "memory", nvml.nvmlDeviceGetMemoryInfo, h)
             if mem is not None:
                 values[metric_name(i, "mem_used_bytes")] = float(mem.used)
                 values[metric_name(i, "mem_total_bytes")] = float(mem.total)
             # NVML reports power in milliwatts, PCIe throughput in KB/s
-            put("power_watts", lambda h=h: nvml.nvmlDeviceGetPowerUsage(h), 1e-3)
-            put("power_limit_watts", lambda h=h: nvml.nvmlDeviceGetEnforcedPowerLimit(h), 1e-3)
-            put("temp_c", lambda h=h: nvml.nvmlDeviceGetTemperature(h, nvml.NVML_TEMPERATURE_GPU))
-            put("sm_clock_mhz", lambda h=h: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_SM))
-            put("mem_clock_mhz", lambda h=h: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_MEM))
-            put("pcie_tx_bytes", lambda h=h: nvml.nvmlDeviceGetPcieThroughput(
-                h, nvml.NVML_PCIE_UTIL_TX_BYTES), 1024.0)
-            put("pcie_rx_bytes", lambda h=h: nvml.nvmlDeviceGetPcieThroughput(
-                h, nvml.NVML_PCIE_UTIL_RX_BYTES), 1024.0)
-            put("pcie_link_gen", lambda h=h: nvml.nvmlDeviceGetCurrPcieLinkGeneration(h))
-            put("pcie_link_width", lambda h=h: nvml.nvmlDeviceGetCurrPcieLinkWidth(h))
-            put("ecc_errors", lambda h=h: nvml.nvmlDeviceGetTotalEccErrors(
-                h, nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nvml.NVML_VOLATILE_ECC))
-            put("ecc_corrected", lambda h=h: nvml.nvmlDeviceGetTotalEccErrors(
-                h, nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, nvml.NVML_VOLATILE_ECC))
-            put("retired_pages", lambda h=h: self._retired_pages(h))
+            put("power_watts", nvml.nvmlDeviceGetPowerUsage, h, scale=1e-3)
+            put("power_limit_watts", nvml.nvmlDeviceGetEnforcedPowerLimit, h, scale=1e-3)
+            put("temp_c", nvml.nvmlDeviceGetTemperature, h, nvml.NVML_TEMPERATURE_GPU)
+            put("sm_clock_mhz", nvml.nvmlDeviceGetClockInfo, h, nvml.NVML_CLOCK_SM)
+            put("mem_clock_mhz", nvml.nvmlDeviceGetClockInfo, h, nvml.NVML_CLOCK_MEM)
+            put("pcie_tx_bytes", nvml.nvmlDeviceGetPcieThroughput, h,
+                nvml.NVML_PCIE_UTIL_TX_BYTES, scale=1024.0)
+            put("pcie_rx_bytes", nvml.nvmlDeviceGetPcieThroughput, h,
+                nvml.NVML_PCIE_UTIL_RX_BYTES, scale=1024.0)
+            put("pcie_link_gen", nvml.nvmlDeviceGetCurrPcieLinkGeneration, h)
+            put("pcie_link_width", nvml.nvmlDeviceGetCurrPcieLinkWidth, h)
+            put("ecc_errors", nvml.nvmlDeviceGetTotalEccErrors, h,
+                nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nvml.NVML_VOLATILE_ECC)
+            put("ecc_corrected", nvml.nvmlDeviceGetTotalEccErrors, h,
+                nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, nvml.NVML_VOLATILE_ECC)
+            put("retired_pages", self._retired_pages, h)
             procs = self._call(gpu, "processes",
-                               lambda h=h: nvml.nvmlDeviceGetComputeRunningProcesses(h))
+                               nvml.nvmlDeviceGetComputeRunningProcesses, h)
             if procs is not None:
                 values[metric_name(i, "processes")] = float(len(procs))
                 for p in procs:
@@ -263,15 +272,13 @@ class NvidiaBackend:
     def close(self) -> None:
         if getattr(self, "_initialised", False):
             self._initialised = False
-            try:
+            with contextlib.suppress(self.nvml.NVMLError):
                 self.nvml.nvmlShutdown()
-            except self.nvml.NVMLError:
-                pass
 
 
 def _bits(words: Any) -> list[int]:
     """NVML affinity masks: an array of 64-bit words, bit b of word w = item 64w+b."""
-    out = []
+    out: list[int] = []
     for w, word in enumerate(words):
         value = int(word)
         out.extend(64 * w + b for b in range(64) if value >> b & 1)

@@ -24,6 +24,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 from hosttune.agent.accel.base import AccelBackend, AccelDevice, AccelProcess, BackendUnavailable
@@ -182,8 +183,7 @@ class AccelCollector:
                 log.warning("accel: no way to open backend %s here; using sysfs", name)
                 continue
             worker = _Worker(name)
-            outcome = worker.call(lambda f=factory: _open_and_list(f, self.host),
-                                  self.open_timeout)
+            outcome = worker.call(partial(_open_and_list, factory, self.host), self.open_timeout)
             vendor = next((v for v, b in VENDOR_BACKENDS.items() if b == name), name)
             seen = counts.get(vendor, 0)
             if outcome.state == "ok":
@@ -256,38 +256,47 @@ class AccelCollector:
 
     def collect(self, values: dict[str, float]) -> None:
         for slot in list(self._slots):
-            local: dict[str, float] = {}
-            outcome = slot.worker.call(lambda s=slot, v=local: s.backend.sample(v), self.deadline)
-            if outcome.state == "ok":
-                if slot.hung:
-                    slot.hung = False
-                    log.warning("accel: %s backend answers again", slot.backend.name)
-                values.update(local)
-            elif outcome.state == "timeout":
-                if not slot.hung:
-                    slot.hung = True
-                    log.warning("accel: %s backend did not answer within %g s; its metrics are "
-                                "skipped until it does", slot.backend.name, self.deadline)
-            elif outcome.state == "error":
-                self._degrade(slot, outcome.error)
-            # "busy": the abandoned call still hangs; skip without waiting
+            self._sample(slot, values, may_degrade=True)
         values["accel.count"] = float(len(self._devices))
 
-    def _degrade(self, slot: _Slot, error: BaseException | None) -> None:
+    def _sample(self, slot: _Slot, values: dict[str, float], *, may_degrade: bool) -> None:
+        # the backend writes into its own dict: an abandoned call that finishes
+        # later must not leak numbers into a later pass
+        local: dict[str, float] = {}
+        outcome = slot.worker.call(partial(slot.backend.sample, local), self.deadline)
+        if outcome.state == "ok":
+            if slot.hung:
+                slot.hung = False
+                log.warning("accel: %s backend answers again", slot.backend.name)
+            values.update(local)
+        elif outcome.state == "timeout":
+            if not slot.hung:
+                slot.hung = True
+                log.warning("accel: %s backend did not answer within %g s; its metrics are "
+                            "skipped until it does", slot.backend.name, self.deadline)
+        elif outcome.state == "error":
+            replacement = self._degrade(slot, outcome.error)
+            if replacement is not None and may_degrade:
+                self._sample(replacement, values, may_degrade=False)
+        # "busy": the abandoned call still hangs; skip it without waiting
+
+    def _degrade(self, slot: _Slot, error: BaseException | None) -> _Slot | None:
         name = slot.backend.name
         why = error.reason if isinstance(error, BackendUnavailable) \
             else f"{type(error).__name__}: {error}"
         if name == "sysfs":
             # nothing to fall back to; sysfs reads are tolerant, so this is a bug: say it
             log.warning("accel: sysfs backend failed (%s); accel metrics skipped this pass", why)
-            return
+            return None
         log.warning("accel: %s backend failed (%s); falling back to sysfs for its %d device%s",
                     name, why, len(slot.addresses), "" if len(slot.addresses) == 1 else "s")
         slot.worker.call(slot.backend.close, self.deadline)
         sysfs = SysfsBackend(self.host, only=set(slot.addresses))
         sysfs.reindex(self._index)
-        self._slots[self._slots.index(slot)] = _Slot(sysfs, _Worker("sysfs"), slot.addresses)
+        replacement = _Slot(sysfs, _Worker("sysfs"), slot.addresses)
+        self._slots[self._slots.index(slot)] = replacement
         self._devices = self._describe()
+        return replacement
 
     def processes(self) -> list[AccelProcess]:
         out: list[AccelProcess] = []
