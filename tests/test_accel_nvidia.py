@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,7 +74,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def run_child(libdir: Path | None, env: dict[str, str], **args: object) -> dict:
+def run_child(libdir: Path | None, env: dict[str, str], **args: object) -> dict[str, Any]:
     child_env = {k: v for k, v in os.environ.items()
                  if not k.startswith("FAKE_NVML_") and k != "LD_LIBRARY_PATH"}
     if libdir is not None:
@@ -82,9 +83,10 @@ def run_child(libdir: Path | None, env: dict[str, str], **args: object) -> dict:
     args.setdefault("root", str(NVIDIA_HOST))
     args.setdefault("backends", ["nvidia"])
     proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], env=child_env,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    out: dict[str, Any] = json.loads(proc.stdout)
+    return out
 
 
 def test_eight_gpus_joined_with_sysfs(fake_nvml_dir: Path) -> None:
