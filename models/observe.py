@@ -57,9 +57,9 @@ def read_knobs(host: Host, knobs: Iterable[str]) -> tuple[dict[str, str], dict[s
 
 def owned_knobs(host: Host, knobs: Iterable[str]) -> dict[str, str]:
     """knob -> where the admin set it."""
-    from hosttune.tuners import ownership
+    from hosttune.tuners.ownership import owners as find_owners
 
-    owners = ownership.owners(host)
+    owners = find_owners(host)
     return {k: str(owners[k]) for k in knobs if k in owners}
 
 
