@@ -82,6 +82,14 @@ def validate_backends(names: Sequence[str] | None, *, source: str | None = None)
                               path=source, key="backends")
 
 
+def backends_from_config(names: Sequence[str]) -> list[str] | None:
+    """The config's `backends` as AccelCollector wants it: None (automatic)
+    when it lists every backend, as the default does."""
+    from hosttune.agent.config import BACKENDS
+
+    return None if set(names) >= set(BACKENDS) else list(names)
+
+
 @dataclass
 class _Outcome:
     state: str  # "ok", "error", "timeout", "busy"
