@@ -27,6 +27,7 @@ selector thread only waits for them.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -68,7 +69,8 @@ def peer_of(sock: socket.socket) -> Peer:
     pid, uid, gid = struct.unpack("3i", creds)
     groups: tuple[int, ...] = ()
     try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4 * 1024)
+        # CPython caps the buffer at 1024 bytes: 256 groups; more fall back below.
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 1024)
         groups = struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4])
     except OSError:
         # Kernels before 4.13: fall back to the group database.
@@ -148,10 +150,8 @@ class ControlServer:
 
     def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-        except FileNotFoundError:
-            pass
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         # Create it unreachable, then open it to the group: no window in which
         # the socket exists with looser permissions.
@@ -190,19 +190,15 @@ class ControlServer:
             self._close(conn)
         if self._listener is not None:
             self._listener.close()
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
-            except FileNotFoundError:
-                pass
         self._sel.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
 
     def _wake(self) -> None:
-        try:
+        with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"x")
-        except BlockingIOError:
-            pass
 
     # -- the loop ------------------------------------------------------------
 
@@ -252,10 +248,8 @@ class ControlServer:
             sock.setblocking(False)
             if len(self._conns) >= self.max_clients:
                 self.rejected += 1
-                try:
+                with contextlib.suppress(OSError):
                     sock.send(encode(error_reply("busy", "too many clients; try again")))
-                except OSError:
-                    pass
                 sock.close()
                 continue
             conn = _Conn(sock=sock, peer=None, deadline=time.monotonic() + self.timeout)
@@ -409,16 +403,17 @@ class ControlServer:
             else:
                 self._reply(conn, error_reply(
                     "timeout", f"no complete request within {self.timeout:g} s"))
-                if conn.outbuf:  # cannot even take the error: drop it
-                    self._close(conn)
+                self._drop_if_unsent(conn)
+
+    def _drop_if_unsent(self, conn: _Conn) -> None:
+        if conn.outbuf:  # cannot even take the error: drop it
+            self._close(conn)
 
     def _close(self, conn: _Conn) -> None:
         fd = conn.sock.fileno()
         if fd >= 0:
-            try:
+            with contextlib.suppress(KeyError, ValueError):
                 self._sel.unregister(conn.sock)
-            except (KeyError, ValueError):
-                pass
             self._conns.pop(fd, None)
         conn.sock.close()
 
