@@ -19,6 +19,7 @@ from hosttune.agent.errors import HosttuneError
 # directory scan happens to find.
 COMMAND_MODULES: tuple[str, ...] = (
     "config",
+    "accel",
 )
 
 

@@ -178,3 +178,26 @@ def test_host_run_live() -> None:
         host.run(["sleep", "5"], timeout=0.2)
     with pytest.raises(HostCommandError, match="command not found"):
         host.run(["hosttune-no-such-command"], timeout=1)
+
+
+def test_config_list_with_planned_names_and_no_pci_view(tmp_path: Path) -> None:
+    # a container without /sys/bus/pci: a listed vendor backend is still tried
+    plain = StallingBackend(["0000:65:00.0"])
+    plain.stall = False
+    coll = AccelCollector(Host(tmp_path), ["intel", "nvidia", "sysfs"],
+                          factories={"nvidia": lambda host: plain})
+    assert coll.backend_names == ["nvidia"]
+    (dev,) = coll.devices()
+    assert (dev.index, dev.pci_address, dev.model) == (0, "0000:65:00.0", "stalling")
+    values: dict[str, float] = {}
+    coll.collect(values)
+    assert values == {"accel.0.util": 0.5, "accel.count": 1.0}
+
+
+def test_unlisted_vendor_backend_is_not_tried() -> None:
+    def must_not_open(host: Host) -> AccelBackend:
+        raise AssertionError("nvidia opened although the config does not list it")
+
+    coll = AccelCollector(Host(NVIDIA), ["ascend", "sysfs"],
+                          factories={"nvidia": must_not_open})
+    assert coll.backend_names == ["sysfs"]

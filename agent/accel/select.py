@@ -7,8 +7,9 @@ them; sysfs serves the rest. Library backends (NVML, amdsmi) see only the
 live machine, so on a fixture tree they are tried only when named in the
 config; `npu-smi` runs through `Host.run` and replays recorded output there.
 
-Config (`accel.backends`, a list of names) forces the choice. sysfs always
-serves what no vendor backend took: locality is known for every device.
+Config (`backends`, a list of names) restricts and orders the choice: only
+the vendor backends listed are tried. sysfs always serves what no vendor
+backend took: locality is known for every device.
 
 A backend that fails (library present but no driver, a driver/library version
 mismatch, a call that raises, a device that fell off the bus) degrades to
@@ -28,15 +29,18 @@ from functools import partial
 from typing import Any
 
 from hosttune.agent.accel.base import AccelBackend, AccelDevice, AccelProcess, BackendUnavailable
-from hosttune.agent.accel.sysfs import SysfsBackend
+from hosttune.agent.accel.sysfs import PCI_DEVICES, SysfsBackend
 from hosttune.agent.errors import ConfigError
 from hosttune.agent.host import Host
 
 log = logging.getLogger("hosttune.accel")
 
 BACKEND_NAMES = ("nvidia", "amd", "ascend", "sysfs")
-# sysfs vendor name -> the backend that knows it better
-VENDOR_BACKENDS = {"nvidia": "nvidia", "amd": "amd", "huawei": "ascend"}
+# names the config accepts (hosttune.agent.config.BACKENDS) that have no
+# backend yet: listed, they are skipped quietly
+PLANNED_BACKENDS = frozenset({"intel"})
+# backend -> the sysfs vendor name of the devices it serves
+BACKEND_VENDORS = {"nvidia": "nvidia", "amd": "amd", "ascend": "huawei"}
 LIBRARY_BACKENDS = frozenset({"nvidia", "amd"})
 
 DEFAULT_DEADLINE_S = 2.0
@@ -72,10 +76,18 @@ def validate_backends(names: Sequence[str] | None, *, source: str | None = None)
     if names is None:
         return
     for name in names:
-        if name not in BACKEND_NAMES:
+        if name not in BACKEND_NAMES and name not in PLANNED_BACKENDS:
             raise ConfigError(f"unknown accelerator backend {name!r} "
                               f"(known: {', '.join(BACKEND_NAMES)})",
-                              path=source, key="accel.backends")
+                              path=source, key="backends")
+
+
+def backends_from_config(names: Sequence[str]) -> list[str] | None:
+    """The config's `backends` as AccelCollector wants it: None (automatic)
+    when it lists every backend, as the default does."""
+    from hosttune.agent.config import BACKENDS
+
+    return None if set(names) >= set(BACKENDS) else list(names)
 
 
 @dataclass
@@ -158,16 +170,26 @@ class AccelCollector:
     # -- choosing ----------------------------------------------------------
 
     def _wanted(self, vendors: set[str]) -> list[str]:
-        if self.forced is not None:
-            return [n for n in self.forced if n != "sysfs"]
+        """The vendor backends to try, in order. One is tried where sysfs shows
+        devices of its vendor, or everywhere when this host offers no PCI
+        view in sysfs at all (some containers). Backends that wrap a vendor
+        library describe the live machine, so on a fixture tree they are
+        tried only when listed explicitly or given as a test factory."""
+        order = self.forced if self.forced is not None else list(BACKEND_VENDORS)
+        no_pci_view = not self.host.is_dir(PCI_DEVICES)
         wanted = []
-        for vendor, backend in VENDOR_BACKENDS.items():
-            if vendor not in vendors or backend in wanted:
+        for name in order:
+            if name == "sysfs" or name in wanted:
                 continue
-            if backend in LIBRARY_BACKENDS and not self.host.is_live \
-                    and self.factories.get(backend) is DEFAULT_FACTORIES.get(backend):
-                continue  # a vendor library would describe this machine, not the fixture
-            wanted.append(backend)
+            if name not in self.factories:
+                log.debug("accel: backend %s is not implemented; skipped", name)
+                continue
+            if BACKEND_VENDORS.get(name) not in vendors and not no_pci_view:
+                continue
+            if name in LIBRARY_BACKENDS and not self.host.is_live and self.forced is None \
+                    and self.factories[name] is DEFAULT_FACTORIES.get(name):
+                continue
+            wanted.append(name)
         return wanted
 
     def _open(self) -> None:
@@ -184,7 +206,7 @@ class AccelCollector:
                 continue
             worker = _Worker(name)
             outcome = worker.call(partial(_open_and_list, factory, self.host), self.open_timeout)
-            vendor = next((v for v, b in VENDOR_BACKENDS.items() if b == name), name)
+            vendor = BACKEND_VENDORS.get(name, name)
             seen = counts.get(vendor, 0)
             if outcome.state == "ok":
                 backend, devices = outcome.value
@@ -196,7 +218,7 @@ class AccelCollector:
                 err = outcome.error
                 why = err.reason if isinstance(err, BackendUnavailable) \
                     else f"{type(err).__name__}: {err}"
-            if seen or self.forced is not None:
+            if seen:
                 log.warning("accel: %s backend unavailable (%s); using sysfs for %d %s device%s",
                             name, why, seen, vendor, "" if seen == 1 else "s")
             else:

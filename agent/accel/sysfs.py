@@ -157,6 +157,38 @@ def scan(host: Host) -> list[PciAccelerator]:
     return found
 
 
+@dataclass(frozen=True)
+class PciNic:
+    """A network function and its interfaces: what an accelerator talks to
+    the fabric through. (hosttune.agent.topology has the full NIC view.)"""
+
+    address: str
+    interfaces: tuple[str, ...]
+    numa_node: int | None
+    upstream: tuple[str, ...]
+
+    @property
+    def pcie_switch(self) -> str | None:
+        return self.upstream[1] if len(self.upstream) >= 3 else None
+
+
+def scan_nics(host: Host) -> list[PciNic]:
+    """Every PCI network controller (class 0x02xx) with its interface names."""
+    found = []
+    for address in host.listdir_optional(PCI_DEVICES):
+        base = f"{PCI_DEVICES}/{address}"
+        class_code = _hex(host, f"{base}/class")
+        if class_code is None or class_code >> 16 != 0x02:
+            continue
+        numa = host.read_optional_int(f"{base}/numa_node")
+        real = host.resolve(base)
+        parts = [p for p in real.split("/") if _BDF_RE.match(p)] if real else []
+        found.append(PciNic(address, tuple(host.listdir_optional(f"{base}/net")),
+                            numa if numa is not None and numa >= 0 else None,
+                            tuple(parts[:-1])))
+    return found
+
+
 def describe(accel: PciAccelerator, index: int, backend: str = "sysfs") -> AccelDevice:
     facts = {"pci_id": f"{accel.vendor_id:04x}:{accel.device_id:04x}",
              "pci_class": f"0x{accel.class_code:06x}"}
