@@ -13,6 +13,7 @@ changes); when it does not, `direct()` does the work in-process.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import socket
@@ -68,7 +69,10 @@ class DaemonClient:
                 raise DaemonUnavailable(f"cannot reach hosttuned at {self.path}: "
                                         f"{exc.strerror}") from None
             payload = json.dumps({"version": PROTOCOL_VERSION, "op": op, "args": args})
-            sock.sendall(payload.encode() + b"\n")
+            # A daemon that answers at once (busy, refused) may close before it
+            # has read everything: its answer is still there to read.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                sock.sendall(payload.encode() + b"\n")
             chunks = []
             size = 0
             while True:
@@ -79,13 +83,17 @@ class DaemonClient:
                 size += len(data)
                 if data.endswith(b"\n") or size > _MAX_REPLY:
                     break
+        # Connected means a daemon runs: from here on, failures are its errors,
+        # never a reason for the caller to go and work on the host directly.
         except TimeoutError:
-            raise DaemonUnavailable(f"hosttuned did not answer within {self.timeout:g} s"
-                                    ) from None
+            raise DaemonError("timeout", f"hosttuned did not answer within {self.timeout:g} s"
+                              ) from None
         except (BrokenPipeError, ConnectionResetError):
-            raise DaemonUnavailable("hosttuned closed the connection") from None
+            raise DaemonError("closed", "hosttuned closed the connection") from None
         finally:
             sock.close()
+        if not chunks:
+            raise DaemonError("closed", "hosttuned closed the connection without an answer")
         try:
             reply = json.loads(b"".join(chunks))
         except json.JSONDecodeError:

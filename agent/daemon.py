@@ -656,7 +656,8 @@ class Daemon:
 
     def _status_line(self) -> str:
         label = self.tracker.stable or "unknown"
-        return (f"{self.config.mode}: workload {label}, {self.sample_count} samples, "
+        # Changes only when something worth a line does: it is sent on change.
+        return (f"{self.config.mode}: workload {label}, "
                 f"{len(self.applied)} applied, {len(self.reverts)} reverted")
 
     def render_metrics(self) -> str:

@@ -108,8 +108,7 @@ class HostEngine:
 
         collectors = list(system_collectors(self.host))
         try:
-            from hosttune.agent.accel.collector import AccelCollector
-            from hosttune.agent.accel.select import backends_from_config
+            from hosttune.agent.accel.select import AccelCollector, backends_from_config
 
             collectors.append(AccelCollector(
                 self.host, backends=backends_from_config(self.backends)))

@@ -1,29 +1,45 @@
 """sd_notify: READY, STATUS, WATCHDOG and STOPPING for Type=notify.
 
-systemd-python's `daemon.notify` sends the datagram (abstract sockets
-included) and returns False when NOTIFY_SOCKET is unset; version 235 has no
-`watchdog_enabled()`, so the watchdog period is read from WATCHDOG_USEC here,
-honouring WATCHDOG_PID (the watchdog is ours only when it names our pid).
+The datagrams go to NOTIFY_SOCKET (a path, or an abstract name written
+"@name"), sent without ever blocking (see `_sender`). systemd-python 235 has
+no `watchdog_enabled()`, so the watchdog period is read from WATCHDOG_USEC
+here, honouring WATCHDOG_PID (the watchdog is ours only when it names our
+pid).
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Callable, Mapping
 
 
-def _sender() -> Callable[[str], bool]:
-    try:
-        from systemd import daemon as sd_daemon
-    except ImportError:  # the library is a dependency; be explicit if it is gone
-        def _missing(_state: str) -> bool:
+def _sender(env: Mapping[str, str] | None = None) -> Callable[[str], bool]:
+    """A non-blocking sd_notify.
+
+    systemd-python's `daemon.notify` (235) sends with a blocking sendmsg and
+    keeps the GIL while it does: when the receiver's queue is full, every
+    thread of the daemon stops, the control socket included (seen in the flood
+    test with a slow reader). Here each datagram is sent with MSG_DONTWAIT and
+    dropped if it cannot go at once: a lost STATUS costs nothing, and a lost
+    WATCHDOG ping is re-sent at the next half period."""
+    env = os.environ if env is None else env
+    target = env.get("NOTIFY_SOCKET", "")
+    if not target or target[0] not in "/@":
+        def _none(_state: str) -> bool:
             return False
 
-        return _missing
+        return _none
+    address = "\0" + target[1:] if target[0] == "@" else target
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
 
     def _send(state: str) -> bool:
-        return bool(sd_daemon.notify(state))
+        try:
+            sock.sendto(state.encode(), socket.MSG_DONTWAIT, address)
+        except OSError:
+            return False
+        return True
 
     return _send
 
@@ -45,7 +61,7 @@ def watchdog_period(env: Mapping[str, str] | None = None, pid: int | None = None
 class Notifier:
     def __init__(self, send: Callable[[str], bool] | None = None,
                  env: Mapping[str, str] | None = None) -> None:
-        self._send = send or _sender()
+        self._send = send or _sender(env)
         period = watchdog_period(env)
         # Ping at half the period, as sd_watchdog_enabled(3) advises.
         self.ping_every = None if period is None else period / 2

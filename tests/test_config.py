@@ -70,7 +70,7 @@ def test_values_are_read() -> None:
          "unknown key"),
         ("interval: fast\n", "interval", 1, "expected a number"),
         ("interval: true\n", "interval", 1, "got a boolean"),
-        ("interval: 0.1\n", "interval", 1, "out of range"),
+        ("interval: 0.05\n", "interval", 1, "out of range"),
         ("\nwindow: 2.5\n", "window", 2, "expected an integer"),
         ("mode: turbo\n", "mode", 1, "not one of"),
         ("metrics: [1, 2]\n", "metrics", 1, "expected a mapping"),

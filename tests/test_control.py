@@ -53,7 +53,7 @@ def server(tmp_path: Path) -> Iterator[tuple[ControlServer, Handler]]:
     srv.stop()
 
 
-def _raw(path: Path, data: bytes, *, shutdown: bool = False, timeout: float = 5.0) -> dict:
+def _raw(path: Path, data: bytes, *, shutdown: bool = False, timeout: float = 5.0) -> Any:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(str(path))
@@ -178,7 +178,7 @@ def test_no_daemon_means_direct(tmp_path: Path) -> None:
     assert (result, where) == ({"direct": True}, "direct")
 
 
-def _as_user(path: Path, uid: int, gid: int, groups: list[int], op: str) -> dict:
+def _as_user(path: Path, uid: int, gid: int, groups: list[int], op: str) -> Any:
     """Connect as another user (a child with dropped credentials)."""
     code = (
         "import json, socket, sys\n"
