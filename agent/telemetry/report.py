@@ -101,10 +101,11 @@ def render_lines(values: Mapping[str, float], processes: Sequence[AIProcess],
     # -- memory --------------------------------------------------------------
     total = v.get("mem.total_bytes")
     if total:
-        avail = v.get("mem.available_bytes") or 0.0
+        avail = v.get("mem.available_bytes")
         out.append(
             f"Memory   used {_pct(v.get('mem.used_ratio'))} of {human_bytes(total)}, "
-            f"available {human_bytes(avail)}, dirty {human_bytes(v.get('mem.dirty_bytes') or 0)}"
+            f"available {'-' if avail is None else human_bytes(avail)}, "
+            f"dirty {human_bytes(v.get('mem.dirty_bytes') or 0)}"
             f", swap used {_pct(v.get('mem.swap_used_ratio') or 0.0)}")
         hp_total = v.get("mem.hugepages_total") or 0
         out.append(
@@ -150,11 +151,11 @@ def render_lines(values: Mapping[str, float], processes: Sequence[AIProcess],
     # -- disks -----------------------------------------------------------------
     disks = _instances(values, "disk.", ".reads")
     if disks:
-        out.append("Disks    " + f"{'device':<12}{'read':>14}{'write':>14}{'r/s':>10}{'w/s':>10}"
+        out.append("Disks    " + f"{'device':<12}{'read':>16}{'write':>16}{'r/s':>10}{'w/s':>10}"
                    + ("" if not has_rates else f"{'util':>8}"))
         for d in disks:
-            row = (f"         {d:<12}{v.rate_str(f'disk.{d}.read_bytes', as_bytes=True):>14}"
-                   f"{v.rate_str(f'disk.{d}.write_bytes', as_bytes=True):>14}")
+            row = (f"         {d:<12}{v.rate_str(f'disk.{d}.read_bytes', as_bytes=True):>16}"
+                   f"{v.rate_str(f'disk.{d}.write_bytes', as_bytes=True):>16}")
             if has_rates:
                 row += (f"{v.rate(f'disk.{d}.reads') or 0:>10.1f}"
                         f"{v.rate(f'disk.{d}.writes') or 0:>10.1f}"
@@ -167,13 +168,13 @@ def render_lines(values: Mapping[str, float], processes: Sequence[AIProcess],
     # -- network ---------------------------------------------------------------
     ifaces = _instances(values, "net.", ".rx_bytes")
     if ifaces:
-        out.append("Network  " + f"{'interface':<12}{'rx':>14}{'tx':>14}{'rx pkt':>12}"
+        out.append("Network  " + f"{'interface':<12}{'rx':>16}{'tx':>16}{'rx pkt':>12}"
                    f"{'tx pkt':>12}{'drops':>10}")
         for i in ifaces:
             drops = [v.rate(f"net.{i}.{d}_drops") for d in ("rx", "tx")]
             out.append(
-                f"         {i:<12}{v.rate_str(f'net.{i}.rx_bytes', as_bytes=True):>14}"
-                f"{v.rate_str(f'net.{i}.tx_bytes', as_bytes=True):>14}"
+                f"         {i:<12}{v.rate_str(f'net.{i}.rx_bytes', as_bytes=True):>16}"
+                f"{v.rate_str(f'net.{i}.tx_bytes', as_bytes=True):>16}"
                 f"{v.rate(f'net.{i}.rx_packets') or 0:>12.0f}"
                 f"{v.rate(f'net.{i}.tx_packets') or 0:>12.0f}"
                 f"{sum(x or 0 for x in drops):>10.0f}")
