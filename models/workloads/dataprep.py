@@ -36,7 +36,8 @@ def _process(task: tuple[str, str, int, int]) -> int:
     rng = np.random.default_rng(seed)
     raw = np.frombuffer(zlib.decompress(Path(src).read_bytes()), dtype=np.uint8)
     img = raw.reshape(records, _SIDE, _SIDE, 3).astype(np.float32) / 255.0
-    img = (img - img.mean(axis=(1, 2), keepdims=True)) / (img.std(axis=(1, 2), keepdims=True) + 1e-6)
+    mean = img.mean(axis=(1, 2), keepdims=True)
+    img = (img - mean) / (img.std(axis=(1, 2), keepdims=True) + 1e-6)
     crop = 56
     ox, oy = rng.integers(0, _SIDE - crop, size=2)
     img = img[:, oy:oy + crop, ox:ox + crop, :]
