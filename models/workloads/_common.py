@@ -4,6 +4,7 @@ clear message when PyTorch (the optional `workloads` extra) is missing."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -22,7 +23,7 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 def require_torch() -> ModuleType:
     try:
-        import torch
+        torch = importlib.import_module("torch")
     except ImportError:
         sys.stderr.write(
             "this workload needs PyTorch: pip install 'hosttune[workloads]' "
