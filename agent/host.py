@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import errno as errno_mod
 import os
-from collections.abc import Iterator
+import shlex
+import subprocess
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from hosttune.agent.errors import HostReadError, HostWriteError, ParseError
+from hosttune.agent.errors import HostCommandError, HostReadError, HostWriteError, ParseError
 
 # Large enough for /proc/interrupts on a 256-CPU host with a few thousand IRQs
 # in one pread; bigger files fall back to a loop.
@@ -57,6 +60,28 @@ class KeptFile:
 
     def __del__(self) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a host command printed. A non-zero exit is not an error here:
+    vendor tools use it for "no device", and the caller knows what it means."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def command_record_name(argv: Sequence[str]) -> str:
+    """The file name under <root>/commands/ that holds the recorded output of
+    `argv` on a fixture tree: the words joined with "_", any character other
+    than [A-Za-z0-9.-] written as %XX ("npu-smi info -t usages -i 0" ->
+    "npu-smi_info_-t_usages_-i_0.txt")."""
+    def quote(word: str) -> str:
+        return "".join(c if c.isascii() and (c.isalnum() or c in ".-") else f"%{ord(c):02X}"
+                       for c in word)
+    return "_".join(quote(w) for w in argv) + ".txt"
 
 
 class Host:
@@ -169,6 +194,14 @@ class Host:
         except OSError:
             return None
 
+    def readlink(self, path: str) -> str | None:
+        """A symlink's target as the kernel wrote it (/proc/PID/fd/N ->
+        "/dev/nvidia0"), or None if it is gone or not a link."""
+        try:
+            return os.readlink(self.path(path))
+        except (OSError, ValueError):
+            return None
+
     def resolve(self, path: str) -> str | None:
         """The host path a sysfs symlink points to, or None if it does not exist.
         Fixture trees keep relative links, so resolving stays inside the root."""
@@ -188,6 +221,46 @@ class Host:
         for name in self.listdir_optional("/proc"):
             if name.isdigit():
                 yield int(name)
+
+    # -- commands ----------------------------------------------------------
+
+    def run(self, argv: Sequence[str], timeout: float) -> CommandResult:
+        """Run a read-only host command (vendor tools such as `npu-smi`) with a
+        time limit. On a fixture tree nothing runs: the recorded stdout is read
+        from <root>/commands/<command_record_name(argv)>, and a missing record
+        behaves like a command that is not installed. A recorded exit status,
+        when not 0, sits in the same file name with ".rc" instead of ".txt"."""
+        argv = tuple(argv)
+        line = shlex.join(argv)
+        if not argv:
+            raise ValueError("empty command")
+        if not self.is_live:
+            record = self.root / "commands" / command_record_name(argv)
+            try:
+                stdout = record.read_text(encoding="utf-8", errors="replace")
+            except FileNotFoundError:
+                raise HostCommandError(
+                    f"{line} (under {self.root})", "command not found",
+                    errno=errno_mod.ENOENT) from None
+            rc_file = record.with_suffix(".rc")
+            rc = int(rc_file.read_text().strip()) if rc_file.exists() else 0
+            return CommandResult(argv, rc, stdout, "")
+        try:
+            proc = subprocess.run(
+                argv, capture_output=True, timeout=timeout, check=False,
+                stdin=subprocess.DEVNULL, env={**os.environ, "LC_ALL": "C"},
+            )
+        except FileNotFoundError:
+            raise HostCommandError(line, "command not found", errno=errno_mod.ENOENT) from None
+        except subprocess.TimeoutExpired:
+            raise HostCommandError(line, f"timed out after {timeout:g} s",
+                                   errno=errno_mod.ETIMEDOUT) from None
+        except OSError as exc:
+            raise HostCommandError(line, f"cannot run: {exc.strerror or exc}",
+                                   errno=exc.errno) from None
+        return CommandResult(argv, proc.returncode,
+                             proc.stdout.decode("utf-8", "replace"),
+                             proc.stderr.decode("utf-8", "replace"))
 
     # -- writes ------------------------------------------------------------
 
