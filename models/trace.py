@@ -159,7 +159,7 @@ class TraceWriter:
         cells = [f"{elapsed:.3f}"]
         for name in self.columns:
             v = row.get(name)
-            cells.append("" if v is None or not math.isfinite(v) else repr(float(v)))
+            cells.append("" if v is None or not math.isfinite(v) else f"{float(v):.7g}")
         self._writer.writerow(cells)
         self.rows += 1
         self._text.flush()
