@@ -21,6 +21,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "config",
     "accel",
     "record",
+    "model",
+    "classify",
 )
 
 
