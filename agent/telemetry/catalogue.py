@@ -197,9 +197,15 @@ _ACCEL: tuple[tuple[str, Kind, str, str], ...] = (
     # 20 ms window), not a cumulative counter, so these are gauges.
     ("pcie_rx_bytes", "gauge", "B/s", "PCIe receive throughput (host to device)"),
     ("pcie_tx_bytes", "gauge", "B/s", "PCIe transmit throughput (device to host)"),
+    ("pcie_link_gen", "gauge", "generation", "current PCIe link generation (drops when idle)"),
+    ("pcie_link_width", "gauge", "lanes", "current PCIe link width"),
     ("ecc_errors", "counter", "errors", "uncorrected ECC errors since driver load"),
-    ("xid_errors", "counter", "errors", "driver-reported device errors (NVIDIA Xid and the like)"),
+    ("ecc_corrected", "counter", "errors", "corrected ECC errors since driver load"),
+    ("retired_pages", "gauge", "pages", "device memory pages retired after ECC errors"),
+    ("xid_errors", "counter", "errors",
+     "driver-reported device errors (NVIDIA Xid and the like) since the backend started"),
     ("processes", "gauge", "processes", "processes holding the device"),
+    ("lost", "gauge", "bool", "1 when the device fell off the bus or stopped answering"),
 )
 
 
