@@ -22,6 +22,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "accel",
     "status",
     "telemetry",
+    "record",
+    "model",
+    "classify",
 )
 
 
