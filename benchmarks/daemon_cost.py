@@ -126,8 +126,10 @@ def start_hosttuned(tmp: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]
 TUNED_SCRIPT = r"""
 set -e
 tmp=$1
-mount -t tmpfs tmpfs /run/tuned 2>/dev/null || { mkdir -p /run/tuned; mount -t tmpfs tmpfs /run/tuned; }
-mkdir -p /var/log/tuned && mount -t tmpfs tmpfs /var/log/tuned
+# Everything tuned writes lands on tmpfs mounts of this namespace only; new
+# directories are made inside those mounts, never on the host's filesystems.
+mount -t tmpfs tmpfs /run && mkdir -p /run/tuned
+mount -t tmpfs tmpfs /var/log
 cp -a /etc/tuned/. "$tmp/etc-tuned/"
 mount --bind "$tmp/etc-tuned" /etc/tuned
 sed -i 's/^reapply_sysctl *=.*/reapply_sysctl = 0/' /etc/tuned/tuned-main.conf
@@ -220,8 +222,7 @@ def main() -> int:
                 st = json.loads(status.stdout)
                 results[0]["interval_s"] = st["sampling"]["interval_s"]
                 results[0]["samples"] = st["sampling"]["samples"]
-                results[0]["model_loaded"] = not any("no workload model" in n
-                                                     for n in st.get("notes", []))
+                results[0]["model_loaded"] = bool(st.get("engine", {}).get("model"))
                 results[0]["workload"] = st["workload"]["label"]
                 notes += [f"hosttuned: {n}" for n in st.get("notes", [])]
         finally:

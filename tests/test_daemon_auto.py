@@ -126,6 +126,9 @@ class FixtureEngine:
         self.host = Host(self.root)
         self.sampler = Sampler(self.host, process_every=0)
 
+    def prepare(self) -> dict[str, Any]:
+        return {"model": {"source": "rule: cpu.util > 0.5 is training"}}
+
     def sample(self) -> Sample:
         return self.sampler.sample()
 
