@@ -330,4 +330,4 @@ def test_live_layouts_match_fresh_parses() -> None:
             fresh = parse(host.read_text(path))
             # counters move between the two reads; the names must not
             assert set(values) == set(fresh)
-        coll.close()  # type: ignore[attr-defined]
+        coll.close()
