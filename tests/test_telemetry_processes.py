@@ -63,8 +63,10 @@ def children(tmp_path: Path) -> Iterator[dict[str, int]]:
     lib.write_bytes(b"\0" * 8192)
     ready = {name: tmp_path / f"{name}.ready" for name in ("launcher", "lib", "plain")}
     code = {
-        # argv carries 'torchrun'; pinned to CPU 0 before it says it is ready
+        # argv carries 'torchrun'; pinned to CPU 0 and has used some CPU time
+        # (more than one clock tick) before it says it is ready
         "launcher": "import os,sys,time; os.sched_setaffinity(0,{0}); "
+                    "t=time.process_time()\nwhile time.process_time()-t<0.05: pass\n"
                     "open(sys.argv[1],'w').close(); time.sleep(60)",
         # maps a file named like PyTorch's CPU library
         "lib": "import mmap,sys,time; f=open(sys.argv[2],'rb'); "
