@@ -729,6 +729,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="run in the foreground (the only way it runs; for systemd)")
     parser.add_argument("--mode", choices=cfg.MODES,
                         help="override the configured mode for this run")
+    parser.add_argument("--root", default="/", metavar="DIR",
+                        help="act on the host tree under DIR instead of / (trials on a "
+                        "copy or a fixture tree)")
     args = parser.parse_args(argv)
     if args.check_config is not None:
         return check_config(args.check_config or None)
@@ -747,7 +750,7 @@ def main(argv: list[str] | None = None) -> int:
     # The AI-process scan is most of a sample's cost (13 ms over ~90 processes
     # here, against ~1.5 ms for everything else): once a minute is enough to
     # know which processes are AI work.
-    engine = HostEngine(Host(), paths.state_dir, backends=config.backends,
+    engine = HostEngine(Host(args.root), paths.state_dir, backends=config.backends,
                         process_every=max(1, round(60 / config.interval)))
     daemon = Daemon(paths, config, engine, log, Notifier())
     daemon.install_signals()

@@ -179,8 +179,12 @@ class HostEngine:
             from hosttune.models.recommender import to_plan
         except ImportError as exc:
             raise EngineUnavailable(f"no recommender in this build: {exc}") from None
-        report = run_recommend(self.host, workload=workload, window=1.0,
-                               state_dir=str(self.state_dir))
+        try:
+            report = run_recommend(self.host, workload=workload, window=1.0,
+                                   state_dir=str(self.state_dir))
+        except ImportError as exc:
+            raise EngineUnavailable(f"the recommender needs a part this build lacks: {exc}"
+                                    ) from None
         plan = to_plan(report.recommendations)
         if not plan.changes:
             return None
