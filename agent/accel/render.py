@@ -7,20 +7,20 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hosttune.agent.accel.base import AccelDevice
-from hosttune.agent.accel.sysfs import PciNic
 from hosttune.agent.cpulist import format_cpulist
+from hosttune.agent.pci import PciDevice
 
 GIB = float(1 << 30)
 MB = 1e6
 
 
-def _nics_near(dev: AccelDevice, nics: Sequence[PciNic]) -> tuple[list[str], list[str]]:
+def _nics_near(dev: AccelDevice, nics: Sequence[PciDevice]) -> tuple[list[str], list[str]]:
     """Interfaces behind the device's PCIe switch, and on its NUMA node."""
     switch = dev.facts.get("pcie_switch")
     same_switch = [i for n in nics if switch and n.pcie_switch == switch
-                   for i in n.interfaces or (n.address,)]
+                   for i in n.netdevs or (n.address,)]
     same_node = [i for n in nics if dev.numa_node is not None and n.numa_node == dev.numa_node
-                 for i in n.interfaces or (n.address,)]
+                 for i in n.netdevs or (n.address,)]
     return same_switch, same_node
 
 
@@ -31,7 +31,7 @@ def _links(dev: AccelDevice) -> str:
     return "; ".join(f"{kind} {format_cpulist(peers)}" for kind, peers in sorted(by_kind.items()))
 
 
-def topology_lines(devices: Sequence[AccelDevice], nics: Sequence[PciNic]) -> list[str]:
+def topology_lines(devices: Sequence[AccelDevice], nics: Sequence[PciDevice]) -> list[str]:
     if not devices:
         return ["Accelerators: none found"]
     backends = sorted({d.backend for d in devices})
@@ -64,7 +64,8 @@ def topology_lines(devices: Sequence[AccelDevice], nics: Sequence[PciNic]) -> li
     return lines
 
 
-def topology_json(devices: Sequence[AccelDevice], nics: Sequence[PciNic]) -> list[dict[str, Any]]:
+def topology_json(devices: Sequence[AccelDevice],
+                  nics: Sequence[PciDevice]) -> list[dict[str, Any]]:
     out = []
     for d in devices:
         entry = d.to_dict()

@@ -29,9 +29,10 @@ from functools import partial
 from typing import Any
 
 from hosttune.agent.accel.base import AccelBackend, AccelDevice, AccelProcess, BackendUnavailable
-from hosttune.agent.accel.sysfs import PCI_DEVICES, SysfsBackend
+from hosttune.agent.accel.sysfs import SysfsBackend
 from hosttune.agent.errors import ConfigError
 from hosttune.agent.host import Host
+from hosttune.agent.pci import PCI_DEVICES
 
 log = logging.getLogger("hosttune.accel")
 
