@@ -91,6 +91,15 @@ def backends_from_config(names: Sequence[str]) -> list[str] | None:
     return None if set(names) >= set(BACKENDS) else list(names)
 
 
+def configured_backends() -> list[str] | None:
+    """`backends` from the installed configuration (HOSTTUNE_CONFIG moves it),
+    as AccelCollector wants it. A broken file raises its ConfigError."""
+    from hosttune.agent import config as cfg
+    from hosttune.agent.paths import Paths
+
+    return backends_from_config(cfg.load(Paths.from_env().config).backends)
+
+
 @dataclass
 class _Outcome:
     state: str  # "ok", "error", "timeout", "busy"
