@@ -80,12 +80,18 @@ def _fmt(value: float | None, spec: str, scale: float = 1.0) -> str:
     return "-" if value is None else format(value / scale, spec)
 
 
+def _link(gen: float | None, width: float | None) -> str:
+    if gen is None and width is None:
+        return "-"
+    return f"gen{_fmt(gen, '.0f')} x{_fmt(width, '.0f')}"
+
+
 def telemetry_lines(devices: Sequence[AccelDevice], values: Mapping[str, float]) -> list[str]:
     if not devices:
         return []
     lines = ["Accelerators",
              f"  {'dev':<8}{'util':>6}{'mem util':>9}{'memory used/total':>22}"
-             f"{'power/limit W':>16}{'temp':>7}{'pcie rx/tx MB/s':>19}"]
+             f"{'power/limit W':>16}{'temp':>7}{'pcie rx/tx MB/s':>19}{'link':>10}"]
     for d in devices:
         def get(suffix: str, i: int = d.index) -> float | None:
             return values.get(f"accel.{i}.{suffix}")
@@ -98,7 +104,8 @@ def telemetry_lines(devices: Sequence[AccelDevice], values: Mapping[str, float])
         row = (f"  accel{d.index:<3}{_fmt(util, '.0%'):>6}{_fmt(mem_util, '.0%'):>9}"
                f"{memory:>22}{_fmt(power, '.0f') + '/' + _fmt(limit, '.0f'):>16}"
                f"{_fmt(get('temp_c'), '.0f') + ('C' if get('temp_c') is not None else ''):>7}"
-               f"{_fmt(rx, '.1f', MB) + '/' + _fmt(tx, '.1f', MB):>19}")
+               f"{_fmt(rx, '.1f', MB) + '/' + _fmt(tx, '.1f', MB):>19}"
+               f"{_link(get('pcie_link_gen'), get('pcie_link_width')):>10}")
         if get("lost") == 1:
             row += "  LOST"
         lines.append(row)
