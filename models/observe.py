@@ -104,11 +104,10 @@ def _observe_topology(host: Host, state: HostState) -> None:
         return
     state.nodes = {n.id: tuple(n.cpus) for n in topo.nodes}
     devices = []
-    for dev in topo.devices:
+    for dev in topo.pci:
         if dev.role not in ("accelerator", "nic", "nvme"):
             continue
-        names = tuple(getattr(dev, "dev_files", ()) or ()) + tuple(
-            getattr(dev, "interfaces", ()) or ())
+        names = dev.netdevs + dev.block_devs
         devices.append(DeviceState(address=dev.address, role=dev.role,
                                    numa_node=dev.numa_node if dev.numa_node is not None else -1,
                                    irqs=tuple(dev.irqs), names=names))
