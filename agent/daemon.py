@@ -238,6 +238,9 @@ class Daemon:
     def _loop(self) -> None:
         next_tick = time.monotonic()
         while not self._stop:
+            # Cleared before the work it stands for: a request or signal that
+            # arrives during this pass wakes the next wait at once.
+            self._wake.clear()
             if self._reload:
                 self._reload = False
                 self.reload()
@@ -246,7 +249,7 @@ class Daemon:
             now = time.monotonic()
             if now >= next_tick:
                 lateness = now - next_tick
-                self._tick(lateness)
+                self._guarded(self._tick, lateness)
                 next_tick += self.config.interval
                 after = time.monotonic()
                 if next_tick <= after:  # a tick took longer than the interval
@@ -260,7 +263,19 @@ class Daemon:
                 timeout = min(timeout, ping)
             if timeout > 0 and not self._stop:
                 self._wake.wait(timeout)
-            self._wake.clear()
+
+    def _guarded(self, fn: Callable[[float], None], arg: float) -> None:
+        """One failed tick (a full disk under the store, a collector's bug) is
+        logged and counted; the daemon keeps sampling, serving and pinging."""
+        try:
+            fn(arg)
+        except Exception as exc:
+            self.sample_errors += 1
+            import traceback
+
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            self.log("error", f"tick failed: {type(exc).__name__}: {exc}",
+                     where=f"{where.filename}:{where.lineno}")
 
     def _tick(self, lateness: float) -> None:
         self.last_lateness = lateness
@@ -577,8 +592,10 @@ class Daemon:
         text = args.get("plan")
         if not isinstance(text, str):
             raise RequestError("bad_request", "apply needs \"plan\": the plan file's text")
-        from hosttune.tuners.base import Plan
-
+        try:
+            from hosttune.tuners.base import Plan
+        except ImportError as exc:
+            raise EngineUnavailable(f"no tuners in this build: {exc}") from None
         plan = Plan.from_yaml(text, str(args.get("path", "<plan>")))
         outcome = self.engine.apply(plan, f"requested by uid {peer.uid} over the socket")
         record = {"txn": outcome.txn, "wall": time.time(), "workload": plan.workload,

@@ -129,7 +129,12 @@ class FixtureEngine:
     def prepare(self) -> dict[str, Any]:
         return {"model": {"source": "rule: cpu.util > 0.5 is training"}}
 
+    fail_next: int = 0
+
     def sample(self) -> Sample:
+        if self.fail_next:
+            self.fail_next -= 1
+            raise ValueError("a collector's bug")
         return self.sampler.sample()
 
     def rates(self, prev: Sample, cur: Sample) -> dict[str, float]:
@@ -389,3 +394,19 @@ def test_metrics_endpoint(tmp_path: Path, tree: tuple[Path, World]) -> None:
         thread.join(timeout=10)
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_a_failing_tick_is_survived(tmp_path: Path, tree: tuple[Path, World]) -> None:
+    root, _world = tree
+    daemon, thread = _start(tmp_path, root, AUTO)
+    try:
+        _wait(lambda: daemon.sample_count > 2, 5, "samples")
+        engine = daemon.engine
+        assert isinstance(engine, FixtureEngine)
+        count = daemon.sample_count
+        engine.fail_next = 3
+        _wait(lambda: daemon.sample_count > count + 3, 5, "sampling to go on")
+        assert daemon.sample_errors == 3 and thread.is_alive()
+    finally:
+        daemon.request_stop()
+        thread.join(timeout=10)
