@@ -35,7 +35,7 @@ from types import FrameType  # noqa: E402
 from typing import Any  # noqa: E402
 
 from hosttune.agent import config as cfg  # noqa: E402
-from hosttune.agent.control import RequestError  # noqa: E402
+from hosttune.agent.control import STATUS_METRICS, RequestError  # noqa: E402
 from hosttune.agent.engine import Engine, EngineUnavailable, Proposal  # noqa: E402
 from hosttune.agent.errors import ConfigError, HosttuneError  # noqa: E402
 from hosttune.agent.log import Log  # noqa: E402
@@ -47,9 +47,6 @@ from hosttune.agent.tracker import Verdict, WorkloadTracker  # noqa: E402
 
 READ_OPS = frozenset({"ping", "status", "telemetry", "history", "recommendation", "recommend"})
 ADMIN_OPS = frozenset({"apply", "rollback", "reload"})
-# Metrics shown in `hosttune status` (when the host has them).
-STATUS_METRICS = ("cpu.util", "mem.used_ratio", "load.1", "psi.cpu.some.avg10",
-                  "psi.memory.some.avg10", "psi.io.some.avg10", "ai.processes")
 # A recommendation is refreshed this often even when the workload holds still.
 REFRESH_WINDOWS = 20
 

@@ -71,10 +71,10 @@ def direct_status() -> dict[str, Any]:
 
         with Sampler(Host(), process_every=0) as sampler:
             first = sampler.sample()
-            time.sleep(0.25)
+            time.sleep(0.1)  # enough for utilisation; `status` must stay quick
             second = sampler.sample()
         merged = {**second.values, **rates(first, second)}
-        from hosttune.agent.daemon import STATUS_METRICS
+        from hosttune.agent.control import STATUS_METRICS
 
         out["sample"] = {k: merged[k] for k in STATUS_METRICS if k in merged}
     except (ImportError, HosttuneError) as exc:
