@@ -205,12 +205,16 @@ class HostEngine:
         from hosttune.tuners import allowlist as al
         from hosttune.tuners.base import Plan
 
+        mem_total_kb = None
+        for line in self.host.read_text("/proc/meminfo").splitlines():
+            if line.startswith("MemTotal:"):
+                mem_total_kb = int(line.split()[1])
         keep = []
         for change in plan.changes:
             if (plan.workload or "", change.knob, change.after) in avoid:
                 continue
             try:
-                al.check(allowlist, change.knob, change.after, host=self.host)
+                al.check(allowlist, change.knob, change.after, mem_total_kb=mem_total_kb)
             except HosttuneError:
                 continue
             keep.append(change)
