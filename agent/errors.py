@@ -35,6 +35,11 @@ class HostWriteError(HostError):
     """The kernel (or the filesystem) refused a write."""
 
 
+class HostCommandError(HostError):
+    """A host command (`npu-smi info`, say) is missing, timed out or failed.
+    `path` holds the command line as one would type it."""
+
+
 class ParseError(HosttuneError):
     """A host file has contents we cannot make sense of."""
 

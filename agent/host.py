@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import errno as errno_mod
 import os
-from collections.abc import Iterable, Iterator
+import shlex
+import subprocess
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from hosttune.agent.errors import HostReadError, HostWriteError, ParseError
+from hosttune.agent.errors import HostCommandError, HostReadError, HostWriteError, ParseError
 
-# Large enough for /proc/interrupts on a 256-CPU host with a few thousand IRQs
-# in one pread; bigger files fall back to a loop.
-_PREAD_CHUNK = 1 << 20
+# First size of a kept file's buffer; it doubles whenever a read fills it and
+# stays at that size, so each file settles on one buffer that holds it.
+_KEPT_BUFFER = 16384
 
 
 class KeptFile:
@@ -29,6 +32,7 @@ class KeptFile:
         self.path = path
         self._host = host
         self._fd: int | None = None
+        self._buf = bytearray(_KEPT_BUFFER)
 
     def read(self) -> str:
         if self._fd is None:
@@ -36,19 +40,22 @@ class KeptFile:
                 self._fd = os.open(self._host.path(self.path), os.O_RDONLY | os.O_CLOEXEC)
             except OSError as exc:
                 raise self._host.read_error(self.path, exc) from exc
+        # preadv into a buffer kept between reads: os.pread would allocate
+        # (and for a large size mmap and unmap) a new bytes object each time,
+        # which costs more than the read itself.
+        buf = self._buf
+        total = 0
         try:
-            chunks = []
-            offset = 0
             while True:
-                data = os.pread(self._fd, _PREAD_CHUNK, offset)
-                chunks.append(data)
-                if len(data) < _PREAD_CHUNK:
+                got = os.preadv(self._fd, [memoryview(buf)[total:]], total)
+                total += got
+                if total < len(buf) or got == 0:
                     break
-                offset += len(data)
+                buf.extend(bytes(len(buf)))
         except OSError as exc:
             self.close()
             raise self._host.read_error(self.path, exc) from exc
-        return b"".join(chunks).decode("utf-8", "replace")
+        return buf[:total].decode("utf-8", "replace")
 
     def close(self) -> None:
         if self._fd is not None:
@@ -57,6 +64,28 @@ class KeptFile:
 
     def __del__(self) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a host command printed. A non-zero exit is not an error here:
+    vendor tools use it for "no device", and the caller knows what it means."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def command_record_name(argv: Sequence[str]) -> str:
+    """The file name under <root>/commands/ that holds the recorded output of
+    `argv` on a fixture tree: the words joined with "_", any character other
+    than [A-Za-z0-9.-] written as %XX ("npu-smi info -t usages -i 0" ->
+    "npu-smi_info_-t_usages_-i_0.txt")."""
+    def quote(word: str) -> str:
+        return "".join(c if c.isascii() and (c.isalnum() or c in ".-") else f"%{ord(c):02X}"
+                       for c in word)
+    return "_".join(quote(w) for w in argv) + ".txt"
 
 
 class Host:
@@ -169,6 +198,14 @@ class Host:
         except OSError:
             return None
 
+    def readlink(self, path: str) -> str | None:
+        """A symlink's target as the kernel wrote it (/proc/PID/fd/N ->
+        "/dev/nvidia0"), or None if it is gone or not a link."""
+        try:
+            return os.readlink(self.path(path))
+        except (OSError, ValueError):
+            return None
+
     def resolve(self, path: str) -> str | None:
         """The host path a sysfs symlink points to, or None if it does not exist.
         Fixture trees keep relative links, so resolving stays inside the root."""
@@ -189,6 +226,46 @@ class Host:
             if name.isdigit():
                 yield int(name)
 
+    # -- commands ----------------------------------------------------------
+
+    def run(self, argv: Sequence[str], timeout: float) -> CommandResult:
+        """Run a read-only host command (vendor tools such as `npu-smi`) with a
+        time limit. On a fixture tree nothing runs: the recorded stdout is read
+        from <root>/commands/<command_record_name(argv)>, and a missing record
+        behaves like a command that is not installed. A recorded exit status,
+        when not 0, sits in the same file name with ".rc" instead of ".txt"."""
+        argv = tuple(argv)
+        line = shlex.join(argv)
+        if not argv:
+            raise ValueError("empty command")
+        if not self.is_live:
+            record = self.root / "commands" / command_record_name(argv)
+            try:
+                stdout = record.read_text(encoding="utf-8", errors="replace")
+            except FileNotFoundError:
+                raise HostCommandError(
+                    f"{line} (under {self.root})", "command not found",
+                    errno=errno_mod.ENOENT) from None
+            rc_file = record.with_suffix(".rc")
+            rc = int(rc_file.read_text().strip()) if rc_file.exists() else 0
+            return CommandResult(argv, rc, stdout, "")
+        try:
+            proc = subprocess.run(
+                argv, capture_output=True, timeout=timeout, check=False,
+                stdin=subprocess.DEVNULL, env={**os.environ, "LC_ALL": "C"},
+            )
+        except FileNotFoundError:
+            raise HostCommandError(line, "command not found", errno=errno_mod.ENOENT) from None
+        except subprocess.TimeoutExpired:
+            raise HostCommandError(line, f"timed out after {timeout:g} s",
+                                   errno=errno_mod.ETIMEDOUT) from None
+        except OSError as exc:
+            raise HostCommandError(line, f"cannot run: {exc.strerror or exc}",
+                                   errno=exc.errno) from None
+        return CommandResult(argv, proc.returncode,
+                             proc.stdout.decode("utf-8", "replace"),
+                             proc.stderr.decode("utf-8", "replace"))
+
     # -- writes ------------------------------------------------------------
 
     def write_text(self, path: str, value: str) -> None:
@@ -196,7 +273,9 @@ class Host:
         creates a file: a knob that does not exist is an error, not a new file."""
         data = value.encode()
         try:
-            fd = os.open(self.path(path), os.O_WRONLY | os.O_CLOEXEC | os.O_TRUNC)
+            # No O_TRUNC: the old contents stay until the write itself (a
+            # fixture file must not read empty while a write is in flight).
+            fd = os.open(self.path(path), os.O_WRONLY | os.O_CLOEXEC)
         except OSError as exc:
             raise self._write_error(path, exc) from exc
         try:
@@ -206,6 +285,11 @@ class Host:
                     self.describe(path), f"short write ({written} of {len(data)} bytes)",
                     errno=errno_mod.EIO,
                 )
+            # A plain file (a fixture, or a fake bind-mounted over a /proc path)
+            # is cut to what was written; procfs reports size 0 and kernfs
+            # (sysfs) files are left alone.
+            if os.fstat(fd).st_size > written and not (self.is_live and path.startswith("/sys/")):
+                os.ftruncate(fd, written)
         except OSError as exc:
             raise self._write_error(path, exc) from exc
         finally:

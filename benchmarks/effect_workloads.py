@@ -1,0 +1,161 @@
+"""Workloads whose speed depends on host knobs, one per invocation so each
+starts in a fresh process (THP applies when memory is first touched).
+
+    python benchmarks/effect_workloads.py embedding|training|checkpoint|loader [--scale S]
+
+Each prints one line `throughput: <number> <unit>` (higher is better) and
+nothing else on stdout. Needs PyTorch CPU (`pip install torch==2.13.0`) for
+embedding, training and checkpoint; loader needs only the standard library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+DATA_DIR = Path(os.environ.get("HOSTTUNE_BENCH_DIR", "/var/tmp/hosttune-effectiveness"))
+
+
+def embedding(scale: float) -> tuple[float, str]:
+    """Random lookups in a 1 GiB nn.Embedding table, one thread: bound by TLB
+    and memory latency, the case THP helps."""
+    import torch
+
+    torch.set_num_threads(1)
+    rows = int(8_000_000 * scale)
+    # 8M rows x 32 x 4 B = 1 GiB; short rows make each lookup one TLB miss
+    table = torch.nn.Embedding(rows, 32)
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randint(0, rows, (16384,), generator=gen) for _ in range(8)]
+    with torch.no_grad():
+        table(batches[0])  # touch the code path once
+        lookups = 0
+        start = time.perf_counter()
+        while time.perf_counter() - start < 2.0:
+            for idx in batches:
+                table(idx)
+                lookups += idx.numel()
+        elapsed = time.perf_counter() - start
+    return lookups / elapsed / 1e6, "Mlookups/s"
+
+
+def training(scale: float) -> tuple[float, str]:
+    """A small recommendation-model training loop on CPU: a 512 MiB sparse
+    EmbeddingBag feeding an MLP, SGD, synthetic data. Samples per second."""
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    rows = int(1_000_000 * scale)
+    bag = torch.nn.EmbeddingBag(rows, 128, mode="sum", sparse=True)
+    mlp = torch.nn.Sequential(torch.nn.Linear(128, 256), torch.nn.ReLU(),
+                              torch.nn.Linear(256, 64), torch.nn.ReLU(),
+                              torch.nn.Linear(64, 1))
+    opt_sparse = torch.optim.SGD(bag.parameters(), lr=0.01)
+    opt_dense = torch.optim.SGD(mlp.parameters(), lr=0.01)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    batch, per_sample = 512, 32
+    gen = torch.Generator().manual_seed(1)
+    data = [(torch.randint(0, rows, (batch * per_sample,), generator=gen),
+             torch.rand(batch, 1, generator=gen).round()) for _ in range(8)]
+    offsets = torch.arange(0, batch * per_sample, per_sample)
+    samples = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < 3.0:
+        for idx, target in data:
+            opt_sparse.zero_grad()
+            opt_dense.zero_grad()
+            loss = loss_fn(mlp(bag(idx, offsets)), target)
+            loss.backward()
+            opt_sparse.step()
+            opt_dense.step()
+            samples += batch
+    return samples / (time.perf_counter() - start), "samples/s"
+
+
+def checkpoint(scale: float) -> tuple[float, str]:
+    """torch.save of a 768 MiB state dict in four shards, each fsynced, the
+    way a trainer writes a checkpoint: MiB/s from first write to last fsync."""
+    import torch
+
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    shard_mib = int(192 * scale)
+    shards = [{"w": torch.randn(shard_mib * (1 << 20) // 4)} for _ in range(4)]
+    start = time.perf_counter()
+    for i, shard in enumerate(shards):
+        path = DATA_DIR / f"ckpt-{os.getpid()}-{i}.pt"
+        with open(path, "wb") as fh:
+            torch.save(shard, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+    elapsed = time.perf_counter() - start
+    for i in range(len(shards)):
+        (DATA_DIR / f"ckpt-{os.getpid()}-{i}.pt").unlink()
+    return 4 * shard_mib / elapsed, "MiB/s"
+
+
+def loader_files(scale: float) -> list[Path]:
+    """The loader's dataset: 256 files of 2 MiB, written once and reused."""
+    folder = DATA_DIR / "dataset"
+    count = int(256 * scale)
+    files = [folder / f"shard-{i:04d}.bin" for i in range(count)]
+    if not all(f.exists() and f.stat().st_size == 2 << 20 for f in files):
+        folder.mkdir(parents=True, exist_ok=True)
+        block = os.urandom(2 << 20)
+        for f in files:
+            f.write_bytes(block)
+        os.sync()
+    return files
+
+
+def loader(scale: float) -> tuple[float, str]:
+    """A data loader reading each sample file sequentially in 64 KiB reads
+    from a cold page cache: each file's cached pages are dropped first
+    (POSIX_FADV_DONTNEED, so other processes' caches stay as they are)."""
+    files = loader_files(scale)
+    for f in files:
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    total = 0
+    start = time.perf_counter()
+    for f in files:
+        with open(f, "rb", buffering=0) as fh:
+            while chunk := fh.read(64 << 10):
+                total += len(chunk)
+    return total / (1 << 20) / (time.perf_counter() - start), "MiB/s"
+
+
+WORKLOADS = {"embedding": embedding, "training": training, "checkpoint": checkpoint,
+             "loader": loader}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("workload", choices=sorted(WORKLOADS))
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--prepare", action="store_true", help="only create the loader's files")
+    parser.add_argument("--hold", type=float, default=0.0,
+                        help="repeat the workload for this many seconds (to be observed)")
+    args = parser.parse_args(argv)
+    if args.prepare:
+        loader_files(args.scale)
+        return 0
+    if args.hold:
+        deadline = time.monotonic() + args.hold
+        while time.monotonic() < deadline:
+            WORKLOADS[args.workload](args.scale)
+        return 0
+    value, unit = WORKLOADS[args.workload](args.scale)
+    print(f"throughput: {value:.4f} {unit}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

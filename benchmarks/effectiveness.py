@@ -1,0 +1,304 @@
+"""How much faster hosttune makes real workloads on this host, against the
+kernel defaults, tuned's fixed profiles and random search.
+
+    .venv/bin/python benchmarks/effectiveness.py [--quick] [--repeats N] [--budget B]
+                                                [--workloads embedding,training,...]
+
+Needs root (it changes vm.*, THP and the dataset disk's read_ahead_kb) and
+PyTorch CPU in the same environment (`pip install torch==2.13.0`). For each
+workload (benchmarks/effect_workloads.py) and each configuration it prints the
+median throughput of repeated runs as a ratio to the kernel defaults.
+
+Configurations:
+- defaults: the kernel's own defaults (THP madvise, swappiness 60,
+  dirty_ratio 20, dirty_background_ratio 10, read_ahead_kb 128);
+- tuned profiles, values transcribed from redhat-performance/tuned
+  profiles/*/tuned.conf (only what this host exposes: no cpufreq governor,
+  no sched_* sysctls, no energy_perf_bias here);
+- recommend: the plan `hosttune recommend --workload CLASS` makes while the
+  workload runs (so it sees the workload's processes and I/O);
+- tune: `hosttune tune` with --budget trials over THP, swappiness, the dirty
+  ratios and readahead, keeping its best setting, then measured like the rest;
+- random: the same number of random settings in the same space, its best
+  measured like the rest.
+
+It holds the kernel-test lock (/tmp/hosttune-kernel-tests.lock) while it
+changes knobs, one workload at a time, snapshots every knob it may touch and
+restores and verifies them after each workload, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+WORKLOAD_SCRIPT = HERE / "effect_workloads.py"
+LOCK = "/tmp/hosttune-kernel-tests.lock"
+METRIC = r"throughput: ([0-9.]+)"
+
+# Which workload class `hosttune recommend` is told, per workload.
+CLASSES = {"embedding": "batch_inference", "training": "training",
+           "checkpoint": "checkpoint_io", "loader": "data_preparation"}
+
+
+def dataset_disk() -> str:
+    """The block device under the benchmark's data directory (via /sys/block)."""
+    data = Path(os.environ.get("HOSTTUNE_BENCH_DIR", "/var/tmp/hosttune-effectiveness"))
+    data.mkdir(parents=True, exist_ok=True)
+    dev = os.stat(data).st_dev
+    major, minor = os.major(dev), os.minor(dev)
+    for name in sorted(os.listdir("/sys/block")):
+        base = Path("/sys/block") / name
+        candidates = [base, *[p for p in base.iterdir() if p.name.startswith(name)]]
+        for part in candidates:
+            try:
+                if (part / "dev").read_text().strip() == f"{major}:{minor}":
+                    return name
+            except OSError:
+                continue
+    raise SystemExit(f"effectiveness: no block device in /sys/block holds {data}")
+
+
+def knob_space(disk: str) -> list[str]:
+    return ["thp:enabled", "sysctl:vm.swappiness", "sysctl:vm.dirty_ratio",
+            "sysctl:vm.dirty_background_ratio", f"block:{disk}:read_ahead_kb"]
+
+
+def kernel_defaults(disk: str) -> dict[str, str]:
+    return {"thp:enabled": "madvise", "sysctl:vm.swappiness": "60",
+            "sysctl:vm.dirty_ratio": "20", "sysctl:vm.dirty_background_ratio": "10",
+            f"block:{disk}:read_ahead_kb": "128"}
+
+
+def tuned_profiles(disk: str) -> dict[str, tuple[dict[str, str], str]]:
+    """Each profile's values this host can take, over the defaults, and its source."""
+    ra = f"block:{disk}:read_ahead_kb"
+    return {
+        "tuned throughput-performance": (
+            {"sysctl:vm.dirty_ratio": "40", "sysctl:vm.dirty_background_ratio": "10",
+             "sysctl:vm.swappiness": "10", ra: "4096"},
+            "profiles/throughput-performance/tuned.conf: vm.dirty_ratio = 40, "
+            "vm.dirty_background_ratio = 10, vm.swappiness=10, [disk] readahead=>4096"),
+        "tuned accelerator-performance": (
+            {"sysctl:vm.dirty_ratio": "40", "sysctl:vm.dirty_background_ratio": "10",
+             "sysctl:vm.swappiness": "10", ra: "4096"},
+            "profiles/accelerator-performance/tuned.conf: dirty_bytes = 40%, "
+            "dirty_background_bytes = 10%, vm.swappiness=10, [disk] readahead=>4096"),
+        "tuned hpc-compute": (
+            {"sysctl:vm.dirty_ratio": "40", "sysctl:vm.dirty_background_ratio": "10",
+             "sysctl:vm.swappiness": "10", ra: "4096", "thp:enabled": "always"},
+            "profiles/hpc-compute/tuned.conf: include=throughput-performance, "
+            "[vm] transparent_hugepages=always, kernel.numa_balancing=0 (already 0 here)"),
+    }
+
+
+# -- knobs through hosttune's Host (the benchmark's own writes) -----------------
+
+def _path(knob: str) -> str:
+    from hosttune.agent.host import Host
+
+    family, key = knob.split(":", 1)
+    if family == "sysctl":
+        return Host.sysctl_path(key)
+    if family == "thp":
+        return f"/sys/kernel/mm/transparent_hugepage/{key}"
+    if family == "block":
+        disk, attr = key.split(":", 1)
+        return f"/sys/block/{disk}/queue/{attr}"
+    raise SystemExit(f"effectiveness: no path for knob {knob}")
+
+
+def read_knob(knob: str) -> str:
+    from hosttune.agent.host import Host
+
+    text = Host().read_str(_path(knob))
+    found = re.search(r"\[([^\]]+)\]", text)
+    return found.group(1) if found else text
+
+
+def write_knobs(values: dict[str, str]) -> None:
+    from hosttune.agent.host import Host
+
+    host = Host()
+    for knob, value in values.items():
+        host.write_text(_path(knob), value)
+        if read_knob(knob) != value:
+            raise SystemExit(f"effectiveness: {knob} did not take {value!r}")
+
+
+@contextlib.contextmanager
+def locked_and_restored(knobs: list[str]) -> Iterator[dict[str, str]]:
+    with open(LOCK, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        snapshot = {k: read_knob(k) for k in knobs}
+        try:
+            yield snapshot
+        finally:
+            write_knobs(snapshot)
+            after = {k: read_knob(k) for k in knobs}
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            if after != snapshot:
+                raise SystemExit(f"effectiveness: restore failed: {snapshot} != {after}")
+
+
+# -- running things -------------------------------------------------------------
+
+def run_once(workload: str, scale: float) -> float:
+    out = subprocess.run([sys.executable, str(WORKLOAD_SCRIPT), workload, "--scale", str(scale)],
+                         capture_output=True, text=True, check=True)
+    found = re.search(METRIC, out.stdout)
+    if not found:
+        raise SystemExit(f"effectiveness: {workload} printed no throughput: {out.stdout!r}")
+    return float(found.group(1))
+
+
+def measure(workload: str, scale: float, repeats: int) -> float:
+    return statistics.median(run_once(workload, scale) for _ in range(repeats))
+
+
+def hosttune(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("hosttune")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, env=env,
+                          check=False)
+
+
+def recommended_values(workload: str, scale: float, knobs: list[str],
+                       env: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """Run the workload, let `hosttune recommend` look at it, keep the plan's
+    changes to the knobs this benchmark measures (and list the others)."""
+    probe = subprocess.Popen([sys.executable, str(WORKLOAD_SCRIPT), workload, "--scale",
+                              str(scale), "--hold", "60"], stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(4.0)  # past start-up: torch imported, tables allocated, I/O flowing
+        out = hosttune("recommend", "--workload", CLASSES[workload], "--json", env=env)
+    finally:
+        probe.send_signal(signal.SIGTERM)
+        probe.wait()
+    if out.returncode != 0:
+        raise SystemExit(f"effectiveness: hosttune recommend failed: {out.stderr.strip()}")
+    plan = json.loads(out.stdout)
+    values, other = {}, []
+    for change in plan.get("changes", []):
+        if change["knob"] in knobs:
+            values[change["knob"]] = str(change["after"])
+        else:
+            other.append(f"{change['knob']}={change['after']}")
+    return values, other
+
+
+def tuned_by_hosttune(workload: str, scale: float, knobs: list[str], *, budget: int,
+                      seed: int, env: dict[str, str]) -> tuple[dict[str, str], str]:
+    objective = f"{sys.executable} {WORKLOAD_SCRIPT} {workload} --scale {scale}"
+    args = ["tune", "--objective", objective, "--metric", METRIC, "--budget", str(budget),
+            "--repeats", "1", "--keep", "best", "--seed", str(seed),
+            "--workload", CLASSES[workload], "--json"]
+    for knob in knobs:
+        args += ["--knobs", knob]
+    out = hosttune(*args, env=env)
+    if out.returncode != 0:
+        raise SystemExit(f"effectiveness: hosttune tune failed: {out.stderr.strip()[-500:]}")
+    report = json.loads(out.stdout)
+    kept = {k: read_knob(k) for k in knobs}
+    return kept, f"{len(report['trials']) - 1} trials, kept={report['kept']}"
+
+
+def random_best(workload: str, scale: float, knobs: list[str], *, defaults: dict[str, str],
+                budget: int, seed: int) -> dict[str, str]:
+    from hosttune.models.optimizer import random_search
+    from hosttune.models.space import space_for
+
+    space = space_for(knobs)
+    best, best_score = defaults, run_once(workload, scale)
+    for point in random_search(space, budget, seed=seed):
+        write_knobs({**defaults, **point})
+        score = run_once(workload, scale)
+        if score > best_score:
+            best, best_score = {**defaults, **point}, score
+    return best
+
+
+def bench_workload(workload: str, args: argparse.Namespace, disk: str,
+                   env: dict[str, str]) -> list[tuple[str, float, str]]:
+    knobs = knob_space(disk)
+    defaults = kernel_defaults(disk)
+    rows: list[tuple[str, float, str]] = []
+    with locked_and_restored(knobs):
+        write_knobs(defaults)
+        base = measure(workload, args.scale, args.repeats)
+        rows.append(("defaults", base, "kernel defaults"))
+        for name, (values, _source) in tuned_profiles(disk).items():
+            write_knobs({**defaults, **values})
+            rows.append((name, measure(workload, args.scale, args.repeats), ""))
+        write_knobs(defaults)
+        rec, other = recommended_values(workload, args.scale, knobs, env)
+        write_knobs({**defaults, **rec})
+        note = ", ".join(f"{k.split(':', 1)[1]}={v}" for k, v in rec.items()) or "no change"
+        if other:
+            note += f" (not measured here: {', '.join(other)})"
+        rows.append(("hosttune recommend", measure(workload, args.scale, args.repeats), note))
+        write_knobs(defaults)
+        kept, how = tuned_by_hosttune(workload, args.scale, knobs, budget=args.budget,
+                                      seed=args.seed, env=env)
+        rows.append(("hosttune tune", measure(workload, args.scale, args.repeats),
+                     f"{how}: " + ", ".join(f"{k.split(':', 1)[1]}={v}" for k, v in kept.items()
+                                             if v != defaults[k])))
+        write_knobs(defaults)
+        best = random_best(workload, args.scale, knobs, defaults=defaults, budget=args.budget,
+                           seed=args.seed)
+        write_knobs(best)
+        rows.append(("random search", measure(workload, args.scale, args.repeats),
+                     ", ".join(f"{k.split(':', 1)[1]}={v}" for k, v in best.items()
+                               if v != defaults[k])))
+    return [(name, value / base, note) for name, value, note in rows]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="hosttune effectiveness benchmark")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--budget", type=int, default=6)
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="repeats 3, budget 4")
+    parser.add_argument("--workloads", default="embedding,training,checkpoint,loader")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats, args.budget = 3, 4
+    if os.geteuid() != 0:
+        print("effectiveness: needs root (it changes vm.*, THP and read_ahead_kb)",
+              file=sys.stderr)
+        return 2
+    disk = dataset_disk()
+    subprocess.run([sys.executable, str(WORKLOAD_SCRIPT), "loader", "--prepare",
+                    "--scale", str(args.scale)], check=True)
+    state = tempfile.mkdtemp(prefix="hosttune-effectiveness-")
+    env = {**os.environ, "HOSTTUNE_STATE_DIR": state, "HOSTTUNE_RUN_DIR": state}
+    print(f"# hosttune effectiveness: median of {args.repeats} runs, tune/random budget "
+          f"{args.budget}, dataset disk {disk}, {os.cpu_count()} CPUs")
+    print("# throughput as a ratio to the kernel defaults (higher is better)")
+    results: dict[str, list[tuple[str, float, str]]] = {}
+    for workload in args.workloads.split(","):
+        start = time.monotonic()
+        results[workload] = bench_workload(workload, args, disk, env)
+        print(f"\n## {workload} ({CLASSES[workload]}), {time.monotonic() - start:.0f} s")
+        print("| configuration | ratio | setting |\n|---|---:|---|")
+        for name, ratio, note in results[workload]:
+            print(f"| {name} | {ratio:.2f} | {note} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""One `hosttune recommend`: decide the workload class (the shipped
+classifier, or what the admin says), observe the host, consult the outcomes
+measured here, and produce the recommendations, the plan and its rendering.
+Kept out of the CLI module so the daemon can serve the same answer."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from hosttune.agent.errors import ConfigError, HosttuneError
+from hosttune.agent.host import Host
+from hosttune.models.recommender import Recommendations, recommend, to_plan
+from hosttune.models.rules import load_priors
+
+
+@dataclass
+class RecommendReport:
+    workload: str
+    how_classified: str
+    recommendations: Recommendations
+    plan_yaml: str
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = self.recommendations.to_dict()
+        data["classified"] = self.how_classified
+        data["notes"] = self.notes + data["notes"]
+        data["plan"] = self.plan_yaml
+        return data
+
+    def render(self, *, explain: bool) -> list[str]:
+        recs = self.recommendations
+        lines = [f"workload: {self.workload} ({self.how_classified})"]
+        if not recs.changes:
+            lines.append("no changes recommended")
+        else:
+            lines.append(f"{len(recs.changes)} change(s):")
+        for rec in recs.changes:
+            before = rec.before if rec.before is not None else "?"
+            lines.append(f"  {rec.knob}: {before} -> {rec.after}")
+            lines.append(f"      why: {rec.reason}")
+            if explain:
+                lines.append(f"      evidence: {'; '.join(rec.evidence)}")
+                lines.append(f"      expected: {rec.effect}")
+                lines.append(f"      source: {rec.source}")
+        if recs.advice:
+            lines.append("advice (not changed by hosttune):")
+        for rec in recs.advice:
+            before = rec.before if rec.before is not None else "?"
+            lines.append(f"  {rec.knob}: {before} -> {rec.after}  [{rec.why_advice}]")
+            lines.append(f"      why: {rec.reason}")
+            if explain:
+                lines.append(f"      source: {rec.source}")
+        for note in self.notes + recs.notes:
+            lines.append(f"note: {note}")
+        return lines
+
+
+def classify(host: Host, window: float) -> tuple[str | None, str]:
+    """The shipped classifier's answer, or None and why there is none."""
+    try:
+        serving: Any = importlib.import_module("hosttune.models.serving")
+    except ImportError:
+        return None, "no workload model is shipped in this build"
+    try:
+        result = serving.classify_host(host, window=window)
+    except (HosttuneError, AttributeError) as exc:
+        return None, f"the workload model could not classify: {exc}"
+    label = str(getattr(result, "label", "unknown"))
+    conf = float(getattr(result, "confidence", 0.0))
+    return label, f"classified by the shipped model, confidence {conf:.2f}"
+
+
+def run_recommend(host: Host, *, workload: str | None, window: float = 1.0,
+                  state_dir: str | None = None) -> RecommendReport:
+    from hosttune.agent.paths import Paths
+    from hosttune.models.observe import observe
+    from hosttune.models.outcomes import OutcomeError, OutcomeStore
+
+    priors = load_priors()
+    notes: list[str] = []
+    if workload is not None:
+        if workload not in priors.classes:
+            raise ConfigError(f"unknown workload class {workload!r} "
+                              f"(one of {', '.join(priors.classes)})", key="--workload")
+        how = "given with --workload"
+    else:
+        label, how = classify(host, window)
+        if label is None:
+            notes.append(f"{how}: using the 'unknown' priors; give --workload CLASS "
+                         "for class-specific advice")
+            how = "not classified"
+            label = "unknown"
+        workload = label if label in priors.classes else "unknown"
+    state = observe(host, workload=workload, window=window)
+    learned = None
+    store_dir = state_dir if state_dir is not None else str(Paths.from_env().state_dir)
+    try:
+        store = OutcomeStore(f"{store_dir}/outcomes.db")
+        if store.path.exists():
+            learned = store.learned(workload)
+    except OutcomeError as exc:
+        notes.append(f"measured outcomes not used: {exc}")
+    recs = recommend(state, priors=priors, learned=learned)
+    plan = to_plan(recs)
+    return RecommendReport(workload=workload, how_classified=how, recommendations=recs,
+                           plan_yaml=plan.to_yaml(), notes=notes)

@@ -1,0 +1,40 @@
+"""The search space of a tuning run: the allowlist's bounds and choices of
+each knob, as optimiser dimensions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from hosttune.agent.errors import KnobError
+from hosttune.models.optimizer import Dimension, Space
+
+# Knobs `hosttune tune` searches when none are named: the ones that moved the
+# workloads of benchmarks/effectiveness.py (THP, writeback, reclaim).
+DEFAULT_TUNE_KNOBS = ("thp:enabled", "sysctl:vm.swappiness", "sysctl:vm.dirty_ratio",
+                      "sysctl:vm.dirty_background_ratio")
+
+
+def dimension(knob: str, entry: Mapping[str, Any]) -> Dimension:
+    if "choices" in entry:
+        return Dimension(knob, "cat", choices=tuple(str(c) for c in entry["choices"]))
+    if "min" in entry and "max" in entry:
+        low, high = int(entry["min"]), int(entry["max"])
+        # Ranges over three decades (readahead 16..16384) are searched on a log scale.
+        return Dimension(knob, "int", low, high, log=(low > 0 and high / low >= 1000)
+                         or (low == 0 and high >= 1000))
+    raise KnobError(knob, "the allowlist gives no bounds or choices to search within")
+
+
+def space_for(knobs: list[str] | tuple[str, ...],
+              allowlist: Mapping[str, Mapping[str, Any]] | None = None) -> Space:
+    from hosttune.tuners.allowlist import DEFAULT_ALLOWLIST, entry_for
+
+    table = DEFAULT_ALLOWLIST if allowlist is None else allowlist
+    dims = []
+    for knob in knobs:
+        entry = entry_for(table, knob)
+        if entry is None:
+            raise KnobError(knob, "not on the allowlist of knobs hosttune may change on its own")
+        dims.append(dimension(knob, entry))
+    return Space(tuple(dims))

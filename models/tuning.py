@@ -1,0 +1,288 @@
+"""A tuning run: measure the baseline, then try settings proposed by the
+optimiser, each applied as one transaction, measured `repeats` times and
+reverted; a trial that fails or regresses is reverted at once. At the end the
+best setting is kept (if it beat the baseline by more than the noise) or the
+host is left at its baseline.
+
+The host side is behind two small interfaces so the same loop drives the
+real tuners (the CLI), a fixture-root Host (tests) or a benchmark:
+`Actuator.apply(values)` / `Actuator.revert()`, and `Objective.measure()`."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from hosttune.agent.errors import HosttuneError
+from hosttune.models.optimizer import BayesOpt, Space
+from hosttune.models.outcomes import Outcome, OutcomeStore
+
+
+class ObjectiveError(HosttuneError):
+    """The objective could not be measured (command failed, no metric in its output)."""
+
+
+class Objective(Protocol):
+    lower_is_better: bool
+
+    def describe(self) -> str: ...
+
+    def measure(self) -> float: ...
+
+
+class Actuator(Protocol):
+    def apply(self, values: dict[str, str]) -> None:
+        """Set every knob in `values` as one transaction (all or nothing)."""
+        ...
+
+    def revert(self) -> None:
+        """Return every knob this actuator touched to its baseline value."""
+        ...
+
+
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+
+
+def parse_metric(text: str, pattern: str | None, where: str) -> float:
+    """The metric in `text`: the first group of the last match of `pattern`
+    (or the whole match), or with no pattern the last number printed."""
+    if pattern is None:
+        numbers = re.findall(_NUMBER, text)
+        if not numbers:
+            raise ObjectiveError("printed no number to use as the metric", subject=where)
+        return float(numbers[-1])
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise ObjectiveError(f"bad --metric regex {pattern!r}: {exc}", subject=where) from None
+    matches = list(regex.finditer(text))
+    if not matches:
+        raise ObjectiveError(f"no match for metric regex {pattern!r} in the output",
+                             subject=where)
+    last = matches[-1]
+    raw = last.group(1) if regex.groups else last.group(0)
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        raise ObjectiveError(f"metric {raw!r} is not a number", subject=where) from None
+
+
+@dataclass
+class CommandObjective:
+    """Run a shell command per measurement. With a metric regex, its output
+    gives the number (higher is better unless lower_is_better); without one,
+    the command's wall time is the objective (lower is better)."""
+
+    command: str
+    metric: str | None = None
+    lower_is_better: bool = False
+    timeout: float = 3600.0
+    before_each: Callable[[], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.metric is None:
+            self.lower_is_better = True
+
+    def describe(self) -> str:
+        what = f"metric /{self.metric}/" if self.metric else "wall time"
+        better = "lower" if self.lower_is_better else "higher"
+        return f"{what} of `{self.command}` ({better} is better)"
+
+    def measure(self) -> float:
+        if self.before_each is not None:
+            self.before_each()
+        start = time.perf_counter()
+        try:
+            proc = subprocess.run(["/bin/sh", "-c", self.command], capture_output=True,
+                                  text=True, timeout=self.timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise ObjectiveError(f"timed out after {self.timeout:g} s",
+                                 subject=shlex.quote(self.command)) from None
+        elapsed = time.perf_counter() - start
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
+            raise ObjectiveError(f"exited with {proc.returncode}: {tail[0][:200]}",
+                                 subject=shlex.quote(self.command))
+        if self.metric is None:
+            return elapsed
+        return parse_metric(proc.stdout + proc.stderr, self.metric, self.command)
+
+
+@dataclass
+class MetricFileObjective:
+    """A running workload writes its metric to a file: wait `window` seconds
+    after the change, then read the last match."""
+
+    path: Path
+    metric: str | None = None
+    lower_is_better: bool = False
+    window: float = 10.0
+
+    def describe(self) -> str:
+        return f"metric in {self.path} after {self.window:g} s"
+
+    def measure(self) -> float:
+        time.sleep(self.window)
+        try:
+            text = self.path.read_text(errors="replace")
+        except OSError as exc:
+            raise ObjectiveError(f"cannot read: {exc.strerror}", subject=str(self.path)) from None
+        return parse_metric(text, self.metric, str(self.path))
+
+
+@dataclass
+class PrometheusObjective:
+    """A running workload exports Prometheus metrics: wait `window` seconds,
+    scrape `url` and read the sample named `name` (labels may be given as a
+    regex suffix, e.g. 'throughput{job="train"}')."""
+
+    url: str
+    name: str
+    lower_is_better: bool = False
+    window: float = 10.0
+    timeout: float = 10.0
+
+    def describe(self) -> str:
+        return f"{self.name} from {self.url} after {self.window:g} s"
+
+    def measure(self) -> float:
+        import urllib.error
+        import urllib.request
+
+        time.sleep(self.window)
+        try:
+            with urllib.request.urlopen(self.url, timeout=self.timeout) as resp:
+                text = resp.read().decode("utf-8", "replace")
+        except (urllib.error.URLError, OSError) as exc:
+            raise ObjectiveError(f"cannot scrape: {exc}", subject=self.url) from None
+        return scrape_value(text, self.name, self.url)
+
+
+def scrape_value(text: str, name: str, where: str) -> float:
+    """The value of the first sample of `name` in Prometheus text format."""
+    base = name.split("{", 1)[0]
+    label_re = re.escape(name[len(base):]) if "{" in name else r"(?:\{[^}]*\})?"
+    regex = re.compile(rf"^{re.escape(base)}{label_re}\s+({_NUMBER}|NaN|[+-]Inf)(?:\s+\d+)?$",
+                       re.MULTILINE)
+    match = regex.search(text)
+    if match is None:
+        raise ObjectiveError(f"no sample named {name!r}", subject=where)
+    return float(match.group(1))
+
+
+@dataclass
+class Trial:
+    index: int
+    values: dict[str, str]
+    scores: list[float] = field(default_factory=list)
+    effect: float | None = None  # ratio to baseline, > 1 is better
+    status: str = "pending"  # baseline | ok | regressed | failed | interrupted
+    error: str = ""
+    origin: str = ""  # baseline | prior | random | gp
+
+    @property
+    def score(self) -> float | None:
+        return statistics.median(self.scores) if self.scores else None
+
+
+@dataclass
+class TuningResult:
+    trials: list[Trial]
+    baseline: Trial
+    best: Trial | None
+    kept: bool
+    objective: str
+
+
+def effect_of(score: float, baseline: float, lower_is_better: bool) -> float:
+    if lower_is_better:
+        return baseline / score if score > 0 else 0.0
+    return score / baseline if baseline else 0.0
+
+
+def run_tuning(
+    *, space: Space, baseline_values: dict[str, str], objective: Objective,
+    actuator: Actuator, budget: int, repeats: int = 1,
+    start: list[dict[str, str]] | None = None, seed: int = 0, keep: str = "best",
+    min_gain: float = 0.02, regress_tolerance: float = 0.05,
+    workload: str = "unknown", outcomes: OutcomeStore | None = None,
+    on_trial: Callable[[Trial], None] | None = None,
+) -> TuningResult:
+    """Budget counts the trials after the baseline. `keep` is "best" or
+    "revert". The host is at its baseline on every exit but a kept best."""
+    if budget < 1 or repeats < 1:
+        raise HosttuneError("budget and repeats must be at least 1")
+    if keep not in ("best", "revert"):
+        raise HosttuneError(f"--keep is best or revert, not {keep!r}")
+
+    def measure(trial: Trial) -> None:
+        for _ in range(repeats):
+            trial.scores.append(objective.measure())
+
+    baseline = Trial(index=0, values=dict(baseline_values), status="baseline", origin="baseline")
+    try:
+        measure(baseline)
+    except ObjectiveError as exc:
+        baseline.status, baseline.error = "failed", str(exc)
+        raise ObjectiveError(f"the baseline measurement failed: {exc}") from None
+    base = baseline.score
+    assert base is not None
+    baseline.effect = 1.0
+    if on_trial:
+        on_trial(baseline)
+    opt = BayesOpt(space=space, seed=seed, start=[dict(p) for p in (start or [])])
+    opt.tell(baseline.values, 1.0)
+    trials = [baseline]
+    starts = [dict(p) for p in (start or [])]
+    try:
+        for i in range(1, budget + 1):
+            values = opt.ask()
+            origin = "prior" if values in starts else ("gp" if len(opt.y_) >= opt.n_initial
+                                                       else "random")
+            trial = Trial(index=i, values=values, origin=origin)
+            trials.append(trial)
+            try:
+                actuator.apply(values)
+                measure(trial)
+            except HosttuneError as exc:
+                trial.status, trial.error = "failed", str(exc)
+            finally:
+                actuator.revert()
+            if trial.status == "failed":
+                # Score it as the worst seen so the optimiser steers away.
+                opt.tell(values, min(opt.y_) - 0.1)
+            else:
+                score = trial.score
+                assert score is not None
+                trial.effect = effect_of(score, base, objective.lower_is_better)
+                trial.status = "regressed" if trial.effect < 1 - regress_tolerance else "ok"
+                opt.tell(values, trial.effect)
+                if outcomes is not None:
+                    outcomes.record(Outcome(workload=workload, source="trial", knobs=values,
+                                            effect=trial.effect, objective=objective.describe()))
+            if on_trial:
+                on_trial(trial)
+    except BaseException:
+        # Ctrl-C, SIGTERM (raised as an exception by the caller's handler), a
+        # crash in the loop: the trial in flight was reverted by `finally`;
+        # make sure, then let it propagate.
+        actuator.revert()
+        for t in trials:
+            if t.status == "pending":
+                t.status = "interrupted"
+        raise
+    good = [t for t in trials[1:] if t.effect is not None and t.status == "ok"]
+    best = max(good, key=lambda t: t.effect or 0.0, default=None)
+    kept = False
+    if keep == "best" and best is not None and (best.effect or 0.0) > 1 + min_gain:
+        actuator.apply(best.values)
+        kept = True
+    return TuningResult(trials=trials, baseline=baseline, best=best, kept=kept,
+                        objective=objective.describe())
