@@ -108,6 +108,7 @@ class Daemon:
         self.server: Any = None
         self.metrics: Any = None
         self.engine_info: dict[str, Any] = {}
+        self._instance_fd: int | None = None
 
     # -- signals and lifecycle ---------------------------------------------------
 
@@ -132,6 +133,7 @@ class Daemon:
         from hosttune.agent.store import Store
 
         self.paths.state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_instance()
         self.store = Store(self.paths.store, rows=self.config.retention.rows,
                            max_age_hours=self.config.retention.max_age_hours)
         self._recover()
@@ -152,6 +154,25 @@ class Daemon:
         finally:
             self._shutdown()
         return 0
+
+    def _lock_instance(self) -> None:
+        """One daemon per state directory: a second one would take over the
+        socket and write the same journal. The kernel drops the lock when the
+        holder dies, however it dies."""
+        import fcntl
+
+        path = self.paths.state_dir / "hosttuned.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise HosttuneError(f"another hosttuned (pid {holder}) already runs on this "
+                                "state directory", subject=str(path)) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._instance_fd = fd
 
     def _recover(self) -> None:
         """Unfinished transactions from a crash are rolled back before anything else."""
@@ -232,6 +253,9 @@ class Daemon:
             self.store.add_event("stop", "stopped")
             self.store.close()
         self.engine.close()
+        if self._instance_fd is not None:
+            os.close(self._instance_fd)
+            self._instance_fd = None
 
     # -- the loop ----------------------------------------------------------------
 

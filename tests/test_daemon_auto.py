@@ -410,3 +410,24 @@ def test_a_failing_tick_is_survived(tmp_path: Path, tree: tuple[Path, World]) ->
     finally:
         daemon.request_stop()
         thread.join(timeout=10)
+
+
+def test_objective_command_judges_the_change(tmp_path: Path, tree: tuple[Path, World]) -> None:
+    root, world = tree
+    world.busy = 0.9
+    score = tmp_path / "throughput.txt"
+    score.write_text("samples/s: 100\n")
+    config = cfg.parse(
+        "mode: auto\ninterval: 0.1\nwindow: 3\nsocket: {group: root}\n"
+        "auto: {watch_windows: 1, cooldown_windows: 0, regression: 0.05}\n"
+        f"objective: {{command: 'cat {score}', higher_is_better: true, timeout: 10}}\n")
+    daemon, thread = _start(tmp_path, root, config)
+    try:
+        _wait(lambda: daemon.applied, 10, "auto apply")
+        score.write_text("samples/s: 50\n")  # the benchmark got slower after the change
+        _wait(lambda: daemon.reverts, 10, "revert")
+        assert daemon.reverts[0]["why"] == "objective command went from 100 to 50"
+        assert (root / "proc/sys/vm/swappiness").read_text().strip() == "60"
+    finally:
+        daemon.request_stop()
+        thread.join(timeout=10)
