@@ -258,8 +258,10 @@ class Journal:
                             f"after {timeout:g}s waiting for {self.lock_path}",
                             subject=str(self.lock_path)) from None
                     time.sleep(0.05)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            # The holder's pid is only for the message another process prints.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             try:
                 yield
             finally:
