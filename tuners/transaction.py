@@ -266,11 +266,14 @@ def apply_plan(host: Host, plan: Plan, journal: Journal, *, dry_run: bool = Fals
                force: bool = False, uid: int | None = None, reason: str = "",
                allowlist: Mapping[str, Mapping[str, Any]] | None = None,
                skip_refused: bool = False, lock_timeout: float = 30.0,
+               admin_owned: Mapping[str, str] | None = None,
                hook: Hook | None = None, tuners: dict[str, Tuner] | None = None) -> TxnResult:
     """Apply `plan` all or nothing. Changes from expert rules, models and the
     optimizer must be on `allowlist` (default: the built-in table) within its
-    bounds. A refused change refuses the whole plan, unless `skip_refused`
-    (then the rest is applied and the refusals are reported)."""
+    bounds. Knobs the administrator owns (sysctl files, the kernel command
+    line, and `admin_owned`: knob or pattern -> where, from the config) are
+    refused unless `force`. A refused change refuses the whole plan, unless
+    `skip_refused` (then the rest is applied and the refusals are reported)."""
     if not dry_run:
         require_root(host)
     tuners = tuners if tuners is not None else tuners_for(host)
@@ -278,8 +281,11 @@ def apply_plan(host: Host, plan: Plan, journal: Journal, *, dry_run: bool = Fals
     table = allowlist_mod.DEFAULT_ALLOWLIST if allowlist is None else allowlist
 
     def prepare() -> list[_Step]:
+        owned = owners(host)
+        for knob, where in (admin_owned or {}).items():
+            owned[knob] = Owner("config", where)
         return _prepare(host, list(plan.changes), journal, tuners, force=force,
-                        allowlist=table, owned=owners(host))
+                        allowlist=table, owned=owned)
 
     if dry_run:
         steps = prepare()
