@@ -400,8 +400,7 @@ class Daemon:
         if proposal.workload != self.tracker.stable:
             return
         try:
-            allowlist = self.config.effective_allowlist(self.engine.allowlist_defaults())
-            plan = self.engine.allowed(proposal.plan, allowlist, self.avoid)
+            plan = self.engine.allowed(proposal.plan, self._allowlist(), self.avoid)
         except (HosttuneError, ImportError) as exc:
             self.log("warning", f"auto mode cannot check the allowlist: {exc}")
             return
@@ -424,7 +423,8 @@ class Daemon:
     def _apply(self, plan: Any, reason: str, before: Score, probe_before: float | None
                ) -> None:
         try:
-            outcome = self.engine.apply(plan, reason)
+            outcome = self.engine.apply(plan, reason, allowlist=self._allowlist(),
+                                        admin_owned=self._admin_owned())
         except HosttuneError as exc:
             self.log("error", f"auto mode could not apply its plan: {exc}")
             self.store.add_event("apply-failed", str(exc))
@@ -446,6 +446,13 @@ class Daemon:
         self.watch = Watch(txn=outcome.txn, workload=plan.workload or "", changes=changes,
                            before=before, windows_left=self.config.auto.watch_windows,
                            probe_before=probe_before)
+
+    def _allowlist(self) -> dict[str, dict[str, Any]]:
+        return self.config.effective_allowlist(self.engine.allowlist_defaults())
+
+    def _admin_owned(self) -> dict[str, str]:
+        where = self.config.source or "the configuration"
+        return {knob: f"overrides in {where}" for knob in self.config.overrides}
 
     def _watch_window(self, workload_changed: bool) -> None:
         watch = self.watch
@@ -621,7 +628,9 @@ class Daemon:
         except ImportError as exc:
             raise EngineUnavailable(f"no tuners in this build: {exc}") from None
         plan = Plan.from_yaml(text, str(args.get("path", "<plan>")))
-        outcome = self.engine.apply(plan, f"requested by uid {peer.uid} over the socket")
+        outcome = self.engine.apply(plan, f"requested by uid {peer.uid} over the socket",
+                                    uid=peer.uid, allowlist=self._allowlist(),
+                                    admin_owned=self._admin_owned())
         record = {"txn": outcome.txn, "wall": time.time(), "workload": plan.workload,
                   "changes": [c.to_dict() for c in plan.changes], "ok": outcome.ok,
                   "message": outcome.message, "by": f"uid {peer.uid}"}

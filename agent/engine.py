@@ -36,8 +36,12 @@ class TxnOutcome:
     txn: str | None
     message: str
     changes: list[dict[str, Any]] = field(default_factory=list)
+    # The transaction's own report (tuners' TxnResult.to_dict()), when there is one.
+    raw: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        if self.raw is not None:
+            return dict(self.raw)
         return {"ok": self.ok, "txn": self.txn, "message": self.message,
                 "changes": self.changes}
 
@@ -67,7 +71,9 @@ class Engine(Protocol):
     def allowed(self, plan: Any, allowlist: Mapping[str, Mapping[str, Any]],
                 avoid: set[tuple[str, str, str]]) -> Any: ...
 
-    def apply(self, plan: Any, reason: str) -> TxnOutcome: ...
+    def apply(self, plan: Any, reason: str, *, uid: int | None = None,
+              allowlist: Mapping[str, Mapping[str, Any]] | None = None,
+              admin_owned: Mapping[str, str] | None = None) -> TxnOutcome: ...
 
     def rollback(self, target: str) -> TxnOutcome: ...
 
@@ -232,9 +238,12 @@ class HostEngine:
             self._journal = Journal(self.state_dir / "journal.db")
         return transaction, self._journal
 
-    def apply(self, plan: Any, reason: str) -> TxnOutcome:
+    def apply(self, plan: Any, reason: str, *, uid: int | None = None,
+              allowlist: Mapping[str, Mapping[str, Any]] | None = None,
+              admin_owned: Mapping[str, str] | None = None) -> TxnOutcome:
         transaction, journal = self._tx()
-        result = transaction.apply_plan(self.host, plan, journal, reason=reason)
+        result = transaction.apply_plan(self.host, plan, journal, reason=reason, uid=uid,
+                                        allowlist=allowlist, admin_owned=admin_owned)
         return _outcome(result)
 
     def rollback(self, target: str) -> TxnOutcome:
@@ -244,8 +253,8 @@ class HostEngine:
 
     def recover(self) -> list[str]:
         transaction, journal = self._tx()
-        result = transaction.recover(self.host, journal)
-        return [str(r) for r in (result or [])]
+        results = transaction.recover(self.host, journal)
+        return [str(getattr(r, "message", r)) for r in (results or [])]
 
     def history(self, limit: int) -> list[dict[str, Any]]:
         transaction, journal = self._tx()
@@ -260,10 +269,9 @@ class HostEngine:
 
 
 def _outcome(result: Any) -> TxnOutcome:
-    if isinstance(result, TxnOutcome):
-        return result
-    data = result.to_dict() if hasattr(result, "to_dict") else {}
-    return TxnOutcome(ok=bool(getattr(result, "ok", data.get("ok", False))),
-                      txn=str(getattr(result, "txn_id", data.get("txn", ""))) or None,
-                      message=str(getattr(result, "message", data.get("message", ""))),
-                      changes=list(data.get("changes", [])))
+    """A tuners TxnResult as the loop keeps it."""
+    data: dict[str, Any] = result.to_dict()
+    txn = result.txn_id
+    return TxnOutcome(ok=bool(result.ok), txn=None if txn is None else str(txn),
+                      message=str(result.message or result.error or ""),
+                      changes=list(data.get("changes", [])), raw=data)

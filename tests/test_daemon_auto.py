@@ -170,7 +170,9 @@ class FixtureEngine:
             keep.append(c)
         return Plan(keep, plan.workload)
 
-    def apply(self, plan: Any, reason: str) -> TxnOutcome:
+    def apply(self, plan: Any, reason: str, *, uid: int | None = None,
+              allowlist: Mapping[str, Mapping[str, Any]] | None = None,
+              admin_owned: Mapping[str, str] | None = None) -> TxnOutcome:
         txn = str(next(self.txns))
         for c in plan.changes:
             self.journal.append((txn, c.knob, self.host.read_str(KNOB_PATH)))
