@@ -9,7 +9,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -349,39 +348,58 @@ def test_journal_disk_full_refuses(tmp_path: Path) -> None:
 def test_two_processes_never_interleave(tmp_path: Path) -> None:
     root = tmp_path / "host"
     host = make_host(root)
-    holder_ready = threading.Event()
-    release = threading.Event()
-    order: list[str] = []
+    ready, release = tmp_path / "ready", tmp_path / "release"
+    code = textwrap.dedent(f"""
+        import os, pathlib, time
+        from hosttune.agent.host import Host
+        from hosttune.tuners.base import Change, Plan
+        from hosttune.tuners.journal import Journal
+        from hosttune.tuners.transaction import apply_plan
 
-    def hold(step: str, seq: int, change: Change) -> None:
-        if step == "verified" and seq == 1:
-            holder_ready.set()
-            release.wait(10)
-            order.append("first done")
+        def hold(step, seq, change):
+            # Stop inside the transaction, its first knob written, the lock held.
+            if step == "verified" and seq == 1:
+                pathlib.Path({str(ready)!r}).write_text(str(os.getpid()))
+                deadline = time.monotonic() + 30
+                while not os.path.exists({str(release)!r}) and time.monotonic() < deadline:
+                    time.sleep(0.02)
 
-    def first() -> None:
+        plan = Plan([Change("sysctl:vm.swappiness", "10"), Change("sysctl:vm.dirty_ratio", "30")])
+        result = apply_plan(Host({str(root)!r}), plan, Journal({str(tmp_path / 'j.db')!r}),
+                            hook=hold)
+        assert result.ok, result.message
+    """)
+    first = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
         with Journal(tmp_path / "j.db") as journal:
-            apply_plan(host, plan(("sysctl:vm.swappiness", "10"), ("sysctl:vm.dirty_ratio", "30")),
-                       journal, hook=hold)
-
-    thread = threading.Thread(target=first)
-    thread.start()
-    assert holder_ready.wait(10)
-    with Journal(tmp_path / "j.db") as journal:
-        start = time.monotonic()
-        with pytest.raises(LockTimeout, match=r"another hosttune process \(pid \d+\) is changing"):
-            apply_plan(host, plan(("sysctl:vm.swappiness", "20")), journal, lock_timeout=0.3)
-        assert time.monotonic() - start >= 0.3
-        release.set()
-        result = apply_plan(host, plan(("sysctl:vm.swappiness", "20")), journal, lock_timeout=10)
-        order.append("second done")
-        thread.join()
-        assert result.ok and order == ["first done", "second done"]
-        txns = journal.transactions()
-        assert [(t.id, [s.knob for s in t.steps]) for t in txns] == [
-            (1, ["sysctl:vm.swappiness", "sysctl:vm.dirty_ratio"]),
-            (2, ["sysctl:vm.swappiness"])]
-    assert sysctl(root, "vm/swappiness") == "20"
+            start = time.monotonic()
+            with pytest.raises(LockTimeout,
+                               match=rf"another hosttune process \(pid {first.pid}\) is changing"):
+                apply_plan(host, plan(("sysctl:vm.swappiness", "20")), journal, lock_timeout=0.3)
+            assert time.monotonic() - start >= 0.3
+            # The half-done transaction of the live process was not "recovered".
+            assert [t.state for t in journal.transactions()] == ["open"]
+            assert sysctl(root, "vm/swappiness") == "10"
+            release.touch()
+            result = apply_plan(host, plan(("sysctl:vm.swappiness", "20")), journal,
+                                lock_timeout=30)
+            assert first.wait(30) == 0
+            assert result.ok, result.message
+            txns = journal.transactions()
+            assert [(t.id, t.state, [s.knob for s in t.steps]) for t in txns] == [
+                (1, "committed", ["sysctl:vm.swappiness", "sysctl:vm.dirty_ratio"]),
+                (2, "committed", ["sysctl:vm.swappiness"])]
+            # The second began only after the first had finished.
+            assert txns[1].started >= (txns[0].finished or 0)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert sysctl(root, "vm/swappiness") == "20" and sysctl(root, "vm/dirty_ratio") == "30"
 
 
 def test_hugepage_shortfall_is_a_failed_step(tmp_path: Path) -> None:

@@ -308,3 +308,46 @@ def test_numa_rollback_refuses_a_reused_pid(tmp_path: Path) -> None:
         time.sleep(0.05)
         back = rollback(host, journal, baseline=True)
     assert back.ok and [s.status for s in back.steps] == ["gone"]
+
+
+@pytest.mark.skipif(not Path("/sys/fs/cgroup/cpuset/cpuset.cpus").exists()
+                    and not Path("/sys/fs/cgroup/cgroup.controllers").exists(),
+                    reason="no cpuset cgroup")
+def test_cpuset_of_a_cgroup_the_test_creates(tmp_path: Path) -> None:
+    host = Host()
+    tuners = tuners_for(host)
+    tuner, _ = tuner_for(tuners, "cpuset:/")
+    found = tuner.hierarchy()  # type: ignore[attr-defined]
+    if found is None:
+        pytest.skip("no cpuset controller")
+    base, _version = found
+    name = f"hosttune-test-{os.getpid()}"
+    group = Path(base) / name
+    group.mkdir()
+    child = None
+    try:
+        if _version == 1:  # v1 needs cpus and mems before a task may join
+            (group / "cpuset.cpus").write_text(Path(base, "cpuset.cpus").read_text())
+            (group / "cpuset.mems").write_text(Path(base, "cpuset.mems").read_text())
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        (group / "cgroup.procs").write_text(str(child.pid))
+        knob = f"cpuset:/{name}"
+        start = tuner.read(f"/{name}")
+        with Journal(tmp_path / "journal.db") as journal:
+            result = apply_plan(host, Plan([Change(knob, "cpus=0 mems=0")]), journal)
+            assert result.ok, result.message
+            assert _task_cpus(child.pid) == {child.pid: "0"}
+            assert rollback(host, journal, baseline=True).ok
+        assert tuner.read(f"/{name}") == start
+        assert _task_cpus(child.pid) == {child.pid: (group / "cpuset.cpus").read_text().strip()}
+    finally:
+        if child is not None:
+            child.kill()
+            child.wait()
+        for _ in range(50):  # the killed task leaves the cgroup asynchronously
+            try:
+                group.rmdir()
+                break
+            except OSError:
+                time.sleep(0.05)
+    assert not group.exists()
