@@ -100,6 +100,9 @@ class Daemon:
         self.recommendation_at: float | None = None
         self._rec_future: Future[Proposal | None] | None = None
         self._rec_windows = 0
+        self._rec_workload: str | None = None
+        self._rec_pending: str | None = None
+        self.recommendation_for: str | None = None
         self.applied: list[dict[str, Any]] = []
         self.reverts: list[dict[str, Any]] = []
         self.avoid: set[tuple[str, str, str]] = set()
@@ -350,17 +353,23 @@ class Daemon:
         if self.watch is not None:
             self._watch_window(changed)
         self._rec_windows += 1
-        if self.config.mode in ("recommend", "auto") and self.tracker.stable is not None and (
-                changed or (self.recommendation is None and self.recommendation_error is None)
+        # Until a class is believed the plan is the generic one ("unknown"
+        # priors): something to show in recommend mode; auto never applies it.
+        if self.config.mode in ("recommend", "auto") and (
+                changed or self.recommendation_at is None
                 or self._rec_windows >= REFRESH_WINDOWS):
-            self._start_recommendation(self.tracker.stable)
+            self._start_recommendation(self.tracker.stable or "unknown")
 
     # -- recommendations and auto mode -------------------------------------------
 
     def _start_recommendation(self, workload: str) -> None:
         if self._rec_future is not None and not self._rec_future.done():
+            if workload != self._rec_workload:
+                self._rec_pending = workload  # started when the one in flight is in
             return
+        self._rec_pending = None
         self._rec_windows = 0
+        self._rec_workload = workload
         fut: Future[Proposal | None] = Future()
         self._rec_future = fut
 
@@ -381,12 +390,16 @@ class Daemon:
         exc = fut.exception()
         with self._lock:
             self.recommendation_at = time.time()
+            self.recommendation_for = self._rec_workload
             if exc is not None:
                 self.recommendation = None
                 self.recommendation_error = str(exc)
             else:
                 self.recommendation = fut.result()
                 self.recommendation_error = None
+        if self._rec_pending is not None:
+            self._start_recommendation(self._rec_pending)
+            return
         if exc is not None:
             if not isinstance(exc, HosttuneError):
                 self.log("error", f"recommender crashed: {type(exc).__name__}: {exc}")
@@ -666,13 +679,7 @@ class Daemon:
 
     def _recommendation_dict(self) -> dict[str, Any] | None:
         with self._lock:
-            if self.recommendation is None:
-                if self.recommendation_error:
-                    return {"error": self.recommendation_error}
-                return None
-            data = _proposal_dict(self.recommendation)
-            data["at"] = self.recommendation_at
-            return data
+            return self._recommendation_unlocked()
 
     def status(self) -> dict[str, Any]:
         with self._lock:
@@ -721,7 +728,12 @@ class Daemon:
 
     def _recommendation_unlocked(self) -> dict[str, Any] | None:
         if self.recommendation is None:
-            return {"error": self.recommendation_error} if self.recommendation_error else None
+            if self.recommendation_error:
+                return {"error": self.recommendation_error}
+            if self.recommendation_at is not None:  # asked, and nothing to change
+                return {"workload": self.recommendation_for, "plan": {"changes": []},
+                        "at": self.recommendation_at}
+            return None
         data = _proposal_dict(self.recommendation)
         data["at"] = self.recommendation_at
         return data

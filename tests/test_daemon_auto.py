@@ -148,7 +148,11 @@ class FixtureEngine:
         util = sum(utils) / len(utils)
         return Verdict("training" if util > 0.5 else "idle", 0.9, (("cpu.util", util),))
 
+    slow_unknown: float = 0.0  # seconds the generic ("unknown") plan takes
+
     def recommend(self, workload: str) -> Proposal | None:
+        if workload == "unknown":
+            time.sleep(self.slow_unknown)
         if workload != "training":
             return None
         plan = Plan([Change("sysctl:vm.swappiness", "10", "keep the dataset cached")],
@@ -432,6 +436,28 @@ def test_objective_command_judges_the_change(tmp_path: Path, tree: tuple[Path, W
         _wait(lambda: daemon.reverts, 10, "revert")
         assert daemon.reverts[0]["why"] == "objective command went from 100 to 50"
         assert (root / "proc/sys/vm/swappiness").read_text().strip() == "60"
+    finally:
+        daemon.request_stop()
+        thread.join(timeout=10)
+
+
+def test_a_class_believed_while_a_plan_is_computed_gets_its_own(
+        tmp_path: Path, tree: tuple[Path, World]) -> None:
+    root, world = tree
+    world.busy = 0.9
+    paths = Paths(state_dir=tmp_path / "state", run_dir=tmp_path / "run",
+                  config=tmp_path / "hosttune.yaml")
+    engine = FixtureEngine(root)
+    engine.slow_unknown = 1.5  # still computing when "training" is believed (~0.6 s)
+    daemon = Daemon(paths, AUTO, engine, Log("debug", use_journal=False), Notifier(env={}))
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        _wait(lambda: daemon.tracker.stable == "training", 10, "training")
+        # Well before the periodic refresh (20 windows, 6 s here) would catch it.
+        _wait(lambda: daemon.applied, 4, "the training plan applied")
+        assert daemon.recommendation is not None
+        assert daemon.recommendation.workload == "training"
     finally:
         daemon.request_stop()
         thread.join(timeout=10)

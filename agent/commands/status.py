@@ -130,7 +130,8 @@ def render(status: dict[str, Any]) -> list[str]:
         lines.append(f"recommendation: unavailable: {rec['error']}")
     else:
         changes = (rec.get("plan") or {}).get("changes", [])
-        lines.append(f"recommendation for {rec['workload']}: {len(changes)} change(s)")
+        lines.append(f"recommendation for {rec['workload']}: "
+                     + (f"{len(changes)} change(s)" if changes else "no changes"))
         for change in changes:
             before = change.get("before", "?")
             lines.append(f"  {change['knob']}: {before} -> {change['value']}")
