@@ -31,6 +31,7 @@ import time  # noqa: E402
 from collections.abc import Callable, Mapping  # noqa: E402
 from concurrent.futures import Future  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
 from types import FrameType  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -240,8 +241,10 @@ class Daemon:
             except queue.Empty:
                 break
             fut.cancel()
-        if self.config.revert_on_stop and self.applied:
-            first = self.applied[0].get("txn")
+        own = [a for a in self.applied if a.get("by") == "auto" and a.get("ok")]
+        if self.config.revert_on_stop and own:
+            # Only what auto mode did: an administrator's own apply stays.
+            first = own[0].get("txn")
             try:
                 outcome = self.engine.rollback(f"before:{first}")
                 self.log("info", f"reverted hosttune's changes on stop: {outcome.message}")
@@ -572,16 +575,26 @@ class Daemon:
                 raise RequestError("bad_request", "workload must be text")
             return self._submit(lambda: _proposal_dict(self.engine.recommend(workload)))
         if op == "apply":
+            self._check_root(args)
             return self._submit(lambda: self._apply_request(args, peer))
         if op == "rollback":
+            self._check_root(args)
             target = args.get("to")
             if not isinstance(target, str) or not target:
-                raise RequestError("bad_request", "rollback needs \"to\": a transaction id "
-                                   "or \"baseline\"")
-            return self._submit(lambda: self.engine.rollback(target).to_dict())
+                raise RequestError("bad_request", "rollback needs \"to\": a transaction id, "
+                                   "before:ID or \"baseline\"")
+            force = _bool_arg(args, "force")
+            return self._submit(lambda: self._rollback_request(target, force, peer))
         if op == "reload":
             return self._submit(self._reload_request)
         raise RequestError("unknown_op", op)
+
+    def _check_root(self, args: Mapping[str, Any]) -> None:
+        """A request for another host tree (a CLI run with --root) is not ours."""
+        want = args.get("root", "/")
+        mine = self.engine_info.get("root", "/")
+        if not isinstance(want, str) or Path(want).resolve() != Path(mine).resolve():
+            raise RequestError("other_root", f"this daemon manages {mine}, not {want}")
 
     def _submit(self, fn: Callable[[], Any]) -> Future[Any]:
         """Run `fn` on the main loop's thread; the socket thread waits for it."""
@@ -603,6 +616,13 @@ class Daemon:
             except BaseException as exc:
                 fut.set_exception(exc)
             self.notifier.ping()
+
+    def _rollback_request(self, target: str, force: bool, peer: Any) -> dict[str, Any]:
+        outcome = self.engine.rollback(target, force=force, uid=peer.uid)
+        self.store.add_event("rollback", outcome.message, {"to": target, "by": f"uid {peer.uid}",
+                                                           "ok": outcome.ok})
+        self.windows_since_change = 0
+        return outcome.to_dict()
 
     def _reload_request(self) -> dict[str, Any]:
         self.reload()
@@ -628,9 +648,11 @@ class Daemon:
         except ImportError as exc:
             raise EngineUnavailable(f"no tuners in this build: {exc}") from None
         plan = Plan.from_yaml(text, str(args.get("path", "<plan>")))
-        outcome = self.engine.apply(plan, f"requested by uid {peer.uid} over the socket",
+        outcome = self.engine.apply(plan, str(args.get("reason") or
+                                              f"requested by uid {peer.uid} over the socket"),
                                     uid=peer.uid, allowlist=self._allowlist(),
-                                    admin_owned=self._admin_owned())
+                                    admin_owned=self._admin_owned(),
+                                    force=_bool_arg(args, "force"))
         record = {"txn": outcome.txn, "wall": time.time(), "workload": plan.workload,
                   "changes": [c.to_dict() for c in plan.changes], "ok": outcome.ok,
                   "message": outcome.message, "by": f"uid {peer.uid}"}
@@ -736,6 +758,13 @@ def _proposal_dict(proposal: Proposal | None) -> dict[str, Any]:
         return {"workload": None, "changes": [], "report": None}
     return {"workload": proposal.workload, "plan": proposal.plan.to_dict(),
             "report": proposal.report}
+
+
+def _bool_arg(args: Mapping[str, Any], name: str) -> bool:
+    value = args.get(name, False)
+    if not isinstance(value, bool):
+        raise RequestError("bad_request", f"{name} must be true or false")
+    return value
 
 
 def _int_arg(args: Mapping[str, Any], name: str, default: int, lo: int, hi: int) -> int:

@@ -73,9 +73,11 @@ class Engine(Protocol):
 
     def apply(self, plan: Any, reason: str, *, uid: int | None = None,
               allowlist: Mapping[str, Mapping[str, Any]] | None = None,
-              admin_owned: Mapping[str, str] | None = None) -> TxnOutcome: ...
+              admin_owned: Mapping[str, str] | None = None,
+              force: bool = False) -> TxnOutcome: ...
 
-    def rollback(self, target: str) -> TxnOutcome: ...
+    def rollback(self, target: str, *, force: bool = False, uid: int | None = None
+                 ) -> TxnOutcome: ...
 
     def recover(self) -> list[str]: ...
 
@@ -111,7 +113,7 @@ class HostEngine:
         """Load what the loop needs up front (the model: its memory is part of
         the daemon's steady state) and say what is there."""
         model = self._ensure_model()
-        info: dict[str, Any] = {"model": None if model is None else {
+        info: dict[str, Any] = {"root": str(self.host.root), "model": None if model is None else {
             "source": str(getattr(model, "source", "")), "kind": getattr(model, "kind", ""),
             "classes": list(getattr(model, "classes", []))}}
         if model is None:
@@ -240,15 +242,18 @@ class HostEngine:
 
     def apply(self, plan: Any, reason: str, *, uid: int | None = None,
               allowlist: Mapping[str, Mapping[str, Any]] | None = None,
-              admin_owned: Mapping[str, str] | None = None) -> TxnOutcome:
+              admin_owned: Mapping[str, str] | None = None,
+              force: bool = False) -> TxnOutcome:
         transaction, journal = self._tx()
         result = transaction.apply_plan(self.host, plan, journal, reason=reason, uid=uid,
-                                        allowlist=allowlist, admin_owned=admin_owned)
+                                        allowlist=allowlist, admin_owned=admin_owned,
+                                        force=force)
         return _outcome(result)
 
-    def rollback(self, target: str) -> TxnOutcome:
+    def rollback(self, target: str, *, force: bool = False, uid: int | None = None
+                 ) -> TxnOutcome:
         transaction, journal = self._tx()
-        result = transaction.rollback(self.host, journal, target)
+        result = transaction.rollback(self.host, journal, target, force=force, uid=uid)
         return _outcome(result)
 
     def recover(self) -> list[str]:

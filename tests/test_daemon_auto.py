@@ -172,14 +172,16 @@ class FixtureEngine:
 
     def apply(self, plan: Any, reason: str, *, uid: int | None = None,
               allowlist: Mapping[str, Mapping[str, Any]] | None = None,
-              admin_owned: Mapping[str, str] | None = None) -> TxnOutcome:
+              admin_owned: Mapping[str, str] | None = None,
+              force: bool = False) -> TxnOutcome:
         txn = str(next(self.txns))
         for c in plan.changes:
             self.journal.append((txn, c.knob, self.host.read_str(KNOB_PATH)))
             self.host.write_text(KNOB_PATH, c.after)
         return TxnOutcome(True, txn, f"applied {len(plan.changes)}")
 
-    def rollback(self, target: str) -> TxnOutcome:
+    def rollback(self, target: str, *, force: bool = False, uid: int | None = None
+                 ) -> TxnOutcome:
         first = target.removeprefix("before:")
         undo = [e for e in self.journal if int(e[0]) >= int(first)]
         for _txn, _knob, old in reversed(undo):

@@ -1,6 +1,9 @@
 """Knob commands: `apply PLAN.yaml`, `set KNOB VALUE`, `rollback`, `history`,
-`show KNOB...`. They act on the host directly; the journal's lock keeps them
-from interleaving with the daemon or another hosttune. Dry runs print each
+`show KNOB...`. When hosttuned runs, `apply`, `set` and `rollback` are handed
+to it over the control socket, so the daemon stays the one writer of its
+journal and knows what changed under it; otherwise they act on the host
+directly, and the journal's lock keeps them from interleaving with another
+hosttune. Dry runs print each
 knob's old -> new value and change nothing; anything that writes needs root
 and is refused, before anything is touched, for anyone else."""
 
@@ -109,6 +112,25 @@ def _recover_first(host: Host, journal: Journal, json_out: bool, wait: float) ->
             typer.echo(f"hosttune: {result.message}", err=True)
 
 
+def _via_daemon(op: str, args: dict[str, Any], root: Path, wait: float) -> TxnResult | None:
+    """The daemon's answer when one runs for this host, else None (work directly)."""
+    from hosttune.agent.client import DaemonClient, DaemonError, DaemonUnavailable
+    from hosttune.tuners.transaction import StepOutcome, TxnResult
+
+    try:
+        data = DaemonClient(timeout=wait + 120.0).request(op, root=str(root), **args)
+    except DaemonUnavailable:
+        return None
+    except DaemonError as exc:
+        if exc.code != "other_root":
+            raise
+        return None  # the daemon runs for another tree than the one asked for
+    return TxnResult(ok=bool(data["ok"]), txn_id=data.get("txn"), kind=str(data.get("kind", op)),
+                     steps=[StepOutcome(**step) for step in data.get("changes", [])],
+                     dry_run=bool(data.get("dry_run")), failed_step=data.get("failed_step"),
+                     error=data.get("error"), message=str(data.get("message", "")))
+
+
 def _run_plan(plan: Any, root: Path, *, dry_run: bool, force: bool, wait: float,
               json_out: bool) -> None:
     from hosttune.tuners.transaction import apply_plan
@@ -116,6 +138,11 @@ def _run_plan(plan: Any, root: Path, *, dry_run: bool, force: bool, wait: float,
     host = _host(root)
     if not dry_run:
         _require_root()
+        done = _via_daemon("apply", {"plan": plan.to_yaml(), "force": force,
+                                     "reason": "hosttune CLI via hosttuned"}, root, wait)
+        if done is not None:
+            _print_result(done, json_out)
+            return
     allowlist, owned = _admin_overrides()
     journal = _journal(must_exist=dry_run)
     if journal is None:  # a dry run on a host hosttune never touched
@@ -190,6 +217,11 @@ def rollback_command(  # noqa: PLR0917 (typer maps parameters to options)
     host = _host(root)
     if not dry_run:
         _require_root()
+        target = "baseline" if baseline else str(txn)
+        done = _via_daemon("rollback", {"to": target, "force": force}, root, wait)
+        if done is not None:
+            _print_result(done, json_out)
+            return
     journal = _journal(must_exist=True)
     if journal is None:
         raise fail("hosttune has not changed anything on this host (no journal yet)")
