@@ -25,7 +25,7 @@ from hosttune.agent.errors import HostWriteError, KnobError
 from hosttune.agent.host import Host
 from hosttune.tuners.base import Change, Plan, tuner_for, tuners_for
 from hosttune.tuners.journal import Journal
-from hosttune.tuners.transaction import apply_plan, rollback
+from hosttune.tuners.transaction import apply_plan, recover, rollback
 
 pytestmark = [
     pytest.mark.kernel,
@@ -351,3 +351,35 @@ def test_cpuset_of_a_cgroup_the_test_creates(tmp_path: Path) -> None:
             except OSError:
                 time.sleep(0.05)
     assert not group.exists()
+
+
+@pytest.mark.parametrize(("kill_at", "seq"), [("journalled", 2), ("written", 2)])
+def test_sigkill_on_the_real_kernel_then_recover(
+        guarded: tuple[Host, list[str], dict[str, str]], tmp_path: Path,
+        kill_at: str, seq: int) -> None:
+    host, knobs, before = guarded
+    code = textwrap.dedent(f"""
+        import os, signal
+        from hosttune.agent.host import Host
+        from hosttune.tuners.base import Change, Plan
+        from hosttune.tuners.journal import Journal
+        from hosttune.tuners.transaction import apply_plan
+
+        def hook(step, seq, change):
+            if step == {kill_at!r} and seq == {seq}:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        plan = Plan([Change("thp:enabled", "always"), Change("sysctl:vm.swappiness", "14")])
+        apply_plan(Host(), plan, Journal({str(tmp_path / 'journal.db')!r}), hook=hook, force=True)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == -9, proc.stderr
+    tuners = tuners_for(host)
+    assert tuner_for(tuners, "thp:enabled")[0].read("enabled") == "always"
+    swappiness = tuner_for(tuners, "sysctl:vm.swappiness")[0].read("vm.swappiness")
+    assert swappiness == ("14" if kill_at == "written" else before["sysctl:vm.swappiness"])
+    with Journal(tmp_path / "journal.db") as journal:
+        (result,) = recover(host, journal)
+    assert result.ok, result.message
+    assert snapshot(host, knobs) == before
