@@ -11,6 +11,7 @@ mode applies on its own."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -131,6 +132,12 @@ def test_cli_apply_and_rollback_go_through_the_daemon(tmp_path: Path) -> None:
         assert "rollback to before transaction" in res.stdout
         assert (vm / "swappiness").read_text().strip() == "60"
         assert (vm / "dirty_ratio").read_text().strip() == "20"
+        # History comes from the daemon's journal.
+        res = d.cli("history", "--json")
+        assert res.returncode == 0, res.stderr
+        kinds = [(r["kind"], r["state"]) for r in json.loads(res.stdout)]
+        assert kinds == [("apply", "committed"), ("rollback", "committed")], kinds
+        assert "sysctl:vm.dirty_ratio: 20 -> 30" in d.cli("history").stdout
         # Asked for another tree, the daemon declines and the CLI works directly.
         other = tmp_path / "other"
         shutil.copytree(root, other)

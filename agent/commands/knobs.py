@@ -240,31 +240,43 @@ def history_command(
     """Every transaction: when, who (uid), what changed and why, and how it ended."""
     import time
 
+    from hosttune.agent.client import DaemonClient, DaemonUnavailable
     from hosttune.tuners.transaction import history
 
-    journal = _journal(must_exist=True)
-    records = []
-    if journal is not None:
-        with journal:
-            records = history(journal)[-limit:]
+    # The daemon serves the journal to members of the hosttune group too, who
+    # cannot open its database themselves; without a daemon, read it directly.
+    records: list[dict[str, Any]] | None = None
+    try:
+        reply = DaemonClient(timeout=30.0).request("history", limit=limit)
+        if "transactions_error" not in reply:
+            records = list(reply["transactions"])
+    except DaemonUnavailable:
+        pass
+    if records is None:
+        records = []
+        journal = _journal(must_exist=True)
+        if journal is not None:
+            with journal:
+                records = [r.to_dict() for r in history(journal)[-limit:]]
     if json_out:
-        emit_json([r.to_dict() for r in records])
+        emit_json(records)
         return
     if not records:
         typer.echo("no transactions yet")
         return
     for record in records:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started))
-        what = record.kind + (f" to {record.target}" if record.target else "")
-        head = f"{record.id:>4}  {when}  uid {record.uid}  {what}: {record.state}"
-        if record.workload:
-            head += f"  [workload {record.workload}]"
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record["started"]))
+        what = record["kind"] + (f" to {record['target']}" if record["target"] else "")
+        head = f"{record['txn']:>4}  {when}  uid {record['uid']}  {what}: {record['state']}"
+        if record["workload"]:
+            head += f"  [workload {record['workload']}]"
         typer.echo(head)
-        if record.error:
-            typer.echo(f"      {record.error}")
-        for step in record.steps:
-            reason = f"  ({step.reason})" if step.reason else ""
-            typer.echo(f"      {step.knob}: {step.before} -> {step.after} [{step.state}]{reason}")
+        if record["error"]:
+            typer.echo(f"      {record['error']}")
+        for step in record["changes"]:
+            reason = f"  ({step['reason']})" if step["reason"] else ""
+            typer.echo(f"      {step['knob']}: {step['before']} -> {step['after']} "
+                       f"[{step['state']}]{reason}")
 
 
 def show_command(
