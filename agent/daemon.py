@@ -336,7 +336,9 @@ class Daemon:
         self.windows += 1
         self.windows_since_change += 1
         try:
-            verdict = self.engine.classify(list(self.samples))
+            samples = list(self.samples)
+            rows = list(self.rows)[-(len(samples) - 1):] if len(samples) > 1 else []
+            verdict = self.engine.classify(samples[-len(rows) - 1:], rows)
         except HosttuneError as exc:
             verdict = Verdict("unknown", 0.0, reason=str(exc))
         now = time.time()

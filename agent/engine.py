@@ -13,7 +13,6 @@ sampling and serving either way.
 from __future__ import annotations
 
 import importlib
-import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -64,7 +63,8 @@ class Engine(Protocol):
 
     def rates(self, prev: Sample, cur: Sample) -> dict[str, float]: ...
 
-    def classify(self, window: Sequence[Sample]) -> Verdict: ...
+    def classify(self, window: Sequence[Sample],
+                 rates: Sequence[Mapping[str, float]]) -> Verdict: ...
 
     def recommend(self, workload: str) -> Proposal | None: ...
 
@@ -166,7 +166,10 @@ class HostEngine:
                 self.notes.append(self._model_error)
         return self._model
 
-    def classify(self, window: Sequence[Sample]) -> Verdict:
+    def classify(self, window: Sequence[Sample],
+                 rates: Sequence[Mapping[str, float]]) -> Verdict:
+        """`rates[i]` are the rates from `window[i]` to `window[i + 1]`, computed
+        once per tick by the loop (recomputing them here doubled the cost)."""
         model = self._ensure_model()
         if model is None:
             return Verdict("unknown", 0.0, reason=self._model_error or "no model")
@@ -175,8 +178,8 @@ class HostEngine:
         min_rows, window_features = features.MIN_ROWS, features.window_features
         # The rows the model was trained on: trace rows, each a sample's values
         # merged with its rates against the previous sample.
-        rows = [trace.trace_row({**b.values, **self.rates(a, b)})
-                for a, b in itertools.pairwise(window)]
+        rows = [trace.trace_row({**cur.values, **r})
+                for cur, r in zip(window[1:], rates, strict=True)]
         if len(rows) < min_rows:
             return Verdict("unknown", 0.0, reason=f"window has {len(rows)} rows, "
                            f"needs {min_rows}")

@@ -140,8 +140,9 @@ class FixtureEngine:
     def rates(self, prev: Sample, cur: Sample) -> dict[str, float]:
         return rates(prev, cur)
 
-    def classify(self, window: Sequence[Sample]) -> Verdict:
-        rows = [rates(a, b) for a, b in itertools.pairwise(window)]
+    def classify(self, window: Sequence[Sample],
+                 rows: Sequence[Mapping[str, float]]) -> Verdict:
+        assert len(rows) == len(window) - 1
         utils = [r["cpu.util"] for r in rows if "cpu.util" in r]
         if not utils:
             return Verdict("unknown", 0.0, reason="no cpu.util")
