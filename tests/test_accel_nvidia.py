@@ -248,3 +248,23 @@ def test_no_nvml_library_at_all() -> None:
                      "Not Found); using sysfs for 8 nvidia devices"]
     assert values["accel.count"] == 8
     assert values["accel.0.pcie_link_width"] == 16
+
+
+def test_xid_events_are_counted_and_logged_once_per_code(fake_nvml_dir: Path) -> None:
+    out = run_child(fake_nvml_dir, {
+        "FAKE_NVML_GPUS": "2", "FAKE_NVML_XID": "1:79,1:79,0:48",
+    }, passes=2)
+    for p in out["passes"]:
+        assert p["values"]["accel.0.xid_errors"] == 1
+        assert p["values"]["accel.1.xid_errors"] == 2
+    assert out["log"] == ["accel: NVIDIA GPU 1 (0000:2a:00.0) reported Xid 79",
+                          "accel: NVIDIA GPU 0 (0000:18:00.0) reported Xid 48"]
+
+
+def test_xid_registration_not_supported_leaves_count_absent(fake_nvml_dir: Path) -> None:
+    out = run_child(fake_nvml_dir, {
+        "FAKE_NVML_GPUS": "2", "FAKE_NVML_FAIL": "nvmlDeviceRegisterEvents@1=3",
+    })
+    values = out["passes"][0]["values"]
+    assert values["accel.0.xid_errors"] == 0
+    assert "accel.1.xid_errors" not in values

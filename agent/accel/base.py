@@ -39,6 +39,7 @@ METRICS: Mapping[str, tuple[str, str]] = {
     "ecc_errors": ("errors", "uncorrected ECC errors since driver load (volatile)"),
     "ecc_corrected": ("errors", "corrected ECC errors since driver load (volatile)"),
     "retired_pages": ("pages", "memory pages retired after ECC errors"),
+    "xid_errors": ("errors", "driver-reported device errors (NVIDIA Xid) since backend start"),
     "processes": ("processes", "processes holding device memory"),
     "lost": ("bool", "1 when the device fell off the bus or stopped answering"),
 }

@@ -10,6 +10,7 @@ backend is unusable (BackendUnavailable), and the caller falls back to sysfs.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import math
 import os
@@ -52,6 +53,8 @@ class _Gpu:
     index: int  # global
     lost: bool = False
     unsupported: set[str] = field(default_factory=set)
+    xid_events: int | None = None  # None: not registered for Xid events
+    xids_seen: set[int] = field(default_factory=set)
 
 
 class NvidiaBackend:
@@ -95,6 +98,43 @@ class NvidiaBackend:
             self.close()
             raise BackendUnavailable("nvidia", "NVML finds no GPU")
         self._gpus = gpus
+        self._events = self._register_xid_events()
+
+    def _register_xid_events(self) -> Any | None:
+        """Xid errors arrive as NVML events (nvmlEventTypeXidCriticalError);
+        each pass drains the set without waiting. GPUs that cannot register
+        (NOT_SUPPORTED on some boards, or without root) report no Xid count."""
+        nvml = self.nvml
+        try:
+            events = nvml.nvmlEventSetCreate()
+        except nvml.NVMLError:
+            return None
+        for gpu in self._gpus:
+            try:
+                nvml.nvmlDeviceRegisterEvents(gpu.handle, nvml.nvmlEventTypeXidCriticalError,
+                                              events)
+            except nvml.NVMLError:
+                continue  # any trouble with the GPU itself shows in the first sample
+            gpu.xid_events = 0
+        return events
+
+    def _drain_xid_events(self) -> None:
+        nvml = self.nvml
+        by_handle = {_address(g.handle): g for g in self._gpus}
+        for _ in range(256):  # a bound, should a storm of events keep coming
+            try:
+                event = nvml.nvmlEventSetWait_v2(self._events, 0)
+            except nvml.NVMLError:
+                return  # TIMEOUT: nothing pending (or the set broke: try next pass)
+            gpu = by_handle.get(_address(event.device))
+            if gpu is None or gpu.xid_events is None:
+                continue
+            gpu.xid_events += 1
+            xid = int(event.eventData)
+            if xid not in gpu.xids_seen:
+                gpu.xids_seen.add(xid)
+                log.warning("accel: NVIDIA GPU %d (%s) reported Xid %d", gpu.local, gpu.address,
+                            xid)
 
     # -- helpers -----------------------------------------------------------
 
@@ -208,9 +248,13 @@ class NvidiaBackend:
     def sample(self, values: dict[str, float]) -> None:
         nvml = self.nvml
         processes: list[AccelProcess] = []
+        if self._events is not None:
+            self._drain_xid_events()
         for gpu in self._gpus:
             h = gpu.handle
             i = gpu.index
+            if gpu.xid_events is not None:
+                values[metric_name(i, "xid_errors")] = float(gpu.xid_events)
             if gpu.lost:
                 values[metric_name(i, "lost")] = 1.0
                 continue
@@ -272,8 +316,16 @@ class NvidiaBackend:
     def close(self) -> None:
         if getattr(self, "_initialised", False):
             self._initialised = False
+            if getattr(self, "_events", None) is not None:
+                with contextlib.suppress(self.nvml.NVMLError):
+                    self.nvml.nvmlEventSetFree(self._events)
             with contextlib.suppress(self.nvml.NVMLError):
                 self.nvml.nvmlShutdown()
+
+
+def _address(handle: Any) -> int | None:
+    """NVML device handles are opaque pointers; events carry the same pointer."""
+    return ctypes.cast(handle, ctypes.c_void_p).value
 
 
 def _bits(words: Any) -> list[int]:
