@@ -65,7 +65,7 @@ def owned_knobs(host: Host, knobs: Iterable[str]) -> dict[str, str]:
 
 def observe(host: Host, *, workload: str, window: float = 1.0) -> HostState:
     state = HostState(workload=workload)
-    _observe_topology(host, state)
+    observe_topology(host, state)
     _observe_telemetry(host, state, window)
     knobs = prior_knobs()
     knobs += [f"block:{d.name}:read_ahead_kb" for d in state.disks]
@@ -94,24 +94,71 @@ def observe(host: Host, *, workload: str, window: float = 1.0) -> HostState:
     return state
 
 
-def _observe_topology(host: Host, state: HostState) -> None:
-    from hosttune.agent.topology import discover
+# Device files a process opens to drive an accelerator, by driver, in the
+# order the driver numbers them (PCI address order, as nvidia-smi and npu-smi
+# number devices unless told otherwise).
+_DEV_FILES = {"nvidia": "/dev/nvidia{}", "devdrv_device_driver": "/dev/davinci{}",
+              "amdgpu": "/dev/dri/renderD{}"}
+_DEV_BASE = {"amdgpu": 128}
+
+
+def _nvidia_minor(host: Host, address: str) -> int | None:
+    """The /dev/nvidiaN minor the NVIDIA driver gave a GPU, when it says."""
+    text = host.read_optional(f"/proc/driver/nvidia/gpus/{address}/information")
+    for line in (text or "").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Device Minor" and value.strip().isdigit():
+            return int(value.strip())
+    return None
+
+
+def _node_cpus(host: Host) -> dict[int, tuple[int, ...]]:
+    from hosttune.agent.cpulist import parse_cpulist
+
+    nodes: dict[int, tuple[int, ...]] = {}
+    base = "/sys/devices/system/node"
+    for name in host.listdir_optional(base):
+        if name.startswith("node") and name[4:].isdigit():
+            text = host.read_optional(f"{base}/{name}/cpulist")
+            if text is not None:
+                nodes[int(name[4:])] = parse_cpulist(text, source=host.describe(
+                    f"{base}/{name}/cpulist"))
+    return nodes
+
+
+def observe_topology(host: Host, state: HostState) -> None:
+    from hosttune.agent.accel.sysfs import PCI_DEVICES, scan, scan_nics
 
     try:
-        topo = discover(host)
+        nodes = _node_cpus(host)
+        accels = scan(host)
+        nics = scan_nics(host)
     except HosttuneError as exc:
         state.gaps["topology"] = str(exc)
         return
-    state.nodes = {n.id: tuple(n.cpus) for n in topo.nodes}
-    devices = []
-    for dev in topo.devices:
-        if dev.role not in ("accelerator", "nic", "nvme"):
-            continue
-        names = tuple(getattr(dev, "dev_files", ()) or ()) + tuple(
-            getattr(dev, "interfaces", ()) or ())
-        devices.append(DeviceState(address=dev.address, role=dev.role,
-                                   numa_node=dev.numa_node if dev.numa_node is not None else -1,
-                                   irqs=tuple(dev.irqs), names=names))
+    devices: list[DeviceState] = []
+    per_driver: dict[str, int] = {}
+    for acc in accels:
+        driver = acc.driver or ""
+        index = per_driver.get(driver, 0)
+        per_driver[driver] = index + 1
+        names: tuple[str, ...] = ()
+        if driver in _DEV_FILES:
+            minor = _nvidia_minor(host, acc.address) if driver == "nvidia" else None
+            number = minor if minor is not None else _DEV_BASE.get(driver, 0) + index
+            names = (_DEV_FILES[driver].format(number),)
+        node = acc.numa_node if acc.numa_node is not None else -1
+        devices.append(DeviceState(acc.address, "accelerator", node, acc.irqs, names))
+        # A host tree without /sys/devices/system/node (a capture of PCI only)
+        # still says which CPUs are local to each device.
+        if node >= 0 and node not in nodes and acc.local_cpus:
+            nodes[node] = acc.local_cpus
+    for nic in nics:
+        irqs = tuple(sorted(int(n) for n in host.listdir_optional(
+            f"{PCI_DEVICES}/{nic.address}/msi_irqs") if n.isdigit()))
+        node = nic.numa_node if nic.numa_node is not None else -1
+        devices.append(DeviceState(nic.address, "nic", node, irqs, nic.interfaces))
+    state.nodes = dict(sorted(nodes.items()))
     state.devices = tuple(devices)
 
 
