@@ -133,14 +133,21 @@ def sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-def _session_file(state_dir: Path) -> Path:
-    return state_dir / "tune-session.json"
+def _session_file(state_dir: Path, host: Host) -> Path:
+    """One session file per host root: tuning a fixture tree in a test never
+    touches the record of a run on the real host."""
+    if host.is_live:
+        return state_dir / "tune-session.json"
+    import hashlib
+
+    digest = hashlib.sha256(str(host.root.resolve()).encode()).hexdigest()[:12]
+    return state_dir / f"tune-session-{digest}.json"
 
 
 def restore_stale_session(host: Host, state_dir: Path, journal: Path,
                           echo: Callable[[str], None] | None) -> bool:
     """Put back the baseline of a tuning run that died between transactions."""
-    path = _session_file(state_dir)
+    path = _session_file(state_dir, host)
     if not path.exists():
         return False
     try:
@@ -151,7 +158,7 @@ def restore_stale_session(host: Host, state_dir: Path, journal: Path,
     if pid != os.getpid() and _alive(pid):
         raise HosttuneError(f"another tuning run (pid {pid}) is in progress", subject=str(path))
     if Path(root).resolve() != host.root.resolve():
-        return False
+        raise HosttuneError(f"session file names another host root ({root})", subject=str(path))
     TransactionActuator(host, journal, baseline, "hosttune tune recovery").revert()
     path.unlink()
     if echo:
@@ -242,7 +249,7 @@ def run_tune(req: TuneRequest, echo: Callable[[str], None] | None) -> dict[str, 
         return {"dry_run": True, "reason": why, **plan_info, "trials": []}
 
     actuator = TransactionActuator(host, journal, baseline, "hosttune tune")
-    session = _session_file(state_dir)
+    session = _session_file(state_dir, host)
     session.write_text(json.dumps({"pid": os.getpid(), "baseline": baseline,
                                    "root": str(host.root)}))
     outcomes = OutcomeStore(state_dir / "outcomes.db")
