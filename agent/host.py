@@ -194,6 +194,14 @@ class Host:
         except OSError:
             return None
 
+    def readlink(self, path: str) -> str | None:
+        """A symlink's target as the kernel wrote it (/proc/PID/fd/N ->
+        "/dev/nvidia0"), or None if it is gone or not a link."""
+        try:
+            return os.readlink(self.path(path))
+        except (OSError, ValueError):
+            return None
+
     def resolve(self, path: str) -> str | None:
         """The host path a sysfs symlink points to, or None if it does not exist.
         Fixture trees keep relative links, so resolving stays inside the root."""

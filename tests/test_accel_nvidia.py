@@ -268,3 +268,17 @@ def test_xid_registration_not_supported_leaves_count_absent(fake_nvml_dir: Path)
     values = out["passes"][0]["values"]
     assert values["accel.0.xid_errors"] == 0
     assert "accel.1.xid_errors" not in values
+
+
+def test_gpu_lost_before_start_is_left_to_sysfs(fake_nvml_dir: Path) -> None:
+    out = run_child(fake_nvml_dir, {
+        "FAKE_NVML_GPUS": "2", "FAKE_NVML_FAIL": "nvmlDeviceGetHandleByIndex_v2@1=15",
+    })
+    assert out["backends"] == ["nvidia", "sysfs"]
+    by_address = {d["pci_address"]: d for d in out["devices"]}
+    assert by_address["0000:18:00.0"]["backend"] == "nvidia"
+    assert by_address["0000:2a:00.0"]["backend"] == "sysfs"
+    assert out["log"] == ["accel: NVIDIA GPU 1 is lost (NVML: GPU is lost); left to sysfs"]
+    values = out["passes"][0]["values"]
+    assert values["accel.0.util"] == pytest.approx(0.1)
+    assert values["accel.1.pcie_link_gen"] == 5 and "accel.1.util" not in values

@@ -88,15 +88,22 @@ class NvidiaBackend:
             count = nvml.nvmlDeviceGetCount()
             gpus = []
             for i in range(count):
-                handle = nvml.nvmlDeviceGetHandleByIndex(i)
-                pci = nvml.nvmlDeviceGetPciInfo(handle)
+                try:
+                    handle = nvml.nvmlDeviceGetHandleByIndex(i)
+                    pci = nvml.nvmlDeviceGetPciInfo(handle)
+                except nvml.NVMLError as exc:
+                    if getattr(exc, "value", None) != self._lost_code:
+                        raise
+                    # NVML cannot even say where it is; sysfs still lists it
+                    log.warning("accel: NVIDIA GPU %d is lost (NVML: %s); left to sysfs", i, exc)
+                    continue
                 gpus.append(_Gpu(i, handle, normalize_pci_address(_text(pci.busId)), i))
         except nvml.NVMLError as exc:
             self.close()
             raise BackendUnavailable("nvidia", f"NVML cannot list GPUs: {exc}") from None
         if not gpus:
             self.close()
-            raise BackendUnavailable("nvidia", "NVML finds no GPU")
+            raise BackendUnavailable("nvidia", "NVML finds no usable GPU")
         self._gpus = gpus
         self._events = self._register_xid_events()
 

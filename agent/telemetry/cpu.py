@@ -1,0 +1,98 @@
+"""CPU time from /proc/stat: per CPU and in total, as counters in seconds;
+plus context switches, forks and the running/blocked task counts.
+
+`cpu.util` and `cpu.<c>.util` are derived from the rates (sampler.rates)."""
+
+from __future__ import annotations
+
+import os
+
+from hosttune.agent.host import Host
+from hosttune.agent.telemetry.parsing import nothing_usable, number
+
+STAT = "/proc/stat"
+# The order of the first eight columns of every cpu line. guest and
+# guest_nice are already included in user and nice, so they are not summed.
+FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+_SCALARS = {
+    "ctxt": "cpu.context_switches",
+    "intr": "cpu.interrupts",
+    "processes": "proc.forks",
+    "procs_running": "proc.running",
+    "procs_blocked": "proc.blocked",
+}
+# Precomputed names: formatting f"cpu.{n}.{field}" for every CPU every
+# interval is a measurable share of the sample on a many-CPU host.
+_TOTAL_NAMES = tuple(f"cpu.{f}" for f in FIELDS)
+
+
+def clock_ticks() -> int:
+    try:
+        hz = os.sysconf("SC_CLK_TCK")
+    except (ValueError, OSError):
+        return 100
+    return hz if hz > 0 else 100
+
+
+def parse_stat(text: str, path: str = STAT, hz: int = 100,
+               names: dict[str, tuple[str, ...]] | None = None) -> dict[str, float]:
+    """/proc/stat -> metrics. Lines that do not parse are skipped; a text
+    without the aggregate `cpu` line raises ParseError."""
+    out: dict[str, float] = {}
+    cache = {} if names is None else names
+    scale = 1.0 / hz
+    ncpu = 0
+    for line in text.splitlines():
+        if line.startswith("cpu"):
+            parts = line.split()
+            label = parts[0]
+            if label == "cpu":
+                keys = _TOTAL_NAMES
+            else:
+                digits = label[3:]
+                if not digits.isdigit() or not digits.isascii() or len(digits) > 6:
+                    continue
+                found = cache.get(digits)
+                if found is None:
+                    n = int(digits)
+                    found = cache[digits] = tuple(f"cpu.{n}.{f}" for f in FIELDS)
+                keys = found
+            values = [number(tok) for tok in parts[1:9]]
+            if len(values) < 4 or any(v is None for v in values):
+                continue
+            for key, value in zip(keys, values, strict=False):
+                out[key] = value * scale  # type: ignore[operator]
+            if label != "cpu":
+                ncpu += 1
+        else:
+            head, _, rest = line.partition(" ")
+            name = _SCALARS.get(head)
+            if name is None:
+                continue
+            first = rest.lstrip().split(" ", 1)[0]
+            value = number(first)
+            if value is not None:
+                out[name] = value
+    if "cpu.user" not in out:
+        raise nothing_usable(path, "aggregate 'cpu' line")
+    out["cpu.count"] = float(ncpu)
+    return out
+
+
+class CpuCollector:
+    name = "cpu"
+
+    def __init__(self, host: Host) -> None:
+        self._file = host.kept(STAT)
+        self._hz = clock_ticks()
+        self._path = host.describe(STAT)
+        self._names: dict[str, tuple[str, ...]] = {}
+
+    def collect(self, values: dict[str, float]) -> None:
+        values.update(parse_stat(self._file.read(), self._path, self._hz, self._names))
+
+    def paths(self) -> list[str]:
+        return [STAT]
+
+    def close(self) -> None:
+        self._file.close()

@@ -1,0 +1,41 @@
+"""Load averages and the scheduling-entity count from /proc/loadavg."""
+
+from __future__ import annotations
+
+from hosttune.agent.errors import ParseError
+from hosttune.agent.host import Host
+from hosttune.agent.telemetry.parsing import number
+
+LOADAVG = "/proc/loadavg"
+
+
+def parse_loadavg(text: str, path: str = LOADAVG) -> dict[str, float]:
+    """"0.11 0.10 0.03 3/96 6258" -> load.1/5/15 and proc.threads."""
+    parts = text.split()
+    loads = [number(tok) for tok in parts[:3]]
+    if len(loads) < 3 or None in loads:
+        raise ParseError(path, f"expected three load averages, got {text[:60]!r}", line=1)
+    out = {"load.1": loads[0], "load.5": loads[1], "load.15": loads[2]}
+    if len(parts) > 3:
+        _, _, total = parts[3].partition("/")
+        threads = number(total)
+        if threads is not None:
+            out["proc.threads"] = threads
+    return out  # type: ignore[return-value]
+
+
+class LoadCollector:
+    name = "load"
+
+    def __init__(self, host: Host) -> None:
+        self._file = host.kept(LOADAVG)
+        self._path = host.describe(LOADAVG)
+
+    def collect(self, values: dict[str, float]) -> None:
+        values.update(parse_loadavg(self._file.read(), self._path))
+
+    def paths(self) -> list[str]:
+        return [LOADAVG]
+
+    def close(self) -> None:
+        self._file.close()

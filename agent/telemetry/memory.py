@@ -1,0 +1,226 @@
+"""Memory: /proc/meminfo, and per NUMA node the node's meminfo and numastat.
+
+Per-node totals need not add up to the global ones (PLATFORM.md: node0 shows
+7.8 GB on a 24.7 GB VM), so nothing here assumes they do."""
+
+from __future__ import annotations
+
+import re
+
+from hosttune.agent.host import Host
+from hosttune.agent.telemetry.parsing import nothing_usable, number
+
+MEMINFO = "/proc/meminfo"
+NODE_DIR = "/sys/devices/system/node"
+
+# meminfo key -> metric suffix. Values in kB are scaled to bytes; the
+# HugePages_* counts have no unit.
+_MEMINFO_KEYS: dict[str, str] = {
+    "MemTotal": "mem.total_bytes",
+    "MemFree": "mem.free_bytes",
+    "MemAvailable": "mem.available_bytes",
+    "Buffers": "mem.buffers_bytes",
+    "Cached": "mem.cached_bytes",
+    "SwapCached": "mem.swap_cached_bytes",
+    "Active(anon)": "mem.active_anon_bytes",
+    "Inactive(anon)": "mem.inactive_anon_bytes",
+    "Active(file)": "mem.active_file_bytes",
+    "Inactive(file)": "mem.inactive_file_bytes",
+    "Unevictable": "mem.unevictable_bytes",
+    "Mlocked": "mem.mlocked_bytes",
+    "SwapTotal": "mem.swap_total_bytes",
+    "SwapFree": "mem.swap_free_bytes",
+    "Dirty": "mem.dirty_bytes",
+    "Writeback": "mem.writeback_bytes",
+    "AnonPages": "mem.anon_bytes",
+    "Mapped": "mem.mapped_bytes",
+    "Shmem": "mem.shmem_bytes",
+    "Slab": "mem.slab_bytes",
+    "SReclaimable": "mem.slab_reclaimable_bytes",
+    "SUnreclaim": "mem.slab_unreclaimable_bytes",
+    "KernelStack": "mem.kernel_stack_bytes",
+    "PageTables": "mem.page_tables_bytes",
+    "CommitLimit": "mem.commit_limit_bytes",
+    "Committed_AS": "mem.committed_as_bytes",
+    "AnonHugePages": "mem.anon_huge_bytes",
+    "ShmemHugePages": "mem.shmem_huge_bytes",
+    "FileHugePages": "mem.file_huge_bytes",
+    "Hugetlb": "mem.hugetlb_bytes",
+    "Hugepagesize": "mem.hugepage_size_bytes",
+    "HugePages_Total": "mem.hugepages_total",
+    "HugePages_Free": "mem.hugepages_free",
+    "HugePages_Rsvd": "mem.hugepages_rsvd",
+    "HugePages_Surp": "mem.hugepages_surp",
+}
+
+_NODE_KEYS: dict[str, str] = {
+    "MemTotal": "mem_total_bytes",
+    "MemFree": "mem_free_bytes",
+    "MemUsed": "mem_used_bytes",
+    "Active(anon)": "active_anon_bytes",
+    "Inactive(anon)": "inactive_anon_bytes",
+    "Active(file)": "active_file_bytes",
+    "Inactive(file)": "inactive_file_bytes",
+    "FilePages": "file_pages_bytes",
+    "AnonPages": "anon_bytes",
+    "Dirty": "dirty_bytes",
+    "Shmem": "shmem_bytes",
+    "Slab": "slab_bytes",
+    "AnonHugePages": "anon_huge_bytes",
+    "HugePages_Total": "hugepages_total",
+    "HugePages_Free": "hugepages_free",
+}
+
+_NUMASTAT_KEYS = frozenset(
+    ("numa_hit", "numa_miss", "numa_foreign", "interleave_hit", "local_node", "other_node")
+)
+
+_NODE_NAME = re.compile(r"node(\d+)")
+
+
+def _ratio(out: dict[str, float], name: str, num: float | None, den: float | None) -> None:
+    if num is not None and den:
+        out[name] = num / den
+
+
+def parse_meminfo(text: str, path: str = MEMINFO) -> dict[str, float]:
+    """'Key:   value kB' lines -> bytes (or page counts for HugePages_*)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        key, sep, rest = line.partition(":")
+        if not sep:
+            continue
+        name = _MEMINFO_KEYS.get(key)
+        if name is None:
+            continue
+        parts = rest.split()
+        if not parts:
+            continue
+        value = number(parts[0])
+        if value is None:
+            continue
+        if len(parts) > 1 and parts[1] == "kB":
+            value *= 1024
+        out[name] = value
+    if not out:
+        raise nothing_usable(path, "known meminfo field")
+    total = out.get("mem.total_bytes")
+    avail = out.get("mem.available_bytes")
+    if avail is not None:
+        _ratio(out, "mem.used_ratio", total - avail if total else None, total)
+    swap_total = out.get("mem.swap_total_bytes")
+    swap_free = out.get("mem.swap_free_bytes")
+    if swap_free is not None and swap_total:
+        out["mem.swap_used_ratio"] = (swap_total - swap_free) / swap_total
+    _ratio(out, "mem.dirty_ratio", out.get("mem.dirty_bytes"), total)
+    _ratio(out, "mem.anon_huge_ratio", out.get("mem.anon_huge_bytes"), out.get("mem.anon_bytes"))
+    return out
+
+
+def parse_node_meminfo(text: str, node: int, path: str = "") -> dict[str, float]:
+    """'Node 0 MemTotal:   4942028 kB' lines -> node.<node>.* metrics."""
+    out: dict[str, float] = {}
+    prefix = f"node.{node}."
+    for line in text.splitlines():
+        parts = line.split()
+        # Node N Key: value [kB]
+        if len(parts) < 4 or parts[0] != "Node" or not parts[2].endswith(":"):
+            continue
+        suffix = _NODE_KEYS.get(parts[2][:-1])
+        if suffix is None:
+            continue
+        value = number(parts[3])
+        if value is None:
+            continue
+        if len(parts) > 4 and parts[4] == "kB":
+            value *= 1024
+        out[prefix + suffix] = value
+    if not out:
+        raise nothing_usable(path or f"node{node}/meminfo", "known node meminfo field")
+    total = out.get(prefix + "mem_total_bytes")
+    _ratio(out, prefix + "mem_used_ratio", out.get(prefix + "mem_used_bytes"), total)
+    return out
+
+
+def parse_numastat(text: str, node: int, path: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    prefix = f"node.{node}."
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) != 2 or parts[0] not in _NUMASTAT_KEYS:
+            continue
+        value = number(parts[1])
+        if value is not None:
+            out[prefix + parts[0]] = value
+    if not out:
+        raise nothing_usable(path or f"node{node}/numastat", "numastat counter")
+    return out
+
+
+class MemoryCollector:
+    name = "memory"
+
+    def __init__(self, host: Host) -> None:
+        self._file = host.kept(MEMINFO)
+        self._path = host.describe(MEMINFO)
+
+    def collect(self, values: dict[str, float]) -> None:
+        values.update(parse_meminfo(self._file.read(), self._path))
+
+    def paths(self) -> list[str]:
+        return [MEMINFO]
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def numa_nodes(host: Host) -> list[int]:
+    """NUMA nodes that have a meminfo file; empty on a kernel without NUMA."""
+    nodes = []
+    for entry in host.listdir_optional(NODE_DIR):
+        m = _NODE_NAME.fullmatch(entry)
+        if m and host.exists(f"{NODE_DIR}/{entry}/meminfo"):
+            nodes.append(int(m.group(1)))
+    return sorted(nodes)
+
+
+class NumaMemoryCollector:
+    """Per-node meminfo and numastat. The node list is read once: nodes come
+    and go only with memory hotplug, which restarts the daemon's sampler."""
+
+    name = "numa"
+
+    def __init__(self, host: Host) -> None:
+        self._host = host
+        self._nodes = numa_nodes(host)
+        self._files = [
+            (node, host.kept(f"{NODE_DIR}/node{node}/meminfo"),
+             host.kept(f"{NODE_DIR}/node{node}/numastat") if host.exists(
+                 f"{NODE_DIR}/node{node}/numastat") else None)
+            for node in self._nodes
+        ]
+
+    def collect(self, values: dict[str, float]) -> None:
+        out: dict[str, float] = {}
+        for node, meminfo, numastat in self._files:
+            out.update(parse_node_meminfo(meminfo.read(), node, self._host.describe(meminfo.path)))
+            if numastat is not None:
+                out.update(parse_numastat(numastat.read(), node,
+                                          self._host.describe(numastat.path)))
+        if self._nodes:
+            out["node.count"] = float(len(self._nodes))
+        values.update(out)
+
+    def paths(self) -> list[str]:
+        out = []
+        for _, meminfo, numastat in self._files:
+            out.append(meminfo.path)
+            if numastat is not None:
+                out.append(numastat.path)
+        return out
+
+    def close(self) -> None:
+        for _, meminfo, numastat in self._files:
+            meminfo.close()
+            if numastat is not None:
+                numastat.close()
