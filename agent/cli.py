@@ -20,6 +20,7 @@ from hosttune.agent.errors import HosttuneError
 COMMAND_MODULES: tuple[str, ...] = (
     "config",
     "accel",
+    "telemetry",
 )
 
 

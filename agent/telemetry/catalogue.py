@@ -202,9 +202,10 @@ _ACCEL: tuple[tuple[str, Kind, str, str], ...] = (
     ("ecc_errors", "counter", "errors", "uncorrected ECC errors since driver load"),
     ("ecc_corrected", "counter", "errors", "corrected ECC errors since driver load"),
     ("retired_pages", "gauge", "pages", "device memory pages retired after ECC errors"),
-    ("lost", "gauge", "bool", "1 when the device fell off the bus or stopped answering"),
-    ("xid_errors", "counter", "errors", "driver-reported device errors (NVIDIA Xid and the like)"),
+    ("xid_errors", "counter", "errors",
+     "driver-reported device errors (NVIDIA Xid and the like) since the backend started"),
     ("processes", "gauge", "processes", "processes holding the device"),
+    ("lost", "gauge", "bool", "1 when the device fell off the bus or stopped answering"),
 )
 
 

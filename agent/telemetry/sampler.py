@@ -227,7 +227,7 @@ def sample_window(sampler: Sampler, interval: float, count: int,
     return samples
 
 
-def watch(sampler: Sampler, interval: float,
+def watch_rates(sampler: Sampler, interval: float,
           sleep: Callable[[float], None] = time.sleep) -> Iterator[tuple[Sample, dict[str, float]]]:
     """Endless (sample, rates since the previous sample), one per interval."""
     prev = sampler.sample()
