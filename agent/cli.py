@@ -20,7 +20,11 @@ from hosttune.agent.errors import HosttuneError
 COMMAND_MODULES: tuple[str, ...] = (
     "config",
     "accel",
+    "status",
     "telemetry",
+    "record",
+    "model",
+    "classify",
 )
 
 

@@ -55,8 +55,9 @@ class MetricsListener:
 
 @dataclass(frozen=True)
 class Retention:
-    rows: int = 20000
-    max_age_hours: float = 168.0
+    # A sample row is about 1-3 kB compressed: 10000 rows stay under ~30 MB.
+    rows: int = 10000
+    max_age_hours: float = 24.0
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ class Config:
 # What each key holds, for errors and for `hosttune config show --schema`.
 DOC: dict[str, str] = {
     "mode": "observe (default): only watch; recommend: keep a plan ready; auto: apply it",
-    "interval": "seconds between samples (0.5 to 3600)",
+    "interval": "seconds between samples (0.1 to 3600)",
     "window": "samples per classification window (1 to 1000)",
     "hysteresis": "windows in a row a new workload class must win before it is believed",
     "allowlist": "knob -> {min, max, choices, max_memory_fraction}, or false to remove one",
@@ -266,7 +267,7 @@ def _build(reader: _Reader, root: Any) -> Config:
     r = reader
     top: dict[str, Callable[[Any, str], Any]] = {
         "mode": lambda n, k: r.string(n, k, choices=MODES),
-        "interval": lambda n, k: r.number(n, k, 0.5, 3600),
+        "interval": lambda n, k: r.number(n, k, 0.1, 3600),
         "window": lambda n, k: r.integer(n, k, 1, 1000),
         "hysteresis": lambda n, k: r.integer(n, k, 1, 100),
         "allowlist": lambda n, k: {

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from hosttune.agent.errors import HostCommandError, HostReadError, HostWriteError, ParseError
 
-# Large enough for /proc/interrupts on a 256-CPU host with a few thousand IRQs
-# in one pread; bigger files fall back to a loop.
-_PREAD_CHUNK = 1 << 20
+# First size of a kept file's buffer; it doubles whenever a read fills it and
+# stays at that size, so each file settles on one buffer that holds it.
+_KEPT_BUFFER = 16384
 
 
 class KeptFile:
@@ -32,6 +32,7 @@ class KeptFile:
         self.path = path
         self._host = host
         self._fd: int | None = None
+        self._buf = bytearray(_KEPT_BUFFER)
 
     def read(self) -> str:
         if self._fd is None:
@@ -39,19 +40,22 @@ class KeptFile:
                 self._fd = os.open(self._host.path(self.path), os.O_RDONLY | os.O_CLOEXEC)
             except OSError as exc:
                 raise self._host.read_error(self.path, exc) from exc
+        # preadv into a buffer kept between reads: os.pread would allocate
+        # (and for a large size mmap and unmap) a new bytes object each time,
+        # which costs more than the read itself.
+        buf = self._buf
+        total = 0
         try:
-            chunks = []
-            offset = 0
             while True:
-                data = os.pread(self._fd, _PREAD_CHUNK, offset)
-                chunks.append(data)
-                if len(data) < _PREAD_CHUNK:
+                got = os.preadv(self._fd, [memoryview(buf)[total:]], total)
+                total += got
+                if total < len(buf) or got == 0:
                     break
-                offset += len(data)
+                buf.extend(bytes(len(buf)))
         except OSError as exc:
             self.close()
             raise self._host.read_error(self.path, exc) from exc
-        return b"".join(chunks).decode("utf-8", "replace")
+        return buf[:total].decode("utf-8", "replace")
 
     def close(self) -> None:
         if self._fd is not None:

@@ -70,7 +70,7 @@ def test_values_are_read() -> None:
          "unknown key"),
         ("interval: fast\n", "interval", 1, "expected a number"),
         ("interval: true\n", "interval", 1, "got a boolean"),
-        ("interval: 0.1\n", "interval", 1, "out of range"),
+        ("interval: 0.05\n", "interval", 1, "out of range"),
         ("\nwindow: 2.5\n", "window", 2, "expected an integer"),
         ("mode: turbo\n", "mode", 1, "not one of"),
         ("metrics: [1, 2]\n", "metrics", 1, "expected a mapping"),
@@ -134,6 +134,6 @@ def test_cli_validate_and_show(tmp_path: Path) -> None:
     res = _cli("config", "show", "--json", env_config=good)
     data = json.loads(res.stdout)
     assert data["mode"] == "recommend" and data["interval"] == 10.0
-    assert data["metrics"]["enabled"] is False and data["retention"]["rows"] == 20000
+    assert data["metrics"]["enabled"] is False and data["retention"]["rows"] == 10000
     res = _cli("config", "show", env_config=tmp_path / "absent.yaml")
     assert res.returncode == 0 and "mode: observe" in res.stdout and "defaults" in res.stdout

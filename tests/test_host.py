@@ -54,3 +54,22 @@ def test_resolve_stays_inside_fixture(tmp_path: Path) -> None:
     host = Host(tmp_path)
     assert host.resolve("/sys/class/net/eth0/device") == "/sys/devices/pci0000:00/0000:00:03.0"
     assert host.readlink_name("/sys/class/net/eth0/device") == "0000:00:03.0"
+
+
+def test_kept_file_grows_its_buffer_and_rereads(tmp_path: Path) -> None:
+    from hosttune.agent.host import _KEPT_BUFFER
+
+    (tmp_path / "proc").mkdir(exist_ok=True)
+    big = "".join(f"line {i}\n" for i in range(_KEPT_BUFFER // 3))
+    (tmp_path / "proc/big").write_text(big)
+    kept = Host(tmp_path).kept("/proc/big")
+    assert len(big) > 2 * _KEPT_BUFFER
+    assert kept.read() == big
+    (tmp_path / "proc/big").write_text("short\n")
+    assert kept.read() == "short\n"  # same inode, rewritten in place
+    exact = "x" * _KEPT_BUFFER
+    (tmp_path / "proc/big").write_text(exact)
+    assert kept.read() == exact  # a read that fills the buffer exactly
+    kept.close()
+    with pytest.raises(HostReadError, match="/proc/gone"):
+        Host(tmp_path).kept("/proc/gone").read()

@@ -57,11 +57,14 @@ def parse_stat(text: str, path: str = STAT, hz: int = 100,
                     n = int(digits)
                     found = cache[digits] = tuple(f"cpu.{n}.{f}" for f in FIELDS)
                 keys = found
-            values = [number(tok) for tok in parts[1:9]]
-            if len(values) < 4 or any(v is None for v in values):
+            try:
+                values = list(map(float, parts[1:9]))
+            except ValueError:
+                continue
+            if len(values) < 4 or sum(values) - sum(values) != 0:  # short, nan or inf
                 continue
             for key, value in zip(keys, values, strict=False):
-                out[key] = value * scale  # type: ignore[operator]
+                out[key] = value * scale
             if label != "cpu":
                 ncpu += 1
         else:
@@ -70,9 +73,9 @@ def parse_stat(text: str, path: str = STAT, hz: int = 100,
             if name is None:
                 continue
             first = rest.lstrip().split(" ", 1)[0]
-            value = number(first)
-            if value is not None:
-                out[name] = value
+            scalar = number(first)
+            if scalar is not None:
+                out[name] = scalar
     if "cpu.user" not in out:
         raise nothing_usable(path, "aggregate 'cpu' line")
     out["cpu.count"] = float(ncpu)

@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 
 from hosttune.agent.host import Host
-from hosttune.agent.telemetry.parsing import nothing_usable, number
+from hosttune.agent.telemetry.parsing import nothing_usable
 
 DISKSTATS = "/proc/diskstats"
 SECTOR = 512  # diskstats counts 512-byte sectors whatever the device's own size
@@ -62,15 +62,18 @@ def parse_diskstats(
         name = parts[2]
         if _SKIP.fullmatch(name) or not is_disk(name):
             continue
-        stats = [number(tok) for tok in parts[3:]]
-        if any(v is None for v in stats):
+        try:
+            stats = list(map(float, parts[3:]))
+        except ValueError:
+            continue
+        if sum(stats) - sum(stats) != 0:  # a nan or inf among them
             continue
         disks += 1
         stacked = name.startswith(_STACKED)
         prefix = f"disk.{name}."
         for col, suffix, scale in _COLUMNS:
             if col < len(stats):
-                value = stats[col] * scale  # type: ignore[operator]
+                value = stats[col] * scale
                 out[prefix + suffix] = value
                 if not stacked and suffix in totals:
                     totals[suffix] += value

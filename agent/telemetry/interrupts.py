@@ -10,12 +10,33 @@ from hosttune.agent.host import Host
 INTERRUPTS = "/proc/interrupts"
 
 
-def parse_interrupts(text: str, path: str = INTERRUPTS) -> dict[str, float]:
+def _row_metric(raw: str) -> str:
+    """'  24' -> 'irq.24.count'; '' for a row name that cannot be a metric."""
+    name = raw.strip()
+    if not name or "." in name or len(name.split()) != 1:
+        return ""
+    return f"irq.{name}.count"
+
+
+def _counts(tokens: list[str]) -> list[int]:
+    """The leading decimal counts; the first other token is the chip name."""
+    counts: list[int] = []
+    for tok in tokens:
+        # (A u64 has at most 20 digits; int() refuses over 4300.)
+        if not tok.isdigit() or not tok.isascii() or len(tok) > 20:
+            break
+        counts.append(int(tok))
+    return counts
+
+
+def parse_interrupts(text: str, path: str = INTERRUPTS,
+                     names: dict[str, str] | None = None) -> dict[str, float]:
     """The header names the CPU columns ('CPU0 CPU1 ...', only online CPUs,
     not always contiguous). A row gives its name, then one count per column,
     then the chip and handler names. Rows with fewer counts than columns
     (ERR and MIS have one global count; a truncated line) count towards
-    their IRQ but not to any CPU."""
+    their IRQ but not to any CPU. `names` caches row name -> metric name
+    between calls."""
     lines = text.splitlines()
     if not lines:
         raise ParseError(path, "empty file")
@@ -30,26 +51,33 @@ def parse_interrupts(text: str, path: str = INTERRUPTS) -> dict[str, float]:
     if not cpus:
         raise ParseError(path, "header names no CPU", line=1)
     ncpu = len(cpus)
-    per_cpu = [0] * ncpu
+    cache = {} if names is None else names
+    full_rows: list[list[int]] = []
     out: dict[str, float] = {}
     for line in lines[1:]:
-        name, sep, rest = line.partition(":")
-        name = name.strip()
-        if not sep or not name or "." in name or any(c.isspace() for c in name):
+        raw, sep, rest = line.partition(":")
+        if not sep:
             continue
-        counts: list[int] = []
-        for tok in rest.split(None, ncpu)[:ncpu]:
-            # Counts are plain decimal; the first non-number is the chip name.
-            # (A u64 has at most 20 digits; int() refuses over 4300.)
-            if not tok.isdigit() or not tok.isascii() or len(tok) > 20:
-                break
-            counts.append(int(tok))
+        metric = cache.get(raw)
+        if metric is None:
+            metric = cache[raw] = _row_metric(raw)
+        if not metric:
+            continue
+        tokens = rest.split(None, ncpu)[:ncpu]
+        digits = "".join(tokens)
+        # The usual row: every column a plain count. One C-level check for
+        # all of them (under 4300 digits: int()'s limit) instead of one each.
+        if digits.isdigit() and digits.isascii() and len(digits) < 4300:
+            counts = list(map(int, tokens))
+        else:
+            counts = _counts(tokens)
         if not counts:
             continue
-        out[f"irq.{name}.count"] = float(sum(counts))
+        out[metric] = float(sum(counts))
         if len(counts) == ncpu:
-            for i, count in enumerate(counts):
-                per_cpu[i] += count
+            full_rows.append(counts)
+    # Column sums in one pass over the rows (C loops), not one add per cell.
+    per_cpu = [sum(col) for col in zip(*full_rows, strict=True)] if full_rows else [0] * ncpu
     for cpu, total in zip(cpus, per_cpu, strict=True):
         out[f"cpu.{cpu}.irqs"] = float(total)
     return out
@@ -61,9 +89,10 @@ class InterruptsCollector:
     def __init__(self, host: Host) -> None:
         self._file = host.kept(INTERRUPTS)
         self._path = host.describe(INTERRUPTS)
+        self._names: dict[str, str] = {}
 
     def collect(self, values: dict[str, float]) -> None:
-        values.update(parse_interrupts(self._file.read(), self._path))
+        values.update(parse_interrupts(self._file.read(), self._path, self._names))
 
     def paths(self) -> list[str]:
         return [INTERRUPTS]

@@ -6,9 +6,10 @@ Per-node totals need not add up to the global ones (PLATFORM.md: node0 shows
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from hosttune.agent.host import Host
-from hosttune.agent.telemetry.parsing import nothing_usable, number
+from hosttune.agent.telemetry.parsing import Layout, nothing_usable, number
 
 MEMINFO = "/proc/meminfo"
 NODE_DIR = "/sys/devices/system/node"
@@ -83,25 +84,63 @@ def _ratio(out: dict[str, float], name: str, num: float | None, den: float | Non
         out[name] = num / den
 
 
-def parse_meminfo(text: str, path: str = MEMINFO) -> dict[str, float]:
-    """'Key:   value kB' lines -> bytes (or page counts for HugePages_*)."""
+def _kb_value(rest: str) -> float | None:
+    """'   4942028 kB' -> bytes; a value without unit is taken as is."""
+    try:
+        value = float(rest[:-3]) * 1024 if rest.endswith(" kB") else float(rest)
+    except ValueError:
+        return None
+    return value if value - value == 0 else None  # nan and inf give nan
+
+
+def _keyed(lines: list[str], layout: Layout | None,
+           find: Callable[[str], tuple[str, str] | None]) -> dict[str, float]:
+    """'<head>: value [kB]' lines whose head `find` maps to (prefix, metric
+    name), going straight to the known lines when `layout` still fits."""
     out: dict[str, float] = {}
-    for line in text.splitlines():
-        key, sep, rest = line.partition(":")
+    if layout is not None and layout.usable(lines):
+        for i, prefix, name in layout.spots:
+            line = lines[i]
+            if not line.startswith(prefix):
+                break
+            try:  # _kb_value() inlined: this loop runs every sample
+                value = (float(line[len(prefix):-3]) * 1024 if line.endswith(" kB")
+                         else float(line[len(prefix):]))
+            except ValueError:
+                continue
+            if value - value == 0:
+                out[name] = value
+        else:
+            return out
+        out = {}
+    spots: dict[str, tuple[int, str]] = {}
+    for i, line in enumerate(lines):
+        head, sep, rest = line.partition(":")
         if not sep:
             continue
-        name = _MEMINFO_KEYS.get(key)
-        if name is None:
+        found = find(head)
+        if found is None:
             continue
-        parts = rest.split()
-        if not parts:
-            continue
-        value = number(parts[0])
-        if value is None:
-            continue
-        if len(parts) > 1 and parts[1] == "kB":
-            value *= 1024
-        out[name] = value
+        name = found[1]
+        spots[name] = (i, head + ":")
+        parsed = _kb_value(rest)
+        if parsed is not None:
+            out[name] = parsed
+        else:
+            out.pop(name, None)
+    if layout is not None:
+        layout.record(lines, spots)
+    return out
+
+
+def _meminfo_key(head: str) -> tuple[str, str] | None:
+    name = _MEMINFO_KEYS.get(head)
+    return None if name is None else (head, name)
+
+
+def parse_meminfo(text: str, path: str = MEMINFO, layout: Layout | None = None) -> dict[str, float]:
+    """'Key:   value kB' lines -> bytes (or page counts for HugePages_*)."""
+    out = _keyed(text.splitlines(), layout, _meminfo_key)
     if not out:
         raise nothing_usable(path, "known meminfo field")
     total = out.get("mem.total_bytes")
@@ -117,24 +156,18 @@ def parse_meminfo(text: str, path: str = MEMINFO) -> dict[str, float]:
     return out
 
 
-def parse_node_meminfo(text: str, node: int, path: str = "") -> dict[str, float]:
+def parse_node_meminfo(text: str, node: int, path: str = "",
+                       layout: Layout | None = None) -> dict[str, float]:
     """'Node 0 MemTotal:   4942028 kB' lines -> node.<node>.* metrics."""
-    out: dict[str, float] = {}
     prefix = f"node.{node}."
-    for line in text.splitlines():
-        parts = line.split()
-        # Node N Key: value [kB]
-        if len(parts) < 4 or parts[0] != "Node" or not parts[2].endswith(":"):
-            continue
-        suffix = _NODE_KEYS.get(parts[2][:-1])
-        if suffix is None:
-            continue
-        value = number(parts[3])
-        if value is None:
-            continue
-        if len(parts) > 4 and parts[4] == "kB":
-            value *= 1024
-        out[prefix + suffix] = value
+
+    def find(head: str) -> tuple[str, str] | None:
+        if not head.startswith("Node "):
+            return None
+        suffix = _NODE_KEYS.get(head[head.rfind(" ") + 1:])
+        return None if suffix is None else (head, prefix + suffix)
+
+    out = _keyed(text.splitlines(), layout, find)
     if not out:
         raise nothing_usable(path or f"node{node}/meminfo", "known node meminfo field")
     total = out.get(prefix + "mem_total_bytes")
@@ -163,9 +196,10 @@ class MemoryCollector:
     def __init__(self, host: Host) -> None:
         self._file = host.kept(MEMINFO)
         self._path = host.describe(MEMINFO)
+        self._layout = Layout()
 
     def collect(self, values: dict[str, float]) -> None:
-        values.update(parse_meminfo(self._file.read(), self._path))
+        values.update(parse_meminfo(self._file.read(), self._path, self._layout))
 
     def paths(self) -> list[str]:
         return [MEMINFO]
@@ -193,6 +227,7 @@ class NumaMemoryCollector:
     def __init__(self, host: Host) -> None:
         self._host = host
         self._nodes = numa_nodes(host)
+        self._layouts = {node: Layout() for node in self._nodes}
         self._files = [
             (node, host.kept(f"{NODE_DIR}/node{node}/meminfo"),
              host.kept(f"{NODE_DIR}/node{node}/numastat") if host.exists(
@@ -203,7 +238,8 @@ class NumaMemoryCollector:
     def collect(self, values: dict[str, float]) -> None:
         out: dict[str, float] = {}
         for node, meminfo, numastat in self._files:
-            out.update(parse_node_meminfo(meminfo.read(), node, self._host.describe(meminfo.path)))
+            out.update(parse_node_meminfo(meminfo.read(), node,
+                                          self._host.describe(meminfo.path), self._layouts[node]))
             if numastat is not None:
                 out.update(parse_numastat(numastat.read(), node,
                                           self._host.describe(numastat.path)))

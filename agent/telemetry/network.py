@@ -4,7 +4,7 @@ sampler runs in), and totals over every interface but loopback."""
 from __future__ import annotations
 
 from hosttune.agent.host import Host
-from hosttune.agent.telemetry.parsing import nothing_usable, number
+from hosttune.agent.telemetry.parsing import nothing_usable
 
 NET_DEV = "/proc/net/dev"
 
@@ -17,7 +17,15 @@ _COLUMNS: tuple[tuple[int, str], ...] = (
 )
 
 
-def parse_net_dev(text: str, path: str = NET_DEV) -> dict[str, float]:
+def _names(name: str) -> tuple[tuple[int, str, str], ...]:
+    return tuple((col, f"net.{name}.{suffix}", suffix) for col, suffix in _COLUMNS)
+
+
+def parse_net_dev(text: str, path: str = NET_DEV,
+                  names: dict[str, tuple[tuple[int, str, str], ...]] | None = None,
+                  ) -> dict[str, float]:
+    """`names` caches interface -> its metric names between calls."""
+    cache = {} if names is None else names
     out: dict[str, float] = {}
     totals = {suffix: 0.0 for _, suffix in _COLUMNS}
     seen = 0
@@ -29,17 +37,22 @@ def parse_net_dev(text: str, path: str = NET_DEV) -> dict[str, float]:
         parts = rest.split()
         # The two header lines have '|' where interfaces have ':'; a header
         # line with a ':' in it fails the number check below.
-        if not name or any(c.isspace() for c in name) or len(parts) < 12:
+        if not name or len(parts) < 12 or len(name.split()) != 1:
             continue
-        stats = [number(tok) for tok in parts[:12]]
-        if any(v is None for v in stats):
+        try:
+            stats = list(map(float, parts[:12]))
+        except ValueError:
+            continue
+        if sum(stats) - sum(stats) != 0:  # a nan or inf among them
             continue
         seen += 1
-        prefix = f"net.{name}."
+        metrics = cache.get(name)
+        if metrics is None:
+            metrics = cache[name] = _names(name)
         loopback = name == "lo"
-        for col, suffix in _COLUMNS:
-            value: float = stats[col]  # type: ignore[assignment]
-            out[prefix + suffix] = value
+        for col, metric, suffix in metrics:
+            value = stats[col]
+            out[metric] = value
             if not loopback:
                 totals[suffix] += value
     if not seen and text.strip() and "|" not in text:
@@ -55,9 +68,10 @@ class NetworkCollector:
     def __init__(self, host: Host) -> None:
         self._file = host.kept(NET_DEV)
         self._path = host.describe(NET_DEV)
+        self._names: dict[str, tuple[tuple[int, str, str], ...]] = {}
 
     def collect(self, values: dict[str, float]) -> None:
-        values.update(parse_net_dev(self._file.read(), self._path))
+        values.update(parse_net_dev(self._file.read(), self._path, self._names))
 
     def paths(self) -> list[str]:
         return [NET_DEV]

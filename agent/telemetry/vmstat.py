@@ -5,31 +5,62 @@ from __future__ import annotations
 
 from hosttune.agent.host import Host
 from hosttune.agent.telemetry.catalogue import VMSTAT_KEYS
-from hosttune.agent.telemetry.parsing import nothing_usable, number
+from hosttune.agent.telemetry.parsing import Layout, nothing_usable
 
 VMSTAT = "/proc/vmstat"
 _NAMES = {key: f"vmstat.{key}" for key in VMSTAT_KEYS}
 
 
-def parse_vmstat(text: str, path: str = VMSTAT) -> dict[str, float]:
+def _value(rest: str) -> float | None:
+    # number() inlined: this runs for ~60 lines a sample.
+    try:
+        value = float(rest)
+    except ValueError:
+        return None
+    return value if value - value == 0 else None  # nan and inf give nan
+
+
+def parse_vmstat(text: str, path: str = VMSTAT, layout: Layout | None = None) -> dict[str, float]:
     """'key value' lines -> vmstat.<key> for the catalogued keys. A kernel
-    that lacks some keys (THP off, no NUMA) simply does not report them."""
+    that lacks some keys (THP off, no NUMA) simply does not report them.
+    `layout` (kept by the collector between reads) skips the other lines."""
+    lines = text.splitlines()
     out: dict[str, float] = {}
+    if layout is not None and layout.usable(lines):
+        for i, prefix, name in layout.spots:
+            line = lines[i]
+            if not line.startswith(prefix):
+                break
+            try:  # _value() inlined: the one loop that runs every sample
+                value = float(line[len(prefix):])
+            except ValueError:
+                continue
+            if value - value == 0:  # finite: nan and inf give nan
+                out[name] = value
+        else:
+            return out
+        out = {}
+    spots: dict[str, tuple[int, str]] = {}
     seen_any = False
     names = _NAMES
-    for line in text.splitlines():
+    for i, line in enumerate(lines):
         key, sep, rest = line.partition(" ")
         if not sep:
             continue
         seen_any = True
-        name = names.get(key)
-        if name is None:
+        metric = names.get(key)
+        if metric is None:
             continue
-        value = number(rest)
-        if value is not None:
-            out[name] = value
+        spots[metric] = (i, key + " ")
+        parsed = _value(rest)
+        if parsed is not None:
+            out[metric] = parsed
+        else:
+            out.pop(metric, None)
     if not seen_any:
         raise nothing_usable(path, "'key value' line")
+    if layout is not None:
+        layout.record(lines, spots)
     return out
 
 
@@ -39,9 +70,10 @@ class VmstatCollector:
     def __init__(self, host: Host) -> None:
         self._file = host.kept(VMSTAT)
         self._path = host.describe(VMSTAT)
+        self._layout = Layout()
 
     def collect(self, values: dict[str, float]) -> None:
-        values.update(parse_vmstat(self._file.read(), self._path))
+        values.update(parse_vmstat(self._file.read(), self._path, self._layout))
 
     def paths(self) -> list[str]:
         return [VMSTAT]

@@ -1,0 +1,278 @@
+"""`hosttune model`: the workload classifier's lifecycle (info, evaluate,
+train). Training and evaluation need scikit-learn (`hosttune[train]`);
+everything else needs numpy alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from hosttune.agent.commands.output import JSON_OPTION, emit_json, fail
+
+_MODEL = typer.Option(None, "--model", "-m",
+                      help="Model file (.npz/.json or their stem). Default: the site model "
+                           "if trained, else the shipped one.")
+_DATA = typer.Option(None, "--data", "-d", help="Directory of labelled traces (repeatable).")
+_OUT = typer.Option(None, "--output", "-o",
+                    help="Where to write the model (stem; .npz, .json and .md are written). "
+                         "Default: the site model in the state directory.")
+_NO_SHIPPED = typer.Option(False, "--no-shipped", help="Train on --data alone, without the "
+                           "shipped dataset.")
+_CANDIDATE = typer.Option(None, "--candidate", "-c",
+                          help="Only this estimator (repeatable): logistic, random_forest, "
+                               "gradient_boosting. Default: all, the best macro-F1 wins.")
+_UNKNOWN = typer.Option(0.5, "--unknown-below", help="Confidence under which the answer is "
+                        "'unknown'.")
+_HOLDOUT = typer.Option(False, "--holdout", help="Score the model itself on --data (traces it "
+                        "was not trained on) instead of cross-validating the candidates.")
+
+
+def site_model() -> Path:
+    from hosttune.agent.paths import Paths
+
+    return Paths.from_env().state_dir / "models" / "workload"
+
+
+def resolve_model(path: Path | None) -> Path:
+    """--model, else the site model when one was trained, else the shipped one."""
+    from hosttune.models.serving import model_files, shipped_model
+
+    if path is not None:
+        return path
+    site = site_model()
+    if model_files(site)[0].exists():
+        return site
+    return shipped_model()
+
+
+def load_model(path: Path | None) -> Any:
+    from hosttune.agent.errors import ModelError
+    from hosttune.models import serving
+
+    try:
+        return serving.load(resolve_model(path))
+    except ModelError as exc:
+        raise fail(str(exc)) from None
+
+
+def _shipped_data() -> Path:
+    from hosttune.models import train
+
+    return Path(train.__file__).parent / "data"
+
+
+def _load_dataset(dirs: list[Path], quiet: bool) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from hosttune.agent.errors import HosttuneError
+    from hosttune.models import train
+
+    with Progress(TextColumn("reading traces"), BarColumn(), MofNCompleteColumn(),
+                  transient=True, disable=quiet) as bar:
+        task = bar.add_task("read", total=None)
+        try:
+            return train.load_dataset(
+                dirs, progress=lambda i, n: bar.update(task, completed=i, total=n))
+        except HosttuneError as exc:
+            raise fail(str(exc)) from None
+
+
+def _cross_validate(ds: Any, names: list[str], unknown_below: float, quiet: bool) -> dict[str, Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from hosttune.models import train
+
+    scores: dict[str, Any] = {}
+    with Progress(TextColumn("cross-validating [bold]{task.description}[/]"), BarColumn(),
+                  MofNCompleteColumn(), transient=True, disable=quiet) as bar:
+        for name in names:
+            task = bar.add_task(name, total=None)
+
+            def tick(i: int, n: int, t: Any = task) -> None:
+                bar.update(t, completed=i, total=n)
+
+            scores[name] = train.cross_validate(ds, name, unknown_below=unknown_below,
+                                                progress=tick)
+    return scores
+
+
+def _candidates(given: list[str] | None) -> list[str]:
+    from hosttune.models import train
+
+    names = list(given or train.CANDIDATES)
+    bad = [n for n in names if n not in train.CANDIDATES]
+    if bad:
+        raise fail(f"unknown candidate {bad[0]!r}; choose from {', '.join(train.CANDIDATES)}", 2)
+    return names
+
+
+def _need_sklearn() -> str:
+    from hosttune.models import train
+
+    try:
+        return train.require_sklearn()
+    except train.TrainingUnavailable as exc:
+        raise fail(str(exc)) from None
+
+
+def register(app: typer.Typer) -> None:
+    group = typer.Typer(help="The workload classifier: info, evaluate, train.",
+                        no_args_is_help=True)
+    app.add_typer(group, name="model")
+
+    @group.command("info")
+    def info(model: Path | None = _MODEL, json_out: bool = JSON_OPTION) -> None:
+        """What the model is: classes, features, training data, scores, versions."""
+        m = load_model(model)
+        card = m.card
+        summary = {
+            "model": m.source, "kind": m.kind, "estimator": m.schema.get("estimator"),
+            "classes": m.classes, "features": len(m.features),
+            "feature_set": m.schema.get("feature_set"), "unknown_below": m.unknown_below,
+            "window_seconds": m.schema.get("window_seconds"),
+            "schema_version": m.schema.get("schema_version"),
+            "trained_at": card.get("trained_at"),
+            "hosttune_version": card.get("hosttune_version"),
+            "sklearn_version": card.get("sklearn_version"),
+            "data": card.get("data", {}),
+            "scores": {k: {"macro_f1": v.get("macro_f1"), "accuracy": v.get("accuracy")}
+                       for k, v in card.get("scores", {}).items()},
+            "chosen": card.get("chosen"),
+        }
+        if json_out:
+            emit_json(summary)
+            return
+        data = summary["data"]
+        typer.echo(f"model        {m.source}")
+        typer.echo(f"estimator    {summary['estimator']} ({m.kind})")
+        typer.echo(f"classes      {', '.join(m.classes)}")
+        typer.echo(f"features     {len(m.features)} (set {summary['feature_set']})")
+        typer.echo(f"unknown      below confidence {m.unknown_below}")
+        typer.echo(f"trained      {summary['trained_at']} with hosttune "
+                   f"{summary['hosttune_version']}, scikit-learn {summary['sklearn_version']}")
+        if data:
+            typer.echo(f"data         {data.get('runs')} runs, {data.get('windows')} windows, "
+                       f"sha256 {str(data.get('sha256'))[:16]}...")
+        for name, s in summary["scores"].items():
+            mark = " (chosen)" if name == summary["chosen"] else ""
+            typer.echo(f"score        {name}: macro-F1 {s['macro_f1']:.3f}, "
+                       f"accuracy {s['accuracy']:.3f} (leave-one-run-out){mark}")
+
+    @group.command("evaluate")
+    def evaluate(  # noqa: PLR0917 (typer maps parameters to options)
+        data: list[Path] | None = _DATA,
+        candidate: list[str] | None = _CANDIDATE,
+        holdout: bool = _HOLDOUT,
+        model: Path | None = _MODEL,
+        unknown_below: float = _UNKNOWN,
+        json_out: bool = JSON_OPTION,
+    ) -> None:
+        """Leave-one-run-out cross-validation of the candidate estimators on
+        the traces (default: the shipped dataset): per-class precision and
+        recall, macro-F1, confusion matrix. With --holdout, score the model
+        itself on traces it never saw."""
+        dirs = list(data or [_shipped_data()])
+        if holdout:
+            _holdout(dirs, model, json_out)
+            return
+        _need_sklearn()
+        from hosttune.models.card import scores_table
+
+        ds = _load_dataset(dirs, json_out)
+        scores = _cross_validate(ds, _candidates(candidate), unknown_below, json_out)
+        if json_out:
+            emit_json({"data": [str(d) for d in dirs], "runs": len(ds.runs),
+                       "windows": len(ds.y), "sha256": ds.data_hash,
+                       "scores": {k: v.as_dict() for k, v in scores.items()}})
+            return
+        typer.echo(f"{len(ds.runs)} runs, {len(ds.y)} windows from {', '.join(map(str, dirs))}")
+        typer.echo("")
+        for line in scores_table({k: v.as_dict() for k, v in scores.items()}):
+            typer.echo(line)
+
+    @group.command("train")
+    def train_cmd(  # noqa: PLR0917 (typer maps parameters to options)
+        data: list[Path] | None = _DATA,
+        output: Path | None = _OUT,
+        no_shipped: bool = _NO_SHIPPED,
+        candidate: list[str] | None = _CANDIDATE,
+        unknown_below: float = _UNKNOWN,
+        json_out: bool = JSON_OPTION,
+    ) -> None:
+        """Train on the site's labelled traces (--data) plus the shipped
+        ones, choose the estimator by leave-one-run-out macro-F1, and write
+        the model (numpy arrays + JSON schema) with its model card."""
+        sklearn_version = _need_sklearn()
+        from hosttune.models import card as card_mod
+        from hosttune.models import train
+        from hosttune.models.recording import hosttune_version
+
+        dirs = [p.resolve() for p in (data or [])]
+        if not no_shipped and _shipped_data().resolve() not in dirs:
+            dirs.append(_shipped_data().resolve())
+        if not dirs:
+            raise fail("no data: give --data DIR or drop --no-shipped", 2)
+        ds = _load_dataset(dirs, json_out)
+        if len(ds.classes) < 2:
+            raise fail("the traces hold fewer than two labels; nothing to learn")
+        scores = _cross_validate(ds, _candidates(candidate), unknown_below, json_out)
+        chosen = max(scores, key=lambda n: (scores[n].macro_f1, -train.CANDIDATES.index(n)))
+        est, imp = train.fit(ds, chosen)
+        card = train.model_card(ds, chosen, scores, sklearn_version=sklearn_version,
+                                hosttune_version=hosttune_version(),
+                                unknown_below=unknown_below)
+        schema, arrays = train.export(est, imp, ds.features, unknown_below=unknown_below,
+                                      card=card)
+        target = output or site_model()
+        try:
+            npz, js = train.save(target, schema, arrays)
+        except OSError as exc:
+            raise fail(f"cannot write the model to {target}: {exc.strerror}") from None
+        md = npz.with_suffix(".md")
+        md.write_text(card_mod.render(schema))
+        result = {"model": str(npz.with_suffix("")), "chosen": chosen,
+                  "macro_f1": round(scores[chosen].macro_f1, 4), "runs": len(ds.runs),
+                  "windows": len(ds.y), "files": [str(npz), str(js), str(md)]}
+        if json_out:
+            emit_json(result)
+            return
+        for name, s in scores.items():
+            typer.echo(f"{name:18} macro-F1 {s.macro_f1:.3f}  accuracy {s.accuracy:.3f}")
+        typer.echo(f"chose {chosen}; wrote {npz}, {js.name}, {md.name}")
+
+
+def _holdout(dirs: list[Path], model_path: Path | None, json_out: bool) -> None:
+    """Scores a model on traces: per trace its verdict, and the share right."""
+    from hosttune.agent.errors import HosttuneError
+    from hosttune.models.recognise import classify_trace
+
+    m = load_model(model_path)
+    files = sorted(p for d in dirs for p in Path(d).glob("*.csv.gz"))
+    if not files:
+        raise fail(f"no traces (*.csv.gz) in {', '.join(map(str, dirs))}")
+    rows = []
+    for f in files:
+        try:
+            overall, windows = classify_trace(m, f)
+        except HosttuneError as exc:
+            raise fail(str(exc)) from None
+        from hosttune.models.trace import read_trace
+
+        label = read_trace(f).label
+        rows.append({
+            "trace": f.name, "label": label,
+            "predicted": overall.label if overall else None,
+            "confidence": round(overall.confidence, 3) if overall else None,
+            "windows": len(windows),
+            "windows_right": sum(1 for w in windows if w.prediction.label == label),
+        })
+    right = sum(1 for r in rows if r["predicted"] == r["label"])
+    if json_out:
+        emit_json({"model": m.source, "traces": rows, "right": right, "total": len(rows)})
+        return
+    for r in rows:
+        typer.echo(f"{r['trace']:40} {r['label']:18} -> {r['predicted']!s:18} "
+                   f"({r['confidence']}, windows {r['windows_right']}/{r['windows']})")
+    typer.echo(f"{right}/{len(rows)} traces right")

@@ -1,0 +1,245 @@
+"""What the daemon loop calls to sense, decide and act: one object, so the
+loop can be driven by the real host (`HostEngine`) or, in tests, by an engine
+over a fixture tree.
+
+`HostEngine` wires the project's parts together: telemetry's Sampler, the
+shipped workload model (numpy only), the recommender and the tuners'
+transactions and journal. Each part is imported when first needed, and a part
+that cannot be had (no model artifact, a tuner package missing from a build)
+is reported in `notes` and answers with a clear error; the daemon keeps
+sampling and serving either way.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from hosttune.agent.errors import HosttuneError
+from hosttune.agent.host import Host
+from hosttune.agent.sample import Sample
+from hosttune.agent.tracker import Verdict
+
+
+class EngineUnavailable(HosttuneError):
+    """A part of hosttune this build or host does not have."""
+
+
+@dataclass
+class TxnOutcome:
+    ok: bool
+    txn: str | None
+    message: str
+    changes: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "txn": self.txn, "message": self.message,
+                "changes": self.changes}
+
+
+@dataclass
+class Proposal:
+    """A plan ready to apply, and how to show it."""
+
+    workload: str
+    plan: Any  # hosttune.tuners.base.Plan
+    report: dict[str, Any]
+
+
+class Engine(Protocol):
+    notes: list[str]
+
+    def sample(self) -> Sample: ...
+
+    def rates(self, prev: Sample, cur: Sample) -> dict[str, float]: ...
+
+    def classify(self, window: Sequence[Sample]) -> Verdict: ...
+
+    def recommend(self, workload: str) -> Proposal | None: ...
+
+    def allowed(self, plan: Any, allowlist: Mapping[str, Mapping[str, Any]],
+                avoid: set[tuple[str, str, str]]) -> Any: ...
+
+    def apply(self, plan: Any, reason: str) -> TxnOutcome: ...
+
+    def rollback(self, target: str) -> TxnOutcome: ...
+
+    def recover(self) -> list[str]: ...
+
+    def history(self, limit: int) -> list[dict[str, Any]]: ...
+
+    def allowlist_defaults(self) -> Mapping[str, Mapping[str, Any] | None]: ...
+
+    def close(self) -> None: ...
+
+
+def rows_matrix(rows: Sequence[Mapping[str, float]]) -> tuple[list[str], list[list[float]]]:
+    """Rate rows to (columns, matrix) with NaN where a row lacks a column."""
+    columns = sorted({name for row in rows for name in row})
+    matrix = [[float(row.get(c, math.nan)) for c in columns] for row in rows]
+    return columns, matrix
+
+
+class HostEngine:
+    def __init__(self, host: Host, state_dir: Path, *, backends: Sequence[str] = (),
+                 process_every: int = 5) -> None:
+        self.host = host
+        self.state_dir = state_dir
+        self.backends = tuple(backends)
+        self.process_every = process_every
+        self.notes: list[str] = []
+        self._sampler: Any = None
+        self._rates: Any = None
+        self._model: Any = None
+        self._model_error: str | None = None
+        self._journal: Any = None
+
+    # -- sense -----------------------------------------------------------------
+
+    def _ensure_sampler(self) -> None:
+        if self._sampler is not None:
+            return
+        from hosttune.agent.telemetry.sampler import Sampler, rates, system_collectors
+
+        collectors = list(system_collectors(self.host))
+        try:
+            from hosttune.agent.accel.select import AccelCollector, backends_from_config
+
+            collectors.append(AccelCollector(
+                self.host, backends=backends_from_config(self.backends)))
+        except (ImportError, HosttuneError, TypeError) as exc:
+            self.notes.append(f"accelerator telemetry off: {exc}")
+        self._sampler = Sampler(self.host, collectors, process_every=self.process_every)
+        self._rates = rates
+
+    def sample(self) -> Sample:
+        self._ensure_sampler()
+        sample: Sample = self._sampler.sample()
+        return sample
+
+    def rates(self, prev: Sample, cur: Sample) -> dict[str, float]:
+        self._ensure_sampler()
+        result: dict[str, float] = self._rates(prev, cur)
+        return result
+
+    # -- decide ----------------------------------------------------------------
+
+    def _ensure_model(self) -> Any:
+        if self._model is None and self._model_error is None:
+            try:
+                serving: Any = importlib.import_module("hosttune.models.serving")
+                self._model = serving.load()
+            except (ImportError, HosttuneError, OSError) as exc:
+                self._model_error = f"no workload model: {exc}"
+                self.notes.append(self._model_error)
+        return self._model
+
+    def classify(self, window: Sequence[Sample]) -> Verdict:
+        model = self._ensure_model()
+        if model is None:
+            return Verdict("unknown", 0.0, reason=self._model_error or "no model")
+        features: Any = importlib.import_module("hosttune.models.features")
+        min_rows, window_features = features.MIN_ROWS, features.window_features
+
+        rows = [self.rates(a, b) for a, b in itertools.pairwise(window)]
+        if len(rows) < min_rows:
+            return Verdict("unknown", 0.0, reason=f"window has {len(rows)} rows, "
+                           f"needs {min_rows}")
+        columns, matrix = rows_matrix(rows)
+        pred = model.classify(window_features(columns, matrix))
+        top = tuple((e.feature, round(e.contribution, 4)) for e in pred.evidence)
+        reason = "" if pred.label != "unknown" else (
+            f"best guess {pred.best} below the confidence threshold")
+        return Verdict(pred.label, pred.confidence, top, reason)
+
+    def recommend(self, workload: str) -> Proposal | None:
+        try:
+            from hosttune.models.recommend_run import run_recommend
+            from hosttune.models.recommender import to_plan
+        except ImportError as exc:
+            raise EngineUnavailable(f"no recommender in this build: {exc}") from None
+        report = run_recommend(self.host, workload=workload, window=1.0,
+                               state_dir=str(self.state_dir))
+        plan = to_plan(report.recommendations)
+        if not plan.changes:
+            return None
+        return Proposal(workload=report.workload, plan=plan, report=report.to_dict())
+
+    def allowlist_defaults(self) -> Mapping[str, Mapping[str, Any] | None]:
+        try:
+            allowlist: Any = importlib.import_module("hosttune.tuners.allowlist")
+        except ImportError:
+            return {}
+        defaults: Mapping[str, Mapping[str, Any] | None] = allowlist.DEFAULT_ALLOWLIST
+        return defaults
+
+    def allowed(self, plan: Any, allowlist: Mapping[str, Mapping[str, Any]],
+                avoid: set[tuple[str, str, str]]) -> Any:
+        """The plan with only the changes `auto` may make: on the allowlist,
+        within bounds, and not one that hurt this workload before."""
+        from hosttune.tuners import allowlist as al
+        from hosttune.tuners.base import Plan
+
+        keep = []
+        for change in plan.changes:
+            if (plan.workload or "", change.knob, change.after) in avoid:
+                continue
+            try:
+                al.check(allowlist, change.knob, change.after, host=self.host)
+            except HosttuneError:
+                continue
+            keep.append(change)
+        return Plan(changes=keep, workload=plan.workload, note=plan.note)
+
+    # -- act -------------------------------------------------------------------
+
+    def _tx(self) -> tuple[Any, Any]:
+        try:
+            from hosttune.tuners import transaction
+            from hosttune.tuners.journal import Journal
+        except ImportError as exc:
+            raise EngineUnavailable(f"no tuners in this build: {exc}") from None
+        if self._journal is None:
+            self._journal = Journal(self.state_dir / "journal.db")
+        return transaction, self._journal
+
+    def apply(self, plan: Any, reason: str) -> TxnOutcome:
+        transaction, journal = self._tx()
+        result = transaction.apply_plan(self.host, plan, journal, reason=reason)
+        return _outcome(result)
+
+    def rollback(self, target: str) -> TxnOutcome:
+        transaction, journal = self._tx()
+        result = transaction.rollback(self.host, journal, target)
+        return _outcome(result)
+
+    def recover(self) -> list[str]:
+        transaction, journal = self._tx()
+        result = transaction.recover(self.host, journal)
+        return [str(r) for r in (result or [])]
+
+    def history(self, limit: int) -> list[dict[str, Any]]:
+        transaction, journal = self._tx()
+        rows = transaction.history(journal)[-limit:]
+        return [r.to_dict() if hasattr(r, "to_dict") else dict(r) for r in rows]
+
+    def close(self) -> None:
+        if self._sampler is not None:
+            self._sampler.close()
+        if self._journal is not None and hasattr(self._journal, "close"):
+            self._journal.close()
+
+
+def _outcome(result: Any) -> TxnOutcome:
+    if isinstance(result, TxnOutcome):
+        return result
+    data = result.to_dict() if hasattr(result, "to_dict") else {}
+    return TxnOutcome(ok=bool(getattr(result, "ok", data.get("ok", False))),
+                      txn=str(getattr(result, "txn_id", data.get("txn", ""))) or None,
+                      message=str(getattr(result, "message", data.get("message", ""))),
+                      changes=list(data.get("changes", [])))

@@ -1,0 +1,101 @@
+"""Recognising the workload of a live host or of a recorded trace with a
+loaded model (numpy only; no scikit-learn)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hosttune.models import features
+from hosttune.models.serving import UNKNOWN, Prediction, WorkloadModel
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Array = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    start: float  # elapsed seconds of the window's first row
+    end: float
+    prediction: Prediction
+
+
+def live_window(
+    seconds: float, interval: float = 1.0, progress: Callable[[float], None] | None = None,
+) -> tuple[list[str], Array]:
+    """Samples the live host for `seconds` and returns the trace columns and
+    rows, as `hosttune record` would have written them."""
+    import time
+
+    import numpy as np
+
+    from hosttune.agent.telemetry.sampler import rates
+    from hosttune.models.recording import make_sampler
+    from hosttune.models.trace import trace_row
+
+    sampler: Any = make_sampler()
+    rows: list[dict[str, float]] = []
+    try:
+        prev = sampler.sample()
+        start = prev.monotonic
+        next_at = start + interval
+        while next_at <= start + seconds + 1e-6:
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            cur = sampler.sample()
+            rows.append(trace_row(rates(prev, cur)))
+            prev = cur
+            next_at += interval
+            if progress is not None:
+                progress(cur.monotonic - start)
+    finally:
+        sampler.close()
+    columns = sorted({name for row in rows for name in row})
+    matrix = np.array([[row.get(c, np.nan) for c in columns] for row in rows], dtype=np.float64)
+    return columns, matrix.reshape(len(rows), len(columns))
+
+
+def classify_rows(model: WorkloadModel, columns: list[str], matrix: Array) -> Prediction:
+    return model.classify(features.window_features(columns, matrix))
+
+
+def classify_trace(
+    model: WorkloadModel, path: str | Path, window: float = features.WINDOW_SECONDS,
+) -> tuple[Prediction | None, list[WindowResult]]:
+    """Every window of a trace, and the verdict over the whole trace: the
+    mean of the windows' probabilities (unknown below the model's
+    threshold; None for a trace too short for one window)."""
+    import numpy as np
+
+    from hosttune.models.trace import read_trace
+
+    trace = read_trace(path)
+    matrix = trace.matrix()
+    results: list[WindowResult] = []
+    for a, b in features.window_bounds(trace.elapsed, window, stride=window):
+        pred = classify_rows(model, trace.columns, matrix[a:b])
+        results.append(WindowResult(trace.elapsed[a], trace.elapsed[b - 1], pred))
+    if not results:
+        return None, results
+    mean = np.mean([[r.prediction.probabilities[c] for c in model.classes] for r in results],
+                   axis=0)
+    k = int(np.argmax(mean))
+    best = model.classes[k]
+    votes: dict[str, int] = {}
+    for r in results:
+        votes[r.prediction.label] = votes.get(r.prediction.label, 0) + 1
+    evidence = next((r.prediction.evidence for r in results if r.prediction.best == best), [])
+    overall = Prediction(
+        label=best if mean[k] >= model.unknown_below else UNKNOWN, best=best,
+        confidence=float(mean[k]),
+        probabilities={c: float(p) for c, p in zip(model.classes, mean, strict=True)},
+        evidence=evidence,
+        imputed=sorted({f for r in results for f in r.prediction.imputed}),
+    )
+    return overall, results

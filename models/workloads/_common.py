@@ -1,0 +1,61 @@
+"""Shared plumbing of the workload suite: argument parsing, the run clock and a
+clear message when PyTorch (the optional `workloads` extra) is missing."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--seconds", type=float, default=60.0, help="how long to run (default 60)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")
+    p.add_argument("--quiet", action="store_true", help="print no summary line at the end")
+    return p
+
+
+def require_torch() -> ModuleType:
+    try:
+        torch = importlib.import_module("torch")
+    except ImportError:
+        sys.stderr.write(
+            "this workload needs PyTorch: pip install 'hosttune[workloads]' "
+            "(the CPU build: torch==2.13.0)\n"
+        )
+        raise SystemExit(2) from None
+    return torch
+
+
+class Clock:
+    """Runs a loop until `seconds` have passed since construction."""
+
+    def __init__(self, seconds: float) -> None:
+        self.start = time.monotonic()
+        self.seconds = seconds
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def running(self) -> bool:
+        return self.elapsed() < self.seconds
+
+    def ticks(self) -> Iterator[int]:
+        i = 0
+        while self.running():
+            yield i
+            i += 1
+
+
+def report(name: str, quiet: bool, **figures: Any) -> None:
+    """One JSON line on stdout: what the run did (the recorder keeps the
+    command; this says what it achieved)."""
+    if not quiet:
+        sys.stdout.write(json.dumps({"workload": name, **figures}, sort_keys=True) + "\n")
+        sys.stdout.flush()
