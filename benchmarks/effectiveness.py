@@ -231,6 +231,11 @@ def random_best(workload: str, scale: float, knobs: list[str], *, defaults: dict
     return best
 
 
+def _changed(values: dict[str, str], defaults: dict[str, str]) -> str:
+    return ", ".join(f"{k.split(':', 1)[1]}={v}" for k, v in values.items()
+                     if v != defaults.get(k)) or "defaults"
+
+
 def bench_workload(workload: str, args: argparse.Namespace, disk: str,
                    env: dict[str, str]) -> list[tuple[str, float, str]]:
     knobs = knob_space(disk)
@@ -240,29 +245,32 @@ def bench_workload(workload: str, args: argparse.Namespace, disk: str,
         write_knobs(defaults)
         base = measure(workload, args.scale, args.repeats)
         rows.append(("defaults", base, "kernel defaults"))
-        for name, (values, _source) in tuned_profiles(disk).items():
-            write_knobs({**defaults, **values})
-            rows.append((name, measure(workload, args.scale, args.repeats), ""))
-        write_knobs(defaults)
-        rec, other = recommended_values(workload, args.scale, knobs, env)
-        write_knobs({**defaults, **rec})
-        note = ", ".join(f"{k.split(':', 1)[1]}={v}" for k, v in rec.items()) or "no change"
-        if other:
-            note += f" (not measured here: {', '.join(other)})"
-        rows.append(("hosttune recommend", measure(workload, args.scale, args.repeats), note))
-        write_knobs(defaults)
-        kept, how = tuned_by_hosttune(workload, args.scale, knobs, budget=args.budget,
-                                      seed=args.seed, env=env)
-        rows.append(("hosttune tune", measure(workload, args.scale, args.repeats),
-                     f"{how}: " + ", ".join(f"{k.split(':', 1)[1]}={v}" for k, v in kept.items()
-                                             if v != defaults[k])))
-        write_knobs(defaults)
-        best = random_best(workload, args.scale, knobs, defaults=defaults, budget=args.budget,
-                           seed=args.seed)
-        write_knobs(best)
-        rows.append(("random search", measure(workload, args.scale, args.repeats),
-                     ", ".join(f"{k.split(':', 1)[1]}={v}" for k, v in best.items()
-                               if v != defaults[k])))
+        if "profiles" in args.configs:
+            for name, (values, _source) in tuned_profiles(disk).items():
+                write_knobs({**defaults, **values})
+                rows.append((name, measure(workload, args.scale, args.repeats), ""))
+        if "recommend" in args.configs:
+            write_knobs(defaults)
+            rec, other = recommended_values(workload, args.scale, knobs, env)
+            write_knobs({**defaults, **rec})
+            note = ", ".join(f"{k.split(':', 1)[1]}={v}" for k, v in rec.items()) or "no change"
+            if other:
+                note += f" (not measured here: {', '.join(other)})"
+            rows.append(("hosttune recommend", measure(workload, args.scale, args.repeats),
+                         note))
+        if "tune" in args.configs:
+            write_knobs(defaults)
+            kept, how = tuned_by_hosttune(workload, args.scale, knobs, budget=args.budget,
+                                          seed=args.seed, env=env)
+            rows.append(("hosttune tune", measure(workload, args.scale, args.repeats),
+                         f"{how}: " + _changed(kept, defaults)))
+        if "random" in args.configs:
+            write_knobs(defaults)
+            best = random_best(workload, args.scale, knobs, defaults=defaults,
+                               budget=args.budget, seed=args.seed)
+            write_knobs(best)
+            rows.append(("random search", measure(workload, args.scale, args.repeats),
+                         _changed(best, defaults)))
     return [(name, value / base, note) for name, value, note in rows]
 
 
@@ -274,7 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="repeats 3, budget 4")
     parser.add_argument("--workloads", default="embedding,training,checkpoint,loader")
+    parser.add_argument("--configs", default="profiles,recommend,tune,random",
+                        help="which configurations besides the defaults to run")
     args = parser.parse_args(argv)
+    args.configs = set(args.configs.split(","))
     if args.quick:
         args.repeats, args.budget = 3, 4
     if os.geteuid() != 0:
