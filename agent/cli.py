@@ -18,6 +18,8 @@ from hosttune.agent.errors import HosttuneError
 # `register(app)`. Listed explicitly so --help never depends on what a
 # directory scan happens to find.
 COMMAND_MODULES: tuple[str, ...] = (
+    "topology",
+    "capture",
     "config",
     "accel",
     "status",

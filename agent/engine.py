@@ -54,6 +54,8 @@ class Proposal:
 class Engine(Protocol):
     notes: list[str]
 
+    def prepare(self) -> dict[str, Any]: ...
+
     def sample(self) -> Sample: ...
 
     def rates(self, prev: Sample, cur: Sample) -> dict[str, float]: ...
@@ -98,6 +100,17 @@ class HostEngine:
         self._model: Any = None
         self._model_error: str | None = None
         self._journal: Any = None
+
+    def prepare(self) -> dict[str, Any]:
+        """Load what the loop needs up front (the model: its memory is part of
+        the daemon's steady state) and say what is there."""
+        model = self._ensure_model()
+        info: dict[str, Any] = {"model": None if model is None else {
+            "source": str(getattr(model, "source", "")), "kind": getattr(model, "kind", ""),
+            "classes": list(getattr(model, "classes", []))}}
+        if model is None:
+            info["model_error"] = self._model_error
+        return info
 
     # -- sense -----------------------------------------------------------------
 
@@ -144,9 +157,12 @@ class HostEngine:
         if model is None:
             return Verdict("unknown", 0.0, reason=self._model_error or "no model")
         features: Any = importlib.import_module("hosttune.models.features")
+        trace: Any = importlib.import_module("hosttune.models.trace")
         min_rows, window_features = features.MIN_ROWS, features.window_features
-
-        rows = [self.rates(a, b) for a, b in itertools.pairwise(window)]
+        # The rows the model was trained on: trace rows, each a sample's values
+        # merged with its rates against the previous sample.
+        rows = [trace.trace_row({**b.values, **self.rates(a, b)})
+                for a, b in itertools.pairwise(window)]
         if len(rows) < min_rows:
             return Verdict("unknown", 0.0, reason=f"window has {len(rows)} rows, "
                            f"needs {min_rows}")
@@ -163,8 +179,12 @@ class HostEngine:
             from hosttune.models.recommender import to_plan
         except ImportError as exc:
             raise EngineUnavailable(f"no recommender in this build: {exc}") from None
-        report = run_recommend(self.host, workload=workload, window=1.0,
-                               state_dir=str(self.state_dir))
+        try:
+            report = run_recommend(self.host, workload=workload, window=1.0,
+                                   state_dir=str(self.state_dir))
+        except ImportError as exc:
+            raise EngineUnavailable(f"the recommender needs a part this build lacks: {exc}"
+                                    ) from None
         plan = to_plan(report.recommendations)
         if not plan.changes:
             return None

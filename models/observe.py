@@ -112,52 +112,36 @@ def _nvidia_minor(host: Host, address: str) -> int | None:
     return None
 
 
-def _node_cpus(host: Host) -> dict[int, tuple[int, ...]]:
-    from hosttune.agent.cpulist import parse_cpulist
-
-    nodes: dict[int, tuple[int, ...]] = {}
-    base = "/sys/devices/system/node"
-    for name in host.listdir_optional(base):
-        if name.startswith("node") and name[4:].isdigit():
-            text = host.read_optional(f"{base}/{name}/cpulist")
-            if text is not None:
-                nodes[int(name[4:])] = parse_cpulist(text, source=host.describe(
-                    f"{base}/{name}/cpulist"))
-    return nodes
-
-
 def observe_topology(host: Host, state: HostState) -> None:
-    from hosttune.agent.accel.sysfs import PCI_DEVICES, scan, scan_nics
+    from hosttune.agent.topology import discover
 
     try:
-        nodes = _node_cpus(host)
-        accels = scan(host)
-        nics = scan_nics(host)
+        topo = discover(host, netifs=False)
     except HosttuneError as exc:
         state.gaps["topology"] = str(exc)
         return
+    for part, why in topo.gaps.items():
+        state.gaps[f"topology {part}"] = why
+    nodes = {n.id: tuple(n.cpus) for n in topo.nodes}
     devices: list[DeviceState] = []
     per_driver: dict[str, int] = {}
-    for acc in accels:
-        driver = acc.driver or ""
-        index = per_driver.get(driver, 0)
-        per_driver[driver] = index + 1
-        names: tuple[str, ...] = ()
-        if driver in _DEV_FILES:
-            minor = _nvidia_minor(host, acc.address) if driver == "nvidia" else None
+    for dev in topo.pci:
+        if dev.role not in ("accelerator", "nic", "nvme"):
+            continue
+        names: tuple[str, ...] = dev.netdevs + dev.block_devs
+        driver = dev.driver or ""
+        if dev.role == "accelerator" and driver in _DEV_FILES:
+            index = per_driver.get(driver, 0)
+            per_driver[driver] = index + 1
+            minor = _nvidia_minor(host, dev.address) if driver == "nvidia" else None
             number = minor if minor is not None else _DEV_BASE.get(driver, 0) + index
-            names = (_DEV_FILES[driver].format(number),)
-        node = acc.numa_node if acc.numa_node is not None else -1
-        devices.append(DeviceState(acc.address, "accelerator", node, acc.irqs, names))
-        # A host tree without /sys/devices/system/node (a capture of PCI only)
+            names = (_DEV_FILES[driver].format(number), *names)
+        node = dev.numa_node if dev.numa_node is not None else -1
+        devices.append(DeviceState(dev.address, dev.role, node, tuple(dev.irqs), names))
+        # A tree without /sys/devices/system/node (a capture of PCI only)
         # still says which CPUs are local to each device.
-        if node >= 0 and node not in nodes and acc.local_cpus:
-            nodes[node] = acc.local_cpus
-    for nic in nics:
-        irqs = tuple(sorted(int(n) for n in host.listdir_optional(
-            f"{PCI_DEVICES}/{nic.address}/msi_irqs") if n.isdigit()))
-        node = nic.numa_node if nic.numa_node is not None else -1
-        devices.append(DeviceState(nic.address, "nic", node, irqs, nic.interfaces))
+        if node >= 0 and node not in nodes and dev.local_cpus:
+            nodes[node] = tuple(dev.local_cpus)
     state.nodes = dict(sorted(nodes.items()))
     state.devices = tuple(devices)
 

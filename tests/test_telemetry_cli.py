@@ -45,3 +45,12 @@ def test_telemetry_bad_root(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
     assert main(["telemetry", "--root", str(tmp_path / "nope")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a directory" in err
+
+
+def test_telemetry_shows_accelerators_through_the_seam(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    gpu_host = Path(__file__).parent / "fixtures" / "hosts" / "nvidia-8gpu"
+    assert main(["telemetry", "--root", str(gpu_host)]) == 0
+    out = capsys.readouterr().out
+    assert "accel7" in out  # the accel collector ran as one more Collector
+    assert "collector cpu failed" in out  # that tree has no /proc: reported, not fatal

@@ -272,3 +272,62 @@ def test_mutated_real_files(which: str, data: st.DataObject) -> None:
                 toks[pos % len(toks)] = new
                 lines[index] = " ".join(toks)
     check_parse(parser, "\n".join(lines) + "\n")
+
+
+# -- layouts: going straight to the known lines gives the same result ---------------
+
+
+@pytest.mark.parametrize("which", ["vmstat", "meminfo", "node_meminfo"])
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_layout_gives_the_same_values(which: str, data: st.DataObject) -> None:
+    from hosttune.agent.telemetry.parsing import Layout
+
+    path = {"vmstat": "/proc/vmstat", "meminfo": "/proc/meminfo",
+            "node_meminfo": "/sys/devices/system/node/node0/meminfo"}[which]
+
+    def parse(t: str, layout: Layout | None) -> dict[str, float]:
+        if which == "vmstat":
+            return parse_vmstat(t, layout=layout)
+        if which == "meminfo":
+            return parse_meminfo(t, layout=layout)
+        return parse_node_meminfo(t, 0, layout=layout)
+
+    layout = Layout()
+    first = text(VM, path)
+    assert parse(first, layout) == parse(first, None)
+    assert layout.spots
+    # The next read: new values, and sometimes a line changed, dropped or added.
+    lines = first.splitlines()
+    for i in data.draw(st.lists(st.integers(0, len(lines) - 1), max_size=8)):
+        head = lines[i].rpartition(" ")[0] if which == "vmstat" else (
+            lines[i].partition(":")[0] + ":")
+        lines[i] = f"{head} {data.draw(st.integers(0, 2**64))}" + (
+            "" if which == "vmstat" else " kB")
+    change = data.draw(st.sampled_from(["none", "drop", "add", "garble"]))
+    at = data.draw(st.integers(0, len(lines) - 1))
+    if change == "drop":
+        del lines[at]
+    elif change == "add":
+        lines.insert(at, "Brand_new: 5 kB" if which != "vmstat" else "brand_new 5")
+    elif change == "garble":
+        lines[at] = lines[at][::-1]
+    second = "\n".join(lines) + "\n"
+    assert parse(second, layout) == parse(second, None)
+    assert parse(second, layout) == parse(second, None)  # with the layout just recorded
+
+
+def test_live_layouts_match_fresh_parses() -> None:
+    from hosttune.agent.telemetry.memory import MemoryCollector
+    from hosttune.agent.telemetry.vmstat import VmstatCollector
+
+    host = Host()
+    for coll, path, parse in ((VmstatCollector(host), "/proc/vmstat", parse_vmstat),
+                              (MemoryCollector(host), "/proc/meminfo", parse_meminfo)):
+        for _ in range(3):
+            values: dict[str, float] = {}
+            coll.collect(values)
+            fresh = parse(host.read_text(path))
+            # counters move between the two reads; the names must not
+            assert set(values) == set(fresh)
+        coll.close()

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hosttune.agent.host import Host
 from hosttune.agent.telemetry.processes import cmdline_reasons, find_ai_processes
@@ -61,8 +63,10 @@ def children(tmp_path: Path) -> Iterator[dict[str, int]]:
     lib.write_bytes(b"\0" * 8192)
     ready = {name: tmp_path / f"{name}.ready" for name in ("launcher", "lib", "plain")}
     code = {
-        # argv carries 'torchrun'; pinned to CPU 0 before it says it is ready
+        # argv carries 'torchrun'; pinned to CPU 0 and has used some CPU time
+        # (more than one clock tick) before it says it is ready
         "launcher": "import os,sys,time; os.sched_setaffinity(0,{0}); "
+                    "t=time.process_time()\nwhile time.process_time()-t<0.05: pass\n"
                     "open(sys.argv[1],'w').close(); time.sleep(60)",
         # maps a file named like PyTorch's CPU library
         "lib": "import mmap,sys,time; f=open(sys.argv[2],'rb'); "
@@ -100,3 +104,26 @@ def test_live_children(children: dict[str, int]) -> None:
     assert "lib:libtorch_cpu.so" in lib.reasons
     assert lib.cpus == tuple(sorted(os.sched_getaffinity(0)))
     assert children["plain"] not in found
+
+
+_TEXT = st.text(alphabet=st.sampled_from(list("0123456789 \t\n:=./-_()NkBVmRSlibtorch\x00é")),
+                max_size=300)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(files=st.fixed_dictionaries({
+    name: _TEXT for name in ("cmdline", "maps", "status", "stat", "smaps_rollup", "numa_maps")
+}))
+def test_odd_process_files_never_raise(tmp_path: Path, files: dict[str, str]) -> None:
+    proc = tmp_path / "proc" / "77"
+    proc.mkdir(parents=True, exist_ok=True)
+    # a process that always qualifies, so every later file is read
+    (proc / "cmdline").write_text("torchrun\0" + files.pop("cmdline"))
+    for name, content in files.items():
+        (proc / name).write_text(content)
+    found = find_ai_processes(Host(tmp_path))
+    assert [p.pid for p in found] == [77]
+    p = found[0]
+    assert p.rss_bytes >= 0 and p.anon_huge_bytes >= 0 and p.cpu_seconds >= 0
+    assert all(isinstance(n, int) and n >= 0 for n in p.numa_pages)

@@ -54,6 +54,13 @@ def register(app: typer.Typer) -> None:
         config = cfg.load(path, missing_ok=file is None)
         data = config.to_dict()
         data["source"] = str(path) if config.source else f"defaults ({path} absent)"
+        import importlib
+
+        try:
+            allowlist = importlib.import_module("hosttune.tuners.allowlist")
+            data["effective_allowlist"] = config.effective_allowlist(allowlist.DEFAULT_ALLOWLIST)
+        except ImportError:
+            data["effective_allowlist"] = None  # no tuners in this build
         if json_out:
             emit_json(data)
             return

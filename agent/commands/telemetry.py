@@ -11,8 +11,10 @@ import typer
 from hosttune.agent.commands.output import JSON_OPTION, emit_json, fail
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from hosttune.agent.accel.select import AccelCollector
     from hosttune.agent.host import Host
-    from hosttune.agent.telemetry.collector import Collector
 
 _WATCH = typer.Option(None, "--watch", "-w", min=0.1, max=3600.0,
                       help="Repeat every SECONDS (also the rate interval) until --count "
@@ -51,6 +53,7 @@ def telemetry_command(  # noqa: PLR0917 (typer maps parameters to options)
     if root is not None and not root.is_dir():
         raise fail(f"--root {root}: not a directory")
     host = Host(root if root is not None else "/")
+    accel = None
     try:
         collectors = system_collectors(host)
         if not no_accel:
@@ -69,7 +72,8 @@ def telemetry_command(  # noqa: PLR0917 (typer maps parameters to options)
                 emit_json(report.to_json(sample.values, sample, has_rates=False, interval=None))
             else:
                 for line in report.render_lines(sample.values, sample.processes, sample.errors,
-                                                has_rates=False, top_irqs=top):
+                                                has_rates=False, top_irqs=top,
+                                                accel_lines=_accel_lines(accel, sample.values)):
                     typer.echo(line)
             return
 
@@ -87,7 +91,8 @@ def telemetry_command(  # noqa: PLR0917 (typer maps parameters to options)
                     if done > 1:
                         typer.echo("")
                     for line in report.render_lines(r, cur.processes, cur.errors,
-                                                    has_rates=True, interval=step, top_irqs=top):
+                                                    has_rates=True, interval=step, top_irqs=top,
+                                                    accel_lines=_accel_lines(accel, r)):
                         typer.echo(line)
                 if reports is not None and done >= reports:
                     break
@@ -95,7 +100,15 @@ def telemetry_command(  # noqa: PLR0917 (typer maps parameters to options)
             return
 
 
-def _accel_collector(host: Host) -> Collector | None:
+def _accel_lines(accel: AccelCollector | None, values: Mapping[str, float]) -> list[str]:
+    if accel is None:
+        return []
+    from hosttune.agent.accel.render import telemetry_lines
+
+    return telemetry_lines(accel.devices(), values)
+
+
+def _accel_collector(host: Host) -> AccelCollector | None:
     """The accelerator collector of hosttune.agent.accel (the seam the
     sampler leaves for accelerators), or None if it cannot start here."""
     from hosttune.agent.errors import HosttuneError

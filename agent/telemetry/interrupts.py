@@ -64,12 +64,12 @@ def parse_interrupts(text: str, path: str = INTERRUPTS,
         if not metric:
             continue
         tokens = rest.split(None, ncpu)[:ncpu]
-        digits = "".join(tokens)
-        # The usual row: every column a plain count. One C-level check for
-        # all of them (under 4300 digits: int()'s limit) instead of one each.
-        if digits.isdigit() and digits.isascii() and len(digits) < 4300:
+        try:
+            # The usual row: every column a count. int() would also take
+            # '+5' or '1_0', which the kernel never writes; on a garbled
+            # row that only bends a count, it cannot raise anything else.
             counts = list(map(int, tokens))
-        else:
+        except ValueError:  # the chip name within the columns, or > 4300 digits
             counts = _counts(tokens)
         if not counts:
             continue

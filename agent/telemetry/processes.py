@@ -128,7 +128,7 @@ def parse_stat_cpu_seconds(text: str, hz: int) -> float:
     if len(fields) < 13:
         return 0.0
     utime, stime = number(fields[11]), number(fields[12])
-    if utime is None or stime is None:
+    if utime is None or stime is None or utime < 0 or stime < 0:
         return 0.0
     return (utime + stime) / hz
 

@@ -70,7 +70,9 @@ def _instances(values: Mapping[str, float], prefix: str, suffix: str) -> list[st
 
 def render_lines(values: Mapping[str, float], processes: Sequence[AIProcess],
                  errors: Mapping[str, str], *, has_rates: bool, interval: float | None = None,
-                 top_irqs: int = 8) -> list[str]:
+                 top_irqs: int = 8, accel_lines: Sequence[str] | None = None) -> list[str]:
+    """`accel_lines`: the accelerator backends' own table (agent.accel.render),
+    shown instead of the plain accel.<i>.* summary when given."""
     v = _View(values, has_rates)
     out: list[str] = []
     if interval is not None and has_rates:
@@ -88,10 +90,11 @@ def render_lines(values: Mapping[str, float], processes: Sequence[AIProcess],
         cpu.append("load " + " ".join(f"{x:.2f}" for x in load if x is not None))
     if v.get("load.per_cpu") is not None:
         cpu.append(f"({v.get('load.per_cpu'):.2f}/cpu)")
-    out.append("CPU      " + "  ".join(cpu))
-    out.append(f"         running {v.get('proc.running') or 0:.0f}  blocked "
-               f"{v.get('proc.blocked') or 0:.0f}  context switches "
-               f"{v.rate_str('cpu.context_switches')}  forks {v.rate_str('proc.forks')}")
+    out.append("CPU      " + ("  ".join(cpu) or "-"))
+    if v.get("proc.running") is not None:
+        out.append(f"         running {v.get('proc.running') or 0:.0f}  blocked "
+                   f"{v.get('proc.blocked') or 0:.0f}  context switches "
+                   f"{v.rate_str('cpu.context_switches')}  forks {v.rate_str('proc.forks')}")
     cpus = _instances(values, "cpu.", ".util") if has_rates else []
     if cpus:
         per = [f"cpu{c} {_pct(v.get(f'cpu.{c}.util'))}" for c in cpus]
@@ -194,6 +197,9 @@ def render_lines(values: Mapping[str, float], processes: Sequence[AIProcess],
     # -- accelerators ----------------------------------------------------------
     accels = _instances(values, "accel.", ".util") or _instances(values, "accel.",
                                                                    ".mem_total_bytes")
+    if accel_lines:
+        out.extend(accel_lines)
+        accels = []
     for a in accels:
         parts = [f"util {_pct(v.get(f'accel.{a}.util'))}"]
         used, tot = v.get(f"accel.{a}.mem_used_bytes"), v.get(f"accel.{a}.mem_total_bytes")

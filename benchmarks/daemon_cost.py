@@ -1,0 +1,266 @@
+#!/usr/bin/env python3
+"""What hosttuned costs to leave running: CPU seconds per minute and per hour,
+and resident memory, at its default interval, measured from /proc over a few
+minutes; and the same for Debian's `tuned` daemon side by side when it is
+installed (apt-get install tuned).
+
+    .venv/bin/python benchmarks/daemon_cost.py [--duration 180] [--no-tuned]
+
+hosttuned runs as installed (default configuration: observe mode, 5 s
+interval) with its state, socket and config in a temporary directory; the
+figures exclude the first `--warmup` seconds (imports, first model load),
+which are reported separately.
+
+tuned runs in a private mount namespace (`unshare -m`) with tmpfs over
+/etc/tuned, /run/tuned and /var/log/tuned, so its state files never touch the
+host. Its configuration is Debian's tuned-main.conf (dynamic tuning on, 1 s
+sleep interval) except `reapply_sysctl = 0`, and its profile has no plugins,
+so it changes no knob: what is measured is the daemon itself, not a profile's
+one-time work. The kernel boot values are checked before and after under the
+shared kernel lock, and the script fails if any differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from hosttune.agent.host import Host
+
+KERNEL_LOCK = "/tmp/hosttune-kernel-tests.lock"
+BOOT_VALUES = (
+    "/proc/sys/vm/swappiness", "/proc/sys/vm/dirty_ratio", "/proc/sys/vm/dirty_background_ratio",
+    "/proc/sys/kernel/numa_balancing", "/sys/kernel/mm/transparent_hugepage/enabled",
+    "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages",
+)
+TICKS = os.sysconf("SC_CLK_TCK")
+HOST = Host()
+
+
+def cpu_seconds(pid: int) -> float:
+    stat = HOST.read_text(f"/proc/{pid}/stat")
+    fields = stat.rsplit(")", 1)[1].split()
+    # utime and stime are fields 14 and 15 of stat(5); [0] here is field 3.
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def rss_bytes(pid: int) -> int:
+    for line in HOST.read_text(f"/proc/{pid}/status").splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def tree_pids(pid: int) -> list[int]:
+    """pid and its descendants (tuned starts helper threads, not processes,
+    but a wrapper such as unshare is a parent)."""
+    out = [pid]
+    for child in (HOST.read_optional(f"/proc/{pid}/task/{pid}/children") or "").split():
+        out += tree_pids(int(child))
+    return out
+
+
+class Measured:
+    def __init__(self, name: str, proc: subprocess.Popen[bytes], pid_of: Any) -> None:
+        self.name = name
+        self.proc = proc
+        self.pid_of = pid_of  # the pid to measure (the daemon, not a wrapper)
+        self.cpu0 = 0.0
+        self.t0 = 0.0
+        self.rss: list[int] = []
+        self.start_cpu = 0.0
+
+    def pid(self) -> int:
+        return int(self.pid_of())
+
+    def begin(self) -> None:
+        self.t0 = time.monotonic()
+        self.cpu0 = cpu_seconds(self.pid())
+        self.start_cpu = self.cpu0
+
+    def poll(self) -> None:
+        self.rss.append(rss_bytes(self.pid()))
+
+    def result(self) -> dict[str, Any]:
+        elapsed = time.monotonic() - self.t0
+        cpu = cpu_seconds(self.pid()) - self.cpu0
+        per_min = cpu / (elapsed / 60)
+        return {
+            "daemon": self.name, "seconds": round(elapsed, 1),
+            "cpu_s": round(cpu, 3), "cpu_s_per_min": round(per_min, 4),
+            "cpu_s_per_hour": round(per_min * 60, 2),
+            "startup_cpu_s": round(self.start_cpu, 3),
+            "rss_mb_median": round(statistics.median(self.rss) / 2**20, 1),
+            "rss_mb_max": round(max(self.rss) / 2**20, 1),
+        }
+
+
+def boot_values() -> dict[str, str]:
+    return {p: HOST.read_str(p) for p in BOOT_VALUES}
+
+
+def start_hosttuned(tmp: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    exe = Path(sys.executable).parent / "hosttuned"
+    env = dict(os.environ, HOSTTUNE_STATE_DIR=str(tmp / "state"),
+               HOSTTUNE_RUN_DIR=str(tmp / "run"), HOSTTUNE_CONFIG=str(tmp / "hosttune.yaml"),
+               HOSTTUNE_LOG="stderr")
+    for var in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+        env.pop(var, None)
+    log = open(tmp / "hosttuned.log", "wb")  # noqa: SIM115 (lives as long as the daemon)
+    proc = subprocess.Popen([str(exe), "--foreground"], env=env, stdout=log, stderr=log)
+    return proc, env
+
+
+TUNED_SCRIPT = r"""
+set -e
+tmp=$1
+# Everything tuned writes lands on tmpfs mounts of this namespace only; new
+# directories are made inside those mounts, never on the host's filesystems.
+mount -t tmpfs tmpfs /run && mkdir -p /run/tuned
+mount -t tmpfs tmpfs /var/log
+cp -a /etc/tuned/. "$tmp/etc-tuned/"
+mount --bind "$tmp/etc-tuned" /etc/tuned
+sed -i 's/^reapply_sysctl *=.*/reapply_sysctl = 0/' /etc/tuned/tuned-main.conf
+mkdir -p /etc/tuned/hosttune-bench
+printf '[main]\nsummary=no plugins: the daemon alone (hosttune daemon_cost benchmark)\n' \
+    > /etc/tuned/hosttune-bench/tuned.conf
+exec tuned --no-dbus --profile hosttune-bench --log "$tmp/tuned.log"
+"""
+
+
+def start_tuned(tmp: Path) -> subprocess.Popen[bytes] | str:
+    tuned = shutil.which("tuned") or ("/usr/sbin/tuned" if Path("/usr/sbin/tuned").exists()
+                                      else None)
+    if tuned is None:
+        return "tuned is not installed (apt-get install tuned)"
+    if shutil.which("unshare") is None:
+        return "unshare (util-linux) is missing: tuned cannot be isolated from the host"
+    (tmp / "etc-tuned").mkdir()
+    script = tmp / "tuned.sh"
+    script.write_text(TUNED_SCRIPT)
+    log = open(tmp / "tuned.stderr", "wb")  # noqa: SIM115
+    return subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", str(script),
+                             str(tmp)], stdout=log, stderr=log)
+
+
+def child_named(parent: int, name: str, timeout: float = 30) -> int:
+    """The pid of `name` under `parent` (tuned runs below unshare's sh exec)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in tree_pids(parent):
+            comm = HOST.read_optional(f"/proc/{pid}/comm") or ""
+            cmd = (HOST.read_optional(f"/proc/{pid}/cmdline") or "").replace("\0", " ")
+            if name in comm or f"/{name} " in cmd or cmd.startswith(f"{name} "):
+                return pid
+        time.sleep(0.2)
+    raise RuntimeError(f"no {name} process under {parent}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=180.0, help="seconds measured (180)")
+    ap.add_argument("--warmup", type=float, default=15.0, help="seconds excluded at start (15)")
+    ap.add_argument("--no-tuned", action="store_true", help="measure hosttuned only")
+    ap.add_argument("--json", action="store_true", help="print JSON")
+    args = ap.parse_args()
+
+    with open(KERNEL_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        before = boot_values()
+        tmp = Path(tempfile.mkdtemp(prefix="hosttune-daemon-cost-"))
+        procs: list[subprocess.Popen[bytes]] = []
+        notes: list[str] = []
+        results: list[dict[str, Any]] = []
+        try:
+            hproc, env = start_hosttuned(tmp)
+            procs.append(hproc)
+            measured = [Measured("hosttuned", hproc, lambda: hproc.pid)]
+            if not args.no_tuned:
+                tproc = start_tuned(tmp)
+                if isinstance(tproc, str):
+                    notes.append(f"tuned not measured: {tproc}")
+                else:
+                    procs.append(tproc)
+                    try:
+                        tpid = child_named(tproc.pid, "tuned")
+                        measured.append(Measured("tuned", tproc, lambda: tpid))
+                    except RuntimeError as exc:
+                        err = (tmp / "tuned.stderr").read_text(errors="replace")[-500:]
+                        notes.append(f"tuned did not start: {exc}: {err}")
+            time.sleep(args.warmup)
+            for p in procs:
+                if p.poll() is not None:
+                    name = "hosttuned" if p is hproc else "tuned"
+                    log = tmp / ("hosttuned.log" if p is hproc else "tuned.stderr")
+                    raise RuntimeError(f"{name} exited {p.returncode}: "
+                                       f"{log.read_text(errors='replace')[-800:]}")
+            for m in measured:
+                m.begin()
+                m.poll()
+            end = time.monotonic() + args.duration
+            while time.monotonic() < end:
+                time.sleep(min(5.0, max(0.0, end - time.monotonic())))
+                for m in measured:
+                    m.poll()
+            results = [m.result() for m in measured]
+            status = subprocess.run([str(Path(sys.executable).parent / "hosttune"), "status",
+                                     "--json"], env=env, capture_output=True, text=True,
+                                    timeout=30, check=False)
+            if status.returncode == 0:
+                st = json.loads(status.stdout)
+                results[0]["interval_s"] = st["sampling"]["interval_s"]
+                results[0]["samples"] = st["sampling"]["samples"]
+                results[0]["model_loaded"] = bool(st.get("engine", {}).get("model"))
+                results[0]["workload"] = st["workload"]["label"]
+                notes += [f"hosttuned: {n}" for n in st.get("notes", [])]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+            for p in procs:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.wait(timeout=15)
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+            after = boot_values()
+            shutil.rmtree(tmp, ignore_errors=True)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+        changed = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+        if changed:
+            print(f"daemon_cost: host knobs changed during the run: {changed}", file=sys.stderr)
+            return 1
+
+    if args.json:
+        print(json.dumps({"results": results, "notes": notes}, indent=2))
+        return 0
+    print(f"{'daemon':<10} {'CPU-s/min':>10} {'CPU-s/hour':>11} {'RSS MB':>7} "
+          f"{'RSS max':>8} {'startup CPU-s':>14}  measured")
+    for r in results:
+        print(f"{r['daemon']:<10} {r['cpu_s_per_min']:>10.4f} {r['cpu_s_per_hour']:>11.2f} "
+              f"{r['rss_mb_median']:>7.1f} {r['rss_mb_max']:>8.1f} {r['startup_cpu_s']:>14.2f}"
+              f"  {r['seconds']:.0f} s")
+    h = results[0]
+    if "samples" in h:
+        print(f"hosttuned: interval {h['interval_s']:g} s, {h['samples']} samples, "
+              f"model loaded: {h['model_loaded']}, workload: {h['workload']}")
+    for note in notes:
+        print(f"note: {note}")
+    print("budget (DESIGN.md): RSS <= 40 MB, <= 0.05 CPU-s/min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

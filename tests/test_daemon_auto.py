@@ -1,0 +1,391 @@
+"""The daemon loop in auto mode, in-process, over a fixture host tree whose
+counters a "world" thread advances in real time: the real telemetry Sampler
+reads it, a small rule classifier (busy CPUs = training) and a one-rule
+recommender decide, and knob writes go through Host into the tree with the
+old values kept for rollback.
+
+Checks: the workload switch is taken within `hysteresis` windows; auto mode
+applies the allowlisted change; when stall time (PSI) rises after it, the
+change is reverted, the knob restored, the revert remembered (not re-applied)
+and recorded in the store; a plain idle host never gets a change; SIGHUP-style
+reload keeps the old config on error."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hosttune.agent import config as cfg
+from hosttune.agent.daemon import Daemon
+from hosttune.agent.engine import Proposal, TxnOutcome
+from hosttune.agent.host import Host
+from hosttune.agent.log import Log
+from hosttune.agent.notify import Notifier
+from hosttune.agent.paths import Paths
+from hosttune.agent.sample import Sample
+from hosttune.agent.telemetry.sampler import Sampler, rates
+from hosttune.agent.tracker import Verdict
+
+FIXTURE = Path(__file__).parent / "fixtures" / "telemetry" / "vm-2cpu"
+KNOB_PATH = "/proc/sys/vm/swappiness"
+
+
+class World:
+    """Advances /proc/stat and /proc/pressure/* of a fixture tree in real time."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.busy = 0.1  # fraction of CPU time busy
+        self.stall = 0.0  # fraction of each second some task stalls (PSI some)
+        self.user = 0.0
+        self.idle = 0.0
+        self.stall_us = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._write()
+        self._thread.start()
+
+    def _write_in_place(self, rel: str, text: str) -> None:
+        # In place, not by rename: the sampler keeps these files open.
+        with open(self.root / rel, "r+") as fh:
+            fh.seek(0)
+            fh.write(text)
+            fh.truncate()
+
+    def _write(self) -> None:
+        u, i = int(self.user), int(self.idle)
+        half_u, half_i = u // 2, i // 2
+        stat = (f"cpu  {u} 0 0 {i} 0 0 0 0 0 0\n"
+                f"cpu0 {half_u} 0 0 {half_i} 0 0 0 0 0 0\n"
+                f"cpu1 {u - half_u} 0 0 {i - half_i} 0 0 0 0 0 0\n"
+                "ctxt 1000\nbtime 1700000000\nprocesses 100\nprocs_running 1\n"
+                "procs_blocked 0\n")
+        self._write_in_place("proc/stat", stat)
+        total = int(self.stall_us)
+        for res in ("cpu", "memory", "io"):
+            self._write_in_place(
+                f"proc/pressure/{res}",
+                f"some avg10=0.00 avg60=0.00 avg300=0.00 total={total}\n"
+                "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
+
+    def _run(self) -> None:
+        last = time.monotonic()
+        while not self._stop.wait(0.01):
+            now = time.monotonic()
+            dt, last = now - last, now
+            ticks = 200 * dt  # 2 CPUs at USER_HZ 100
+            self.user += ticks * self.busy
+            self.idle += ticks * (1 - self.busy)
+            self.stall_us += 1e6 * dt * self.stall
+            self._write()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class Change:
+    knob: str
+    after: str
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"knob": self.knob, "value": self.after, "reason": self.reason}
+
+
+@dataclass
+class Plan:
+    changes: list[Change]
+    workload: str | None = None
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"workload": self.workload, "changes": [c.to_dict() for c in self.changes]}
+
+
+@dataclass
+class FixtureEngine:
+    """Real sampling of the fixture tree; a rule classifier; knob writes
+    through Host with the old values journalled in memory."""
+
+    root: Path
+    notes: list[str] = field(default_factory=list)
+    journal: list[tuple[str, str, str]] = field(default_factory=list)  # txn, knob, old
+    txns: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def __post_init__(self) -> None:
+        self.host = Host(self.root)
+        self.sampler = Sampler(self.host, process_every=0)
+
+    def prepare(self) -> dict[str, Any]:
+        return {"model": {"source": "rule: cpu.util > 0.5 is training"}}
+
+    def sample(self) -> Sample:
+        return self.sampler.sample()
+
+    def rates(self, prev: Sample, cur: Sample) -> dict[str, float]:
+        return rates(prev, cur)
+
+    def classify(self, window: Sequence[Sample]) -> Verdict:
+        rows = [rates(a, b) for a, b in itertools.pairwise(window)]
+        utils = [r["cpu.util"] for r in rows if "cpu.util" in r]
+        if not utils:
+            return Verdict("unknown", 0.0, reason="no cpu.util")
+        util = sum(utils) / len(utils)
+        return Verdict("training" if util > 0.5 else "idle", 0.9, (("cpu.util", util),))
+
+    def recommend(self, workload: str) -> Proposal | None:
+        if workload != "training":
+            return None
+        plan = Plan([Change("sysctl:vm.swappiness", "10", "keep the dataset cached")],
+                    workload=workload)
+        return Proposal(workload=workload, plan=plan, report={"rules": ["swappiness"]})
+
+    def allowlist_defaults(self) -> Mapping[str, Mapping[str, Any] | None]:
+        return {"sysctl:vm.swappiness": {"min": 0, "max": 100}}
+
+    def allowed(self, plan: Any, allowlist: Mapping[str, Mapping[str, Any]],
+                avoid: set[tuple[str, str, str]]) -> Any:
+        keep = []
+        for c in plan.changes:
+            bound = allowlist.get(c.knob)
+            if bound is None or (plan.workload or "", c.knob, c.after) in avoid:
+                continue
+            if not bound.get("min", 0) <= int(c.after) <= bound.get("max", 1 << 62):
+                continue
+            keep.append(c)
+        return Plan(keep, plan.workload)
+
+    def apply(self, plan: Any, reason: str) -> TxnOutcome:
+        txn = str(next(self.txns))
+        for c in plan.changes:
+            self.journal.append((txn, c.knob, self.host.read_str(KNOB_PATH)))
+            self.host.write_text(KNOB_PATH, c.after)
+        return TxnOutcome(True, txn, f"applied {len(plan.changes)}")
+
+    def rollback(self, target: str) -> TxnOutcome:
+        first = target.removeprefix("before:")
+        undo = [e for e in self.journal if int(e[0]) >= int(first)]
+        for _txn, _knob, old in reversed(undo):
+            self.host.write_text(KNOB_PATH, old)
+        self.journal = [e for e in self.journal if e not in undo]
+        return TxnOutcome(True, None, f"restored {len(undo)}")
+
+    def recover(self) -> list[str]:
+        return []
+
+    def history(self, limit: int) -> list[dict[str, Any]]:
+        return [{"txn": t, "knob": k, "old": o} for t, k, o in self.journal[-limit:]]
+
+    def close(self) -> None:
+        self.sampler.close()
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Iterator[tuple[Path, World]]:
+    root = tmp_path / "host"
+    shutil.copytree(FIXTURE, root)
+    (root / "proc/sys/vm").mkdir(parents=True)
+    (root / "proc/sys/vm/swappiness").write_text("60\n")
+    world = World(root)
+    yield root, world
+    world.stop()
+
+
+def _start(tmp_path: Path, root: Path, config: cfg.Config) -> tuple[Daemon, threading.Thread]:
+    paths = Paths(state_dir=tmp_path / "state", run_dir=tmp_path / "run",
+                  config=tmp_path / "hosttune.yaml")
+    daemon = Daemon(paths, config, FixtureEngine(root), Log("debug", use_journal=False),
+                    Notifier(env={}))
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    return daemon, thread
+
+
+def _wait(cond: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+AUTO = cfg.parse("mode: auto\ninterval: 0.1\nwindow: 3\nhysteresis: 2\n"
+                 "auto: {watch_windows: 2, cooldown_windows: 0, regression: 0.05}\n"
+                 "socket: {group: root}\n")
+
+
+def test_auto_applies_then_reverts_a_change_that_hurt(tmp_path: Path,
+                                                      tree: tuple[Path, World]) -> None:
+    root, world = tree
+    daemon, thread = _start(tmp_path, root, AUTO)
+    try:
+        _wait(lambda: daemon.tracker.stable == "idle", 10, "idle")
+        assert not daemon.applied  # nothing to do for an idle host
+        world.busy = 0.9
+        switched_at = daemon.windows
+        _wait(lambda: daemon.tracker.stable == "training", 10, "training")
+        # Taken within hysteresis windows (plus the window already under way).
+        assert daemon.windows - switched_at <= AUTO.hysteresis + 1
+        _wait(lambda: daemon.applied, 10, "auto apply")
+        assert (root / "proc/sys/vm/swappiness").read_text() == "10"
+        assert daemon.applied[0]["changes"][0]["knob"] == "sysctl:vm.swappiness"
+        world.stall = 0.5  # the change hurts: half of every second stalled
+        _wait(lambda: daemon.reverts, 10, "revert")
+        assert (root / "proc/sys/vm/swappiness").read_text().strip() == "60"
+        why = daemon.reverts[0]["why"]
+        assert "stall time" in why
+        assert ("training", "sysctl:vm.swappiness", "10") in daemon.avoid
+        # Remembered: later windows of the same workload do not re-apply it.
+        windows = daemon.windows
+        daemon._start_recommendation("training")
+        _wait(lambda: daemon.windows >= windows + 4, 10, "more windows")
+        assert len(daemon.applied) == 1
+        status = daemon.status()
+        assert status["mode"] == "auto" and len(status["reverts"]) == 1
+    finally:
+        daemon.request_stop()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+    # The store recorded the revert, and a new daemon remembers it.
+    from hosttune.agent.store import Store
+
+    store = Store(tmp_path / "state" / "store.db")
+    kinds = [e.kind for e in store.events(limit=100)]
+    assert "apply" in kinds and "revert" in kinds and kinds[-1] == "stop"
+    store.close()
+    daemon2, thread2 = _start(tmp_path, root, AUTO)
+    try:
+        _wait(lambda: daemon2.sample_count > 0, 5, "start")
+        assert ("training", "sysctl:vm.swappiness", "10") in daemon2.avoid
+    finally:
+        daemon2.request_stop()
+        thread2.join(timeout=10)
+
+
+def test_a_harmless_change_is_kept(tmp_path: Path, tree: tuple[Path, World]) -> None:
+    root, world = tree
+    world.busy = 0.9
+    daemon, thread = _start(tmp_path, root, AUTO)
+    try:
+        _wait(lambda: daemon.applied, 10, "auto apply")
+        applied_windows = daemon.windows
+        _wait(lambda: daemon.windows >= applied_windows + AUTO.auto.watch_windows + 2, 10,
+              "watch windows")
+        assert not daemon.reverts and daemon.watch is None
+        assert (root / "proc/sys/vm/swappiness").read_text() == "10"
+    finally:
+        daemon.request_stop()
+        thread.join(timeout=10)
+
+
+def test_recommend_mode_never_writes(tmp_path: Path, tree: tuple[Path, World]) -> None:
+    root, world = tree
+    world.busy = 0.9
+    config = cfg.with_mode(AUTO, "recommend")
+    daemon, thread = _start(tmp_path, root, config)
+    try:
+        _wait(lambda: daemon.recommendation is not None, 10, "recommendation")
+        rec = daemon.status()["recommendation"]
+        assert rec["workload"] == "training"
+        assert rec["plan"]["changes"][0]["value"] == "10"
+        time.sleep(0.5)
+        assert not daemon.applied
+        assert (root / "proc/sys/vm/swappiness").read_text() == "60\n"
+    finally:
+        daemon.request_stop()
+        thread.join(timeout=10)
+
+
+def test_revert_on_stop(tmp_path: Path, tree: tuple[Path, World]) -> None:
+    root, world = tree
+    world.busy = 0.9
+    config = cfg.parse("mode: auto\ninterval: 0.1\nwindow: 3\nrevert_on_stop: true\n"
+                       "auto: {cooldown_windows: 0}\nsocket: {group: root}\n")
+    daemon, thread = _start(tmp_path, root, config)
+    try:
+        _wait(lambda: daemon.applied, 10, "auto apply")
+        assert (root / "proc/sys/vm/swappiness").read_text() == "10"
+    finally:
+        daemon.request_stop()
+        thread.join(timeout=10)
+    assert (root / "proc/sys/vm/swappiness").read_text().strip() == "60"
+
+
+def test_reload_keeps_old_config_on_error(tmp_path: Path, tree: tuple[Path, World]) -> None:
+    root, _world = tree
+    daemon, thread = _start(tmp_path, root, AUTO)
+    try:
+        _wait(lambda: daemon.sample_count > 2, 5, "samples")
+        daemon.paths.config.write_text("mode: observe\nwindow: many\n")
+        daemon._reload = True
+        daemon._wake.set()
+        _wait(lambda: daemon.store.events(kind="reload-failed"), 5, "reload failure")
+        assert daemon.config is AUTO
+        daemon.paths.config.write_text("mode: observe\ninterval: 0.2\n")
+        daemon._reload = True
+        daemon._wake.set()
+        _wait(lambda: daemon.config.mode == "observe", 5, "reload")
+        assert daemon.config.interval == 0.2
+    finally:
+        daemon.request_stop()
+        thread.join(timeout=10)
+
+
+def test_metrics_endpoint(tmp_path: Path, tree: tuple[Path, World]) -> None:
+    import socket
+    import urllib.error
+    import urllib.request
+
+    root, world = tree
+    world.busy = 0.9
+    with socket.socket() as s:  # a free loopback port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = cfg.parse(f"mode: recommend\ninterval: 0.1\nwindow: 3\nsocket: {{group: root}}\n"
+                       f"metrics: {{enabled: true, port: {port}}}\n")
+    daemon, thread = _start(tmp_path, root, config)
+    try:
+        _wait(lambda: daemon.tracker.stable == "training", 10, "training")
+        url = f"http://127.0.0.1:{port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            text = resp.read().decode()
+        lines = text.splitlines()
+        assert 'hosttune_workload_info{class="training",mode="recommend"} 1' in lines
+        assert "hosttune_workload_confidence 0.9" in lines
+        assert "hosttune_changes_applied_total 0" in lines
+        assert "hosttune_reverts_total 0" in lines
+        util = [ln for ln in lines if ln.startswith('hosttune_telemetry{metric="cpu.util"}')]
+        assert util and 0.8 < float(util[0].split()[-1]) < 1.0
+        rss = [ln for ln in lines if ln.startswith("hosttune_daemon_resident_bytes ")]
+        assert int(rss[0].split()[-1]) > 1 << 20
+        cpu = [ln for ln in lines if ln.startswith("hosttune_daemon_cpu_seconds_total ")]
+        assert float(cpu[0].split()[-1]) > 0
+        # Every sample line is `name{labels} value` with a float value.
+        for ln in lines:
+            if not ln.startswith("#"):
+                float(ln.rsplit(" ", 1)[1])
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=5)
+        assert info.value.code == 404
+        # A client that connects and says nothing is dropped; the next is served.
+        with socket.create_connection(("127.0.0.1", port)) as idle:
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                assert resp.status == 200
+            idle.settimeout(5)
+            assert idle.recv(100) == b""  # closed by the server's timeout
+    finally:
+        daemon.request_stop()
+        thread.join(timeout=10)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()

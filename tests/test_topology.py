@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hosttune.agent.cli import main
+from hosttune.agent.commands.topology import affinity, render
+from hosttune.agent.host import Host
+from hosttune.agent.pci import classify, read_device
+from hosttune.agent.topology import discover
+
+HOSTS = Path(__file__).parent / "fixtures" / "hosts"
+
+
+def test_dgx_like_locality() -> None:
+    topo = discover(Host(HOSTS / "dgx-like-2s8g"))
+    assert [n.id for n in topo.nodes] == [0, 1]
+    assert topo.nodes[0].distances == (10, 21)
+    assert topo.nodes[1].hugepages[2048].total == 1024
+    assert len(topo.online_cpus()) == 112
+    assert {c.package_id for c in topo.cpus} == {0, 1}
+    accels = topo.accelerators()
+    assert len(accels) == 8  # the ASPEED BMC VGA is not one
+    assert [a.numa_node for a in accels].count(0) == 4
+    assert len(topo.nics()) == 4 and len(topo.nvme()) == 2
+    gpu0 = next(a for a in accels if a.address == "0000:18:00.0")
+    nic0 = next(n for n in topo.nics() if n.address == "0000:19:00.0")
+    far = next(n for n in topo.nics() if n.numa_node == 1)
+    assert gpu0.pcie_switch == nic0.pcie_switch == "0000:16:00.0"
+    assert affinity(gpu0, nic0) == "PIX" and affinity(gpu0, far) == "SYS"
+    assert gpu0.local_cpus == tuple(range(56))
+    assert gpu0.link_speed == "32.0 GT/s PCIe" and gpu0.link_width == 16
+    assert nic0.irqs and nic0.netdevs == ("ibp25s0",)
+    assert topo.nvme()[0].block_devs == ("nvme0n1",)
+    nets = {n.name: n for n in topo.netifs}
+    assert nets["ibp25s0"].pci_address == "0000:19:00.0"
+
+
+def test_odd_host_still_gives_a_topology() -> None:
+    topo = discover(Host(HOSTS / "odd"))
+    assert "numa" in topo.gaps
+    assert [n.id for n in topo.nodes] == [0]
+    assert topo.nodes[0].cpus == (0, 1, 2)
+    cpu3 = next(c for c in topo.cpus if c.id == 3)
+    assert not cpu3.online and cpu3.core_id is None
+    addresses = {d.address for d in topo.pci}
+    assert addresses == {"0000:00:03.0", "0000:00:06.0"}  # ghost and vanished dropped
+    nic = next(d for d in topo.pci if d.address == "0000:00:03.0")
+    assert nic.numa_node is None and nic.local_cpus == ()
+    gpu = next(d for d in topo.pci if d.address == "0000:00:06.0")
+    assert gpu.link_speed is None and gpu.link_width is None
+    assert any("no NUMA node known" in line for line in render(topo))
+
+
+def test_this_vm_capture_reads_back() -> None:
+    topo = discover(Host(HOSTS / "this-vm"))
+    assert topo.online_cpus() == (0, 1)
+    assert topo.nodes[0].mem_total_kb and topo.nodes[0].mem_total_kb > 1_000_000
+    assert any(n.name == "eth0" and n.pci_address for n in topo.netifs)
+
+
+def test_live_host() -> None:
+    topo = discover(Host())
+    assert topo.online_cpus()
+    assert topo.nodes
+    json.dumps(topo.to_dict())
+
+
+@pytest.mark.parametrize("name", ["dgx-like-2s8g", "odd", "this-vm", "nvidia-8gpu", "mixed"])
+def test_cli_on_fixtures(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["topology", "--root", str(HOSTS / name)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("CPUs:")
+    assert main(["topology", "--json", "--root", str(HOSTS / name)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["nodes"]
+
+
+def test_cli_live_in_subprocess() -> None:
+    proc = subprocess.run([sys.executable, "-m", "hosttune.agent.cli", "topology"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "node 0" in proc.stdout
+
+
+def test_classify_roles() -> None:
+    assert classify(0x10DE, 0x030200) == "accelerator"
+    assert classify(0x1A03, 0x030000) == "other"  # BMC VGA
+    assert classify(0x19E5, 0x120000) == "accelerator"
+    assert classify(0x15B3, 0x020700) == "nic"
+    assert classify(0x144D, 0x010802) == "nvme"
+
+
+def test_capture_roundtrip(tmp_path: Path) -> None:
+    out = tmp_path / "cap"
+    assert main(["capture", "-o", str(out)]) == 0
+    live, captured = discover(Host()), discover(Host(out))
+    assert live.online_cpus() == captured.online_cpus()
+    assert [d.address for d in live.pci] == [d.address for d in captured.pci]
+    assert not list(out.rglob("environ")) and not list(out.rglob("cmdline_of_*"))
+    assert main(["capture", "-o", str(out)]) == 1  # refuses a non-empty directory
+
+
+attr_text = st.one_of(st.text(max_size=20), st.sampled_from(["0x10de", "-1", "0x030200", "",
+                                                               "0-3", "ff,ff", "Unknown"]))
+
+
+PCI_ATTRS = ("vendor", "device", "class", "numa_node", "local_cpulist", "current_link_width")
+
+
+@settings(max_examples=60, deadline=None)
+@given(texts=st.tuples(*(attr_text for _ in PCI_ATTRS)))
+def test_malformed_pci_attributes_never_crash(
+    tmp_path_factory: pytest.TempPathFactory, texts: tuple[str, ...],
+) -> None:
+    root = tmp_path_factory.mktemp("pci")
+    d = root / "sys/bus/pci/devices/0000:00:01.0"
+    d.mkdir(parents=True)
+    for name, text in zip(PCI_ATTRS, texts, strict=True):
+        (d / name).write_text(text)
+    dev = read_device(Host(root), "0000:00:01.0")
+    assert dev is None or dev.role in {"accelerator", "nic", "nvme", "bridge", "other"}
