@@ -26,6 +26,8 @@ class Dimension:
     high: int = 0
     choices: tuple[str, ...] = ()
     log: bool = False
+    # values the kernel keeps as they are (read_ahead_kb is kept in 4 KiB pages)
+    step: int = 1
 
     def __post_init__(self) -> None:
         if self.kind == "int" and self.high <= self.low:
@@ -57,8 +59,11 @@ class Dimension:
         x = min(max(float(coords[0]), 0.0), 1.0)
         if self.log:
             lo = math.log(max(self.low, 1))
-            return str(round(math.exp(lo + x * (math.log(self.high) - lo))))
-        return str(round(self.low + x * (self.high - self.low)))
+            value = math.exp(lo + x * (math.log(self.high) - lo))
+        else:
+            value = self.low + x * (self.high - self.low)
+        stepped = round(value / self.step) * self.step
+        return str(min(max(stepped, self.low), self.high))
 
 
 @dataclass(frozen=True)
