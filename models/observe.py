@@ -57,10 +57,15 @@ def read_knobs(host: Host, knobs: Iterable[str]) -> tuple[dict[str, str], dict[s
 
 def owned_knobs(host: Host, knobs: Iterable[str]) -> dict[str, str]:
     """knob -> where the admin set it."""
-    from hosttune.tuners.ownership import owners as find_owners
+    from hosttune.tuners.ownership import owner_of, owners
 
-    owners = find_owners(host)
-    return {k: str(owners[k]) for k in knobs if k in owners}
+    owned = owners(host)
+    out: dict[str, str] = {}
+    for knob in knobs:
+        owner = owner_of(knob, owned)
+        if owner is not None:
+            out[knob] = str(owner)
+    return out
 
 
 def observe(host: Host, *, workload: str, window: float = 1.0) -> HostState:
