@@ -154,7 +154,13 @@ class HostEngine:
         if self._model is None and self._model_error is None:
             try:
                 serving: Any = importlib.import_module("hosttune.models.serving")
-                self._model = serving.load()
+                # The site's own model (`hosttune model train` writes it there)
+                # wins over the shipped one, as for `hosttune classify`.
+                site = self.state_dir / "models" / "workload"
+                if serving.model_files(site)[0].exists():
+                    self._model = serving.load(site)
+                else:
+                    self._model = serving.load()
             except (ImportError, HosttuneError, OSError) as exc:
                 self._model_error = f"no workload model: {exc}"
                 self.notes.append(self._model_error)
