@@ -110,11 +110,7 @@ def load_dataset(
         root = Path(d)
         if not root.is_dir():
             raise HosttuneError("not a directory of traces", subject=str(root))
-        # the shipped dataset is named by its place in the package, not by
-        # where this checkout happens to live
-        shipped = Path(__file__).resolve().parent / "data"
-        sources.append("hosttune/models/data (shipped)" if root.resolve() == shipped
-                       else str(root))
+        sources.append(str(root))
         manifest = root / "manifest.json"
         if manifest.exists():
             try:
