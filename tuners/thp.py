@@ -16,6 +16,14 @@ from hosttune.tuners.base import parse_choice
 
 THP_DIR = "/sys/kernel/mm/transparent_hugepage"
 _KEY_RE = re.compile(r"^[a-z0-9_\-]+(?:\.[a-z0-9_\-]+)?$", re.IGNORECASE)
+# The kernel's menus (Documentation/admin-guide/mm/transhuge.rst), for a mode
+# file that shows a bare word instead: a fixture tree after a plain write, or a
+# copy of the file made with `cat` of only the selected value.
+_MODES = {
+    "enabled": ("always", "inherit", "madvise", "never"),
+    "defrag": ("always", "defer", "defer+madvise", "madvise", "never"),
+    "shmem_enabled": ("always", "within_size", "advise", "never", "deny", "force", "inherit"),
+}
 
 
 class ThpTuner:
@@ -48,7 +56,10 @@ class ThpTuner:
         """The modes a mode file offers, or None for a numeric file."""
         raw = self._raw(key)
         if "[" not in raw:
-            return None
+            if raw.isdigit():
+                return None
+            modes = _MODES.get(key.rsplit(".", 1)[-1])
+            return modes if modes is not None and raw in modes else None
         return parse_choice(raw, source=self.host.describe(self._path(key)))[1]
 
     def read(self, key: str) -> str:
