@@ -99,10 +99,14 @@ class TransactionActuator:
             return
         journal = Journal(self.journal_path)
         try:
-            apply_plan(self.host, Plan(changes=changes, workload=None, note=self.label),
-                       journal)
+            result = apply_plan(self.host, Plan(changes=changes, workload=None,
+                                                note=self.label), journal, reason=reason)
         finally:
             journal.close()
+        if not result.ok:
+            # the transaction has already put back whatever it had changed
+            raise HosttuneError(result.error or result.message or "transaction failed",
+                                subject=self.label)
 
     def apply(self, values: dict[str, str]) -> None:
         self._apply(values, "optimizer", f"{self.label}: trial setting")
