@@ -91,6 +91,7 @@ class Capturer:
 
     def mkdir(self, path: str) -> None:
         self._dest(path).mkdir(parents=True, exist_ok=True)
+        (self._dest(path) / ".keep").touch()
 
     # -- sections ----------------------------------------------------------
 
@@ -166,7 +167,8 @@ class Capturer:
             for ctrl in self.host.listdir_optional(f"{real}/nvme"):
                 for ns in self.host.listdir_optional(f"{real}/nvme/{ctrl}"):
                     if ns.startswith(f"{ctrl}n"):
-                        self.mkdir(f"{real}/nvme/{ctrl}/{ns}")
+                        # a file, not an empty dir: trees are kept in git
+                        self.copy(f"{real}/nvme/{ctrl}/{ns}/size")
             self.link(link, real)
 
     def net(self) -> None:
@@ -177,7 +179,10 @@ class Capturer:
                 continue
             self.copy_dir_files(real, NET_ATTRS)
             for q in self.host.listdir_optional(f"{real}/queues"):
-                self.mkdir(f"{real}/queues/{q}")
+                # a file in each queue dir keeps it alive in a git-kept tree
+                attr = "rps_cpus" if q.startswith("rx-") else "xps_cpus"
+                if not self.copy(f"{real}/queues/{q}/{attr}"):
+                    self.copy(f"{real}/queues/{q}/tx_maxrate")
             device = self.host.resolve(f"{link}/device")
             if device is not None:
                 self.link(f"{real}/device", device)

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from hosttune.agent.errors import HosttuneError
-from hosttune.models.trace import TraceWriter, trace_row
+from hosttune.models.trace import TraceWriter, trace_columns, trace_row
 
 
 @dataclass
@@ -121,7 +121,7 @@ def record(
     stopped = "duration"
     start = time.monotonic()
     try:
-        with TraceWriter(output, header) as writer:
+        with TraceWriter(output, header, trace_columns()) as writer:
             prev = s.sample()
             if command:
                 try:

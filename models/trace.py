@@ -28,7 +28,7 @@ import io
 import math
 import re
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -71,6 +71,21 @@ class TraceError(HosttuneError):
         super().__init__(message, subject=where)
         self.path = path
         self.line = line
+
+
+def trace_columns() -> list[str]:
+    """Every column a trace row can hold: the catalogue's names without an
+    instance part (counters as `.rate`) and the aggregates. A trace's header
+    lists them all, so that a metric first seen late in a recording (the
+    AI-process CPU share needs two process scans) still has its column."""
+    from hosttune.agent.telemetry.catalogue import CATALOGUE, RATE_SUFFIX
+
+    names = {f"{pattern}:{how}" for pattern, hows in AGGREGATES.items() for how in hows}
+    for metric in CATALOGUE:
+        if "<" in metric.pattern:
+            continue
+        names.add(metric.pattern + RATE_SUFFIX if metric.kind == "counter" else metric.pattern)
+    return sorted(names)
 
 
 def trace_row(values: Mapping[str, float]) -> dict[str, float]:
@@ -122,10 +137,12 @@ def _clean(value: str) -> str:
 
 class TraceWriter:
     """Writes a trace row by row, flushing each one, so a recording cut short
-    keeps what it saw. Columns are fixed by the first row; a later row's new
-    names are dropped, its missing ones left empty."""
+    keeps what it saw. Columns are `columns` (if given) plus the first row's
+    names; a later row's other names are dropped, its missing ones left
+    empty."""
 
-    def __init__(self, path: str | Path, header: Mapping[str, str]) -> None:
+    def __init__(self, path: str | Path, header: Mapping[str, str],
+                 columns: Sequence[str] | None = None) -> None:
         self.path = Path(path)
         for key in header:
             if not _HEADER_KEY.match(key):
@@ -135,6 +152,7 @@ class TraceWriter:
         self._gz: gzip.GzipFile | None = None
         self._text: io.TextIOWrapper | None = None
         self._writer: Any = None  # csv.writer has no public type
+        self._preset = list(columns) if columns is not None else None
         self.columns: list[str] = []
         self.rows = 0
 
@@ -154,7 +172,7 @@ class TraceWriter:
     def write(self, elapsed: float, row: Mapping[str, float]) -> None:
         assert self._writer is not None and self._text is not None, "use as a context manager"
         if not self.columns:
-            self.columns = sorted(row)
+            self.columns = sorted(set(row) | set(self._preset or ()))
             self._writer.writerow(["elapsed", *self.columns])
         cells = [f"{elapsed:.3f}"]
         for name in self.columns:

@@ -55,3 +55,32 @@ def test_unknown_backend_is_one_line(capsys: pytest.CaptureFixture[str]) -> None
     assert err.strip().splitlines() == [
         "hosttune: error: backends: unknown accelerator backend 'cuda' "
         "(known: nvidia, amd, ascend, sysfs)"]
+
+
+def test_topology_shows_accelerators(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["topology", "--root", str(HOSTS / "ascend-8npu")]) == 0
+    out = capsys.readouterr().out
+    assert "Accelerators (8; backend: ascend)" in out
+    assert "links: hccs 0-5,7" in out
+    assert main(["topology", "--root", str(HOSTS / "ascend-8npu"), "--no-accel"]) == 0
+    assert "Accelerators (" not in capsys.readouterr().out
+
+
+def test_topology_json_has_accelerators(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["topology", "--root", str(HOSTS / "nvidia-8gpu"), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    accels = data["accelerators"]
+    assert len(accels) == 8
+    assert accels[0]["nics_on_switch"] == ["ibp25s0"]
+    assert accels[7]["facts"]["pcie_switch"] == "0000:b8:00.0"
+
+
+def test_telemetry_shows_each_accelerator(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["telemetry", "--root", str(HOSTS / "mixed")]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("  accel")]
+    assert len(lines) == 5
+    assert lines[3].split() == ["accel3", "37%", "12%", "5.0/64.0", "GiB", "143/300", "48C",
+                                "-/-", "gen4", "x16"]
+    # sysfs cannot know an NVIDIA GPU's load: shown as unknown, not as 0
+    assert lines[0].split() == ["accel0", "-", "-", "-/-", "GiB", "-/-", "-", "-/-",
+                                "gen5", "x16"]

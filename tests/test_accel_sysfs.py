@@ -19,7 +19,7 @@ def test_eight_nvidia_gpus_and_nothing_else() -> None:
     assert [a.address for a in accels] == [
         "0000:18:00.0", "0000:2a:00.0", "0000:3a:00.0", "0000:5d:00.0",
         "0000:9a:00.0", "0000:ab:00.0", "0000:ba:00.0", "0000:db:00.0"]
-    assert {a.vendor for a in accels} == {"nvidia"}
+    assert {a.vendor_name for a in accels} == {"nvidia"}
     assert [a.numa_node for a in accels] == [0, 0, 0, 0, 1, 1, 1, 1]
     g0 = accels[0]
     assert g0.local_cpus == tuple(range(56))

@@ -28,6 +28,8 @@ def test_record_a_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "time.sleep(1.6)" in t.header["command"]
     assert 4 <= len(t.rows) == summary["samples"] <= 8
     assert "cpu.util" in t.columns and "cpu.count" in t.columns
+    # a metric that appears only after two process scans still has its column
+    assert "ai.cpu_util" in t.columns and "cpu.<cpu>.util:max" in t.columns
     # only host-independent names: no per-CPU or per-device column
     assert not [c for c in t.columns if any(p in c for p in (".0.", ".vda.", ".lo."))]
     assert all(b > a for a, b in zip(t.elapsed, t.elapsed[1:], strict=False))

@@ -22,14 +22,18 @@ from hosttune.agent.telemetry.sampler import (
 )
 
 FIX = Path(__file__).parent / "fixtures" / "telemetry"
-TREES = sorted(p for p in FIX.iterdir() if p.is_dir())
+HOSTS = Path(__file__).parent / "fixtures" / "hosts"
+# The telemetry trees, and every host tree other parts keep (topology's
+# this-vm, dgx-like-2s8g and odd; the accelerator trees).
+TREES = sorted(p for p in FIX.iterdir() if p.is_dir()) + sorted(
+    p for p in HOSTS.iterdir() if p.is_dir())
 
 
 def _uncatalogued(names: object) -> list[str]:
     return [n for n in names if lookup(n) is None]  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("tree", TREES, ids=[t.name for t in TREES])
+@pytest.mark.parametrize("tree", TREES, ids=[f"{t.parent.name}/{t.name}" for t in TREES])
 def test_fixture_names_are_catalogued(tree: Path) -> None:
     with Sampler(Host(tree), process_every=1) as sampler:
         first = sampler.sample()

@@ -81,3 +81,13 @@ def test_trace_row_keeps_host_independent_names_only() -> None:
         "disk.<dev>.util:max": 0.7,
         "net.<if>.rx_packets.rate:sum": 105.0,
     }
+
+
+def test_preset_columns_hold_names_seen_late(tmp_path: Path) -> None:
+    p = tmp_path / "t.csv.gz"
+    with TraceWriter(p, {"label": "x"}, columns=["ai.cpu_util", "cpu.util"]) as w:
+        w.write(1.0, {"cpu.util": 0.5})
+        w.write(2.0, {"cpu.util": 0.5, "ai.cpu_util": 1.5})
+    t = read_trace(p)
+    assert t.columns == ["ai.cpu_util", "cpu.util"]
+    assert math.isnan(t.rows[0][0]) and t.rows[1][0] == 1.5

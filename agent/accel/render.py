@@ -7,20 +7,20 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hosttune.agent.accel.base import AccelDevice
-from hosttune.agent.accel.sysfs import PciNic
 from hosttune.agent.cpulist import format_cpulist
+from hosttune.agent.pci import PciDevice
 
 GIB = float(1 << 30)
 MB = 1e6
 
 
-def _nics_near(dev: AccelDevice, nics: Sequence[PciNic]) -> tuple[list[str], list[str]]:
+def _nics_near(dev: AccelDevice, nics: Sequence[PciDevice]) -> tuple[list[str], list[str]]:
     """Interfaces behind the device's PCIe switch, and on its NUMA node."""
     switch = dev.facts.get("pcie_switch")
     same_switch = [i for n in nics if switch and n.pcie_switch == switch
-                   for i in n.interfaces or (n.address,)]
+                   for i in n.netdevs or (n.address,)]
     same_node = [i for n in nics if dev.numa_node is not None and n.numa_node == dev.numa_node
-                 for i in n.interfaces or (n.address,)]
+                 for i in n.netdevs or (n.address,)]
     return same_switch, same_node
 
 
@@ -31,7 +31,7 @@ def _links(dev: AccelDevice) -> str:
     return "; ".join(f"{kind} {format_cpulist(peers)}" for kind, peers in sorted(by_kind.items()))
 
 
-def topology_lines(devices: Sequence[AccelDevice], nics: Sequence[PciNic]) -> list[str]:
+def topology_lines(devices: Sequence[AccelDevice], nics: Sequence[PciDevice]) -> list[str]:
     if not devices:
         return ["Accelerators: none found"]
     backends = sorted({d.backend for d in devices})
@@ -64,7 +64,8 @@ def topology_lines(devices: Sequence[AccelDevice], nics: Sequence[PciNic]) -> li
     return lines
 
 
-def topology_json(devices: Sequence[AccelDevice], nics: Sequence[PciNic]) -> list[dict[str, Any]]:
+def topology_json(devices: Sequence[AccelDevice],
+                  nics: Sequence[PciDevice]) -> list[dict[str, Any]]:
     out = []
     for d in devices:
         entry = d.to_dict()
@@ -79,12 +80,18 @@ def _fmt(value: float | None, spec: str, scale: float = 1.0) -> str:
     return "-" if value is None else format(value / scale, spec)
 
 
+def _link(gen: float | None, width: float | None) -> str:
+    if gen is None and width is None:
+        return "-"
+    return f"gen{_fmt(gen, '.0f')} x{_fmt(width, '.0f')}"
+
+
 def telemetry_lines(devices: Sequence[AccelDevice], values: Mapping[str, float]) -> list[str]:
     if not devices:
         return []
     lines = ["Accelerators",
              f"  {'dev':<8}{'util':>6}{'mem util':>9}{'memory used/total':>22}"
-             f"{'power/limit W':>16}{'temp':>7}{'pcie rx/tx MB/s':>19}"]
+             f"{'power/limit W':>16}{'temp':>7}{'pcie rx/tx MB/s':>19}{'link':>10}"]
     for d in devices:
         def get(suffix: str, i: int = d.index) -> float | None:
             return values.get(f"accel.{i}.{suffix}")
@@ -97,7 +104,8 @@ def telemetry_lines(devices: Sequence[AccelDevice], values: Mapping[str, float])
         row = (f"  accel{d.index:<3}{_fmt(util, '.0%'):>6}{_fmt(mem_util, '.0%'):>9}"
                f"{memory:>22}{_fmt(power, '.0f') + '/' + _fmt(limit, '.0f'):>16}"
                f"{_fmt(get('temp_c'), '.0f') + ('C' if get('temp_c') is not None else ''):>7}"
-               f"{_fmt(rx, '.1f', MB) + '/' + _fmt(tx, '.1f', MB):>19}")
+               f"{_fmt(rx, '.1f', MB) + '/' + _fmt(tx, '.1f', MB):>19}"
+               f"{_link(get('pcie_link_gen'), get('pcie_link_width')):>10}")
         if get("lost") == 1:
             row += "  LOST"
         lines.append(row)

@@ -29,9 +29,10 @@ from functools import partial
 from typing import Any
 
 from hosttune.agent.accel.base import AccelBackend, AccelDevice, AccelProcess, BackendUnavailable
-from hosttune.agent.accel.sysfs import PCI_DEVICES, SysfsBackend
+from hosttune.agent.accel.sysfs import SysfsBackend
 from hosttune.agent.errors import ConfigError
 from hosttune.agent.host import Host
+from hosttune.agent.pci import PCI_DEVICES
 
 log = logging.getLogger("hosttune.accel")
 
@@ -88,6 +89,15 @@ def backends_from_config(names: Sequence[str]) -> list[str] | None:
     from hosttune.agent.config import BACKENDS
 
     return None if set(names) >= set(BACKENDS) else list(names)
+
+
+def configured_backends() -> list[str] | None:
+    """`backends` from the installed configuration (HOSTTUNE_CONFIG moves it),
+    as AccelCollector wants it. A broken file raises its ConfigError."""
+    from hosttune.agent import config as cfg
+    from hosttune.agent.paths import Paths
+
+    return backends_from_config(cfg.load(Paths.from_env().config).backends)
 
 
 @dataclass
@@ -271,7 +281,12 @@ class AccelCollector:
 
     @property
     def backend_names(self) -> list[str]:
-        return [slot.backend.name for slot in self._slots]
+        """The backends serving devices now, in order, each named once."""
+        names: list[str] = []
+        for slot in self._slots:
+            if slot.backend.name not in names:
+                names.append(slot.backend.name)
+        return names
 
     def devices(self) -> list[AccelDevice]:
         return list(self._devices)

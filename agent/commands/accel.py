@@ -24,18 +24,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Accelerators of every vendor: NUMA node, CPUs, nearby NICs, links,
         and utilization, memory, power and PCIe throughput now."""
-        from hosttune.agent import config as cfg
         from hosttune.agent.accel import render
-        from hosttune.agent.accel.select import AccelCollector, backends_from_config
+        from hosttune.agent.accel.select import AccelCollector, configured_backends
         from hosttune.agent.accel.sysfs import scan_nics
         from hosttune.agent.host import Host
-        from hosttune.agent.paths import Paths
 
         host = Host(root)
-        if backend:
-            names: list[str] | None = list(backend)
-        else:
-            names = backends_from_config(cfg.load(Paths.from_env().config).backends)
+        names = list(backend) if backend else configured_backends()
         coll = AccelCollector(host, names)
         try:
             values: dict[str, float] = {}

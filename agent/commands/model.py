@@ -215,6 +215,9 @@ def register(app: typer.Typer) -> None:
         if not dirs:
             raise fail("no data: give --data DIR or drop --no-shipped", 2)
         ds = _load_dataset(dirs, json_out)
+        shipped = _shipped_data().resolve()
+        ds.sources = ["models/data (shipped with hosttune)" if Path(d).resolve() == shipped
+                      else str(d) for d in ds.sources]
         if len(ds.classes) < 2:
             raise fail("the traces hold fewer than two labels; nothing to learn")
         scores = _cross_validate(ds, _candidates(candidate), unknown_below, json_out)

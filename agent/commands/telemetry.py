@@ -114,10 +114,10 @@ def _accel_collector(host: Host) -> AccelCollector | None:
     from hosttune.agent.errors import HosttuneError
 
     try:
-        from hosttune.agent.accel.select import AccelCollector
+        from hosttune.agent.accel.select import AccelCollector, configured_backends
     except ImportError:
         return None
     try:
-        return AccelCollector(host)
+        return AccelCollector(host, configured_backends())
     except HosttuneError:
         return None

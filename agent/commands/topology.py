@@ -10,6 +10,8 @@ import typer
 from hosttune.agent.commands.output import JSON_OPTION, emit_json
 
 if TYPE_CHECKING:
+    from hosttune.agent.accel.base import AccelDevice
+    from hosttune.agent.host import Host
     from hosttune.agent.pci import PciDevice
     from hosttune.agent.topology import Topology
 
@@ -100,17 +102,50 @@ def render(topo: Topology) -> list[str]:
     return lines
 
 
+NO_ACCEL_OPTION = typer.Option(
+    False, "--no-accel", help="Leave out what accelerator backends (NVML, amdsmi, npu-smi) say.",
+)
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
-    def topology(json_out: bool = JSON_OPTION, root: str = ROOT_OPTION) -> None:
+    def topology(json_out: bool = JSON_OPTION, root: str = ROOT_OPTION,
+                 no_accel: bool = NO_ACCEL_OPTION) -> None:
         """Show NUMA nodes with their CPUs, memory and the accelerators, NICs and
-        NVMe drives attached to each, with IRQ counts and PCIe links."""
+        NVMe drives attached to each, with IRQ counts and PCIe links; then each
+        accelerator with its nearby NICs and its links to the others (NVLink,
+        xGMI, HCCS) as its vendor backend reports them."""
         from hosttune.agent.host import Host
         from hosttune.agent.topology import discover
 
-        topo = discover(Host(root))
+        host = Host(root)
+        topo = discover(host)
+        accel = None if no_accel else _accelerators(host)
         if json_out:
-            emit_json(topo.to_dict())
+            data = topo.to_dict()
+            if accel is not None:
+                from hosttune.agent.accel.render import topology_json
+
+                data["accelerators"] = topology_json(accel, topo.nics())
+            emit_json(data)
             return
         for line in render(topo):
             typer.echo(line)
+        if accel:
+            from hosttune.agent.accel.render import topology_lines
+
+            typer.echo("")
+            for line in topology_lines(accel, topo.nics()):
+                typer.echo(line)
+
+
+def _accelerators(host: Host) -> list[AccelDevice]:
+    """Each accelerator as the best backend describes it (hosttune.agent.accel);
+    vendor calls are bounded in time and fall back to sysfs."""
+    from hosttune.agent.accel.select import AccelCollector, configured_backends
+
+    coll = AccelCollector(host, configured_backends())
+    try:
+        return coll.devices()
+    finally:
+        coll.close()

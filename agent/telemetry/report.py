@@ -195,25 +195,47 @@ def render_lines(values: Mapping[str, float], processes: Sequence[AIProcess],
                 f"cpu{c} {v.rate(f'cpu.{c}.irqs') or 0:.0f}{what}" for c in per_cpu))
 
     # -- accelerators ----------------------------------------------------------
-    accels = _instances(values, "accel.", ".util") or _instances(values, "accel.",
-                                                                   ".mem_total_bytes")
+    # every backend writes accel.<i>.lost; util etc. only where it can know them
+    accels = sorted(set(_instances(values, "accel.", ".lost"))
+                    | set(_instances(values, "accel.", ".util"))
+                    | set(_instances(values, "accel.", ".mem_total_bytes")), key=int)
     if accel_lines:
         out.extend(accel_lines)
         accels = []
     for a in accels:
-        parts = [f"util {_pct(v.get(f'accel.{a}.util'))}"]
-        used, tot = v.get(f"accel.{a}.mem_used_bytes"), v.get(f"accel.{a}.mem_total_bytes")
-        if tot:
-            parts.append(f"memory {human_bytes(used or 0)}/{human_bytes(tot)}")
-        if v.get(f"accel.{a}.power_watts") is not None:
-            parts.append(f"power {v.get(f'accel.{a}.power_watts'):.0f} W")
-        out.append(f"accel{a:<4}" + "  ".join(parts))
+        out.append(f"accel{a:<4}" + "  ".join(_accel_parts(v, a)))
 
     # -- AI processes ----------------------------------------------------------
     out.extend(process_lines(processes, values.get("ai.cpu_util")))
     for name, reason in sorted(errors.items()):
         out.append(f"(collector {name} failed: {reason})")
     return out
+
+
+def _accel_parts(v: _View, a: str) -> list[str]:
+    """One accelerator's line: what its backend knows; "-" for what it cannot."""
+    def get(suffix: str) -> float | None:
+        return v.get(f"accel.{a}.{suffix}")
+
+    parts = [f"util {_pct(get('util'))}", f"mem util {_pct(get('mem_util'))}"]
+    used, tot = get("mem_used_bytes"), get("mem_total_bytes")
+    parts.append(f"memory {human_bytes(used) if used is not None else '-'}"
+                 f"/{human_bytes(tot) if tot is not None else '-'}")
+    power, limit = get("power_watts"), get("power_limit_watts")
+    parts.append(f"power {'-' if power is None else f'{power:.0f}'}"
+                 f"/{'-' if limit is None else f'{limit:.0f}'} W")
+    temp = get("temp_c")
+    parts.append(f"temp {'-' if temp is None else f'{temp:.0f} C'}")
+    rx, tx = get("pcie_rx_bytes"), get("pcie_tx_bytes")
+    parts.append(f"pcie rx {human_bytes(rx) + '/s' if rx is not None else '-'}"
+                 f" tx {human_bytes(tx) + '/s' if tx is not None else '-'}")
+    gen, width = get("pcie_link_gen"), get("pcie_link_width")
+    if gen is not None or width is not None:
+        parts.append(f"link gen{'?' if gen is None else f'{gen:.0f}'}"
+                     f" x{'?' if width is None else f'{width:.0f}'}")
+    if get("lost") == 1:
+        parts.append("LOST")
+    return parts
 
 
 def process_lines(processes: Sequence[AIProcess], cpu_util: float | None = None) -> list[str]:

@@ -8,7 +8,7 @@ and intensity. Those that need PyTorch say so when it is absent
 | --- | --- | --- |
 | `train` | training | PyTorch training loop on synthetic data, optional DataLoader workers |
 | `serve` | inference_serving | batch-1 requests over loopback TCP at a target rate |
-| `batch_infer` | batch_inference | large-batch forward passes without gradients |
+| `batch_infer` | batch_inference | offline scoring: read shards, big-batch forward, write outputs |
 | `dataprep` | data_preparation | decode, transform, shuffle and re-shard files on disk |
 | `checkpoint` | checkpoint_io | large sequential writes with fsync, keeping the last k |
 | `idle` | idle | nothing but a rare heartbeat |
