@@ -18,6 +18,9 @@ from hosttune.agent.errors import HosttuneError
 # `register(app)`. Listed explicitly so --help never depends on what a
 # directory scan happens to find.
 COMMAND_MODULES: tuple[str, ...] = (
+    "recommend",
+    "tune",
+    "outcomes",
     "topology",
     "capture",
     "config",
@@ -27,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "record",
     "model",
     "classify",
+    "knobs",
 )
 
 

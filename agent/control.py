@@ -45,6 +45,9 @@ from typing import Any
 from hosttune.agent.errors import HosttuneError
 
 PROTOCOL_VERSION = 1
+# The headline metrics a status reply carries (when the host has them).
+STATUS_METRICS = ("cpu.util", "mem.used_ratio", "load.1", "psi.cpu.some.avg10",
+                  "psi.memory.some.avg10", "psi.io.some.avg10", "ai.processes")
 # Not in Python's socket module on every version; Linux's value since 4.13.
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
 _RECV = 65536

@@ -31,11 +31,12 @@ import time  # noqa: E402
 from collections.abc import Callable, Mapping  # noqa: E402
 from concurrent.futures import Future  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
 from types import FrameType  # noqa: E402
 from typing import Any  # noqa: E402
 
 from hosttune.agent import config as cfg  # noqa: E402
-from hosttune.agent.control import RequestError  # noqa: E402
+from hosttune.agent.control import STATUS_METRICS, RequestError  # noqa: E402
 from hosttune.agent.engine import Engine, EngineUnavailable, Proposal  # noqa: E402
 from hosttune.agent.errors import ConfigError, HosttuneError  # noqa: E402
 from hosttune.agent.log import Log  # noqa: E402
@@ -47,9 +48,6 @@ from hosttune.agent.tracker import Verdict, WorkloadTracker  # noqa: E402
 
 READ_OPS = frozenset({"ping", "status", "telemetry", "history", "recommendation", "recommend"})
 ADMIN_OPS = frozenset({"apply", "rollback", "reload"})
-# Metrics shown in `hosttune status` (when the host has them).
-STATUS_METRICS = ("cpu.util", "mem.used_ratio", "load.1", "psi.cpu.some.avg10",
-                  "psi.memory.some.avg10", "psi.io.some.avg10", "ai.processes")
 # A recommendation is refreshed this often even when the workload holds still.
 REFRESH_WINDOWS = 20
 
@@ -102,6 +100,9 @@ class Daemon:
         self.recommendation_at: float | None = None
         self._rec_future: Future[Proposal | None] | None = None
         self._rec_windows = 0
+        self._rec_workload: str | None = None
+        self._rec_pending: str | None = None
+        self.recommendation_for: str | None = None
         self.applied: list[dict[str, Any]] = []
         self.reverts: list[dict[str, Any]] = []
         self.avoid: set[tuple[str, str, str]] = set()
@@ -111,6 +112,7 @@ class Daemon:
         self.server: Any = None
         self.metrics: Any = None
         self.engine_info: dict[str, Any] = {}
+        self._instance_fd: int | None = None
 
     # -- signals and lifecycle ---------------------------------------------------
 
@@ -135,6 +137,7 @@ class Daemon:
         from hosttune.agent.store import Store
 
         self.paths.state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_instance()
         self.store = Store(self.paths.store, rows=self.config.retention.rows,
                            max_age_hours=self.config.retention.max_age_hours)
         self._recover()
@@ -155,6 +158,25 @@ class Daemon:
         finally:
             self._shutdown()
         return 0
+
+    def _lock_instance(self) -> None:
+        """One daemon per state directory: a second one would take over the
+        socket and write the same journal. The kernel drops the lock when the
+        holder dies, however it dies."""
+        import fcntl
+
+        path = self.paths.state_dir / "hosttuned.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise HosttuneError(f"another hosttuned (pid {holder}) already runs on this "
+                                "state directory", subject=str(path)) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._instance_fd = fd
 
     def _recover(self) -> None:
         """Unfinished transactions from a crash are rolled back before anything else."""
@@ -222,8 +244,10 @@ class Daemon:
             except queue.Empty:
                 break
             fut.cancel()
-        if self.config.revert_on_stop and self.applied:
-            first = self.applied[0].get("txn")
+        own = [a for a in self.applied if a.get("by") == "auto" and a.get("ok")]
+        if self.config.revert_on_stop and own:
+            # Only what auto mode did: an administrator's own apply stays.
+            first = own[0].get("txn")
             try:
                 outcome = self.engine.rollback(f"before:{first}")
                 self.log("info", f"reverted hosttune's changes on stop: {outcome.message}")
@@ -235,12 +259,18 @@ class Daemon:
             self.store.add_event("stop", "stopped")
             self.store.close()
         self.engine.close()
+        if self._instance_fd is not None:
+            os.close(self._instance_fd)
+            self._instance_fd = None
 
     # -- the loop ----------------------------------------------------------------
 
     def _loop(self) -> None:
         next_tick = time.monotonic()
         while not self._stop:
+            # Cleared before the work it stands for: a request or signal that
+            # arrives during this pass wakes the next wait at once.
+            self._wake.clear()
             if self._reload:
                 self._reload = False
                 self.reload()
@@ -249,7 +279,7 @@ class Daemon:
             now = time.monotonic()
             if now >= next_tick:
                 lateness = now - next_tick
-                self._tick(lateness)
+                self._guarded(self._tick, lateness)
                 next_tick += self.config.interval
                 after = time.monotonic()
                 if next_tick <= after:  # a tick took longer than the interval
@@ -263,7 +293,19 @@ class Daemon:
                 timeout = min(timeout, ping)
             if timeout > 0 and not self._stop:
                 self._wake.wait(timeout)
-            self._wake.clear()
+
+    def _guarded(self, fn: Callable[[float], None], arg: float) -> None:
+        """One failed tick (a full disk under the store, a collector's bug) is
+        logged and counted; the daemon keeps sampling, serving and pinging."""
+        try:
+            fn(arg)
+        except Exception as exc:
+            self.sample_errors += 1
+            import traceback
+
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            self.log("error", f"tick failed: {type(exc).__name__}: {exc}",
+                     where=f"{where.filename}:{where.lineno}")
 
     def _tick(self, lateness: float) -> None:
         self.last_lateness = lateness
@@ -311,17 +353,23 @@ class Daemon:
         if self.watch is not None:
             self._watch_window(changed)
         self._rec_windows += 1
-        if self.config.mode in ("recommend", "auto") and self.tracker.stable is not None and (
-                changed or (self.recommendation is None and self.recommendation_error is None)
+        # Until a class is believed the plan is the generic one ("unknown"
+        # priors): something to show in recommend mode; auto never applies it.
+        if self.config.mode in ("recommend", "auto") and (
+                changed or self.recommendation_at is None
                 or self._rec_windows >= REFRESH_WINDOWS):
-            self._start_recommendation(self.tracker.stable)
+            self._start_recommendation(self.tracker.stable or "unknown")
 
     # -- recommendations and auto mode -------------------------------------------
 
     def _start_recommendation(self, workload: str) -> None:
         if self._rec_future is not None and not self._rec_future.done():
+            if workload != self._rec_workload:
+                self._rec_pending = workload  # started when the one in flight is in
             return
+        self._rec_pending = None
         self._rec_windows = 0
+        self._rec_workload = workload
         fut: Future[Proposal | None] = Future()
         self._rec_future = fut
 
@@ -342,12 +390,16 @@ class Daemon:
         exc = fut.exception()
         with self._lock:
             self.recommendation_at = time.time()
+            self.recommendation_for = self._rec_workload
             if exc is not None:
                 self.recommendation = None
                 self.recommendation_error = str(exc)
             else:
                 self.recommendation = fut.result()
                 self.recommendation_error = None
+        if self._rec_pending is not None:
+            self._start_recommendation(self._rec_pending)
+            return
         if exc is not None:
             if not isinstance(exc, HosttuneError):
                 self.log("error", f"recommender crashed: {type(exc).__name__}: {exc}")
@@ -364,8 +416,7 @@ class Daemon:
         if proposal.workload != self.tracker.stable:
             return
         try:
-            allowlist = self.config.effective_allowlist(self.engine.allowlist_defaults())
-            plan = self.engine.allowed(proposal.plan, allowlist, self.avoid)
+            plan = self.engine.allowed(proposal.plan, self._allowlist(), self.avoid)
         except (HosttuneError, ImportError) as exc:
             self.log("warning", f"auto mode cannot check the allowlist: {exc}")
             return
@@ -388,7 +439,8 @@ class Daemon:
     def _apply(self, plan: Any, reason: str, before: Score, probe_before: float | None
                ) -> None:
         try:
-            outcome = self.engine.apply(plan, reason)
+            outcome = self.engine.apply(plan, reason, allowlist=self._allowlist(),
+                                        admin_owned=self._admin_owned())
         except HosttuneError as exc:
             self.log("error", f"auto mode could not apply its plan: {exc}")
             self.store.add_event("apply-failed", str(exc))
@@ -410,6 +462,13 @@ class Daemon:
         self.watch = Watch(txn=outcome.txn, workload=plan.workload or "", changes=changes,
                            before=before, windows_left=self.config.auto.watch_windows,
                            probe_before=probe_before)
+
+    def _allowlist(self) -> dict[str, dict[str, Any]]:
+        return self.config.effective_allowlist(self.engine.allowlist_defaults())
+
+    def _admin_owned(self) -> dict[str, str]:
+        where = self.config.source or "the configuration"
+        return {knob: f"overrides in {where}" for knob in self.config.overrides}
 
     def _watch_window(self, workload_changed: bool) -> None:
         watch = self.watch
@@ -529,16 +588,26 @@ class Daemon:
                 raise RequestError("bad_request", "workload must be text")
             return self._submit(lambda: _proposal_dict(self.engine.recommend(workload)))
         if op == "apply":
+            self._check_root(args)
             return self._submit(lambda: self._apply_request(args, peer))
         if op == "rollback":
+            self._check_root(args)
             target = args.get("to")
             if not isinstance(target, str) or not target:
-                raise RequestError("bad_request", "rollback needs \"to\": a transaction id "
-                                   "or \"baseline\"")
-            return self._submit(lambda: self.engine.rollback(target).to_dict())
+                raise RequestError("bad_request", "rollback needs \"to\": a transaction id, "
+                                   "before:ID or \"baseline\"")
+            force = _bool_arg(args, "force")
+            return self._submit(lambda: self._rollback_request(target, force, peer))
         if op == "reload":
             return self._submit(self._reload_request)
         raise RequestError("unknown_op", op)
+
+    def _check_root(self, args: Mapping[str, Any]) -> None:
+        """A request for another host tree (a CLI run with --root) is not ours."""
+        want = args.get("root", "/")
+        mine = self.engine_info.get("root", "/")
+        if not isinstance(want, str) or Path(want).resolve() != Path(mine).resolve():
+            raise RequestError("other_root", f"this daemon manages {mine}, not {want}")
 
     def _submit(self, fn: Callable[[], Any]) -> Future[Any]:
         """Run `fn` on the main loop's thread; the socket thread waits for it."""
@@ -561,6 +630,13 @@ class Daemon:
                 fut.set_exception(exc)
             self.notifier.ping()
 
+    def _rollback_request(self, target: str, force: bool, peer: Any) -> dict[str, Any]:
+        outcome = self.engine.rollback(target, force=force, uid=peer.uid)
+        self.store.add_event("rollback", outcome.message, {"to": target, "by": f"uid {peer.uid}",
+                                                           "ok": outcome.ok})
+        self.windows_since_change = 0
+        return outcome.to_dict()
+
     def _reload_request(self) -> dict[str, Any]:
         self.reload()
         return {"mode": self.config.mode, "config": self.config.source or "defaults"}
@@ -580,10 +656,16 @@ class Daemon:
         text = args.get("plan")
         if not isinstance(text, str):
             raise RequestError("bad_request", "apply needs \"plan\": the plan file's text")
-        from hosttune.tuners.base import Plan
-
+        try:
+            from hosttune.tuners.base import Plan
+        except ImportError as exc:
+            raise EngineUnavailable(f"no tuners in this build: {exc}") from None
         plan = Plan.from_yaml(text, str(args.get("path", "<plan>")))
-        outcome = self.engine.apply(plan, f"requested by uid {peer.uid} over the socket")
+        outcome = self.engine.apply(plan, str(args.get("reason") or
+                                              f"requested by uid {peer.uid} over the socket"),
+                                    uid=peer.uid, allowlist=self._allowlist(),
+                                    admin_owned=self._admin_owned(),
+                                    force=_bool_arg(args, "force"))
         record = {"txn": outcome.txn, "wall": time.time(), "workload": plan.workload,
                   "changes": [c.to_dict() for c in plan.changes], "ok": outcome.ok,
                   "message": outcome.message, "by": f"uid {peer.uid}"}
@@ -597,13 +679,7 @@ class Daemon:
 
     def _recommendation_dict(self) -> dict[str, Any] | None:
         with self._lock:
-            if self.recommendation is None:
-                if self.recommendation_error:
-                    return {"error": self.recommendation_error}
-                return None
-            data = _proposal_dict(self.recommendation)
-            data["at"] = self.recommendation_at
-            return data
+            return self._recommendation_unlocked()
 
     def status(self) -> dict[str, Any]:
         with self._lock:
@@ -652,7 +728,12 @@ class Daemon:
 
     def _recommendation_unlocked(self) -> dict[str, Any] | None:
         if self.recommendation is None:
-            return {"error": self.recommendation_error} if self.recommendation_error else None
+            if self.recommendation_error:
+                return {"error": self.recommendation_error}
+            if self.recommendation_at is not None:  # asked, and nothing to change
+                return {"workload": self.recommendation_for, "plan": {"changes": []},
+                        "at": self.recommendation_at}
+            return None
         data = _proposal_dict(self.recommendation)
         data["at"] = self.recommendation_at
         return data
@@ -689,6 +770,13 @@ def _proposal_dict(proposal: Proposal | None) -> dict[str, Any]:
         return {"workload": None, "changes": [], "report": None}
     return {"workload": proposal.workload, "plan": proposal.plan.to_dict(),
             "report": proposal.report}
+
+
+def _bool_arg(args: Mapping[str, Any], name: str) -> bool:
+    value = args.get(name, False)
+    if not isinstance(value, bool):
+        raise RequestError("bad_request", f"{name} must be true or false")
+    return value
 
 
 def _int_arg(args: Mapping[str, Any], name: str, default: int, lo: int, hi: int) -> int:

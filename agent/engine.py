@@ -36,8 +36,12 @@ class TxnOutcome:
     txn: str | None
     message: str
     changes: list[dict[str, Any]] = field(default_factory=list)
+    # The transaction's own report (tuners' TxnResult.to_dict()), when there is one.
+    raw: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        if self.raw is not None:
+            return dict(self.raw)
         return {"ok": self.ok, "txn": self.txn, "message": self.message,
                 "changes": self.changes}
 
@@ -67,9 +71,13 @@ class Engine(Protocol):
     def allowed(self, plan: Any, allowlist: Mapping[str, Mapping[str, Any]],
                 avoid: set[tuple[str, str, str]]) -> Any: ...
 
-    def apply(self, plan: Any, reason: str) -> TxnOutcome: ...
+    def apply(self, plan: Any, reason: str, *, uid: int | None = None,
+              allowlist: Mapping[str, Mapping[str, Any]] | None = None,
+              admin_owned: Mapping[str, str] | None = None,
+              force: bool = False) -> TxnOutcome: ...
 
-    def rollback(self, target: str) -> TxnOutcome: ...
+    def rollback(self, target: str, *, force: bool = False, uid: int | None = None
+                 ) -> TxnOutcome: ...
 
     def recover(self) -> list[str]: ...
 
@@ -105,7 +113,7 @@ class HostEngine:
         """Load what the loop needs up front (the model: its memory is part of
         the daemon's steady state) and say what is there."""
         model = self._ensure_model()
-        info: dict[str, Any] = {"model": None if model is None else {
+        info: dict[str, Any] = {"root": str(self.host.root), "model": None if model is None else {
             "source": str(getattr(model, "source", "")), "kind": getattr(model, "kind", ""),
             "classes": list(getattr(model, "classes", []))}}
         if model is None:
@@ -146,7 +154,13 @@ class HostEngine:
         if self._model is None and self._model_error is None:
             try:
                 serving: Any = importlib.import_module("hosttune.models.serving")
-                self._model = serving.load()
+                # The site's own model (`hosttune model train` writes it there)
+                # wins over the shipped one, as for `hosttune classify`.
+                site = self.state_dir / "models" / "workload"
+                if serving.model_files(site)[0].exists():
+                    self._model = serving.load(site)
+                else:
+                    self._model = serving.load()
             except (ImportError, HosttuneError, OSError) as exc:
                 self._model_error = f"no workload model: {exc}"
                 self.notes.append(self._model_error)
@@ -205,12 +219,16 @@ class HostEngine:
         from hosttune.tuners import allowlist as al
         from hosttune.tuners.base import Plan
 
+        mem_total_kb = None
+        for line in self.host.read_text("/proc/meminfo").splitlines():
+            if line.startswith("MemTotal:"):
+                mem_total_kb = int(line.split()[1])
         keep = []
         for change in plan.changes:
             if (plan.workload or "", change.knob, change.after) in avoid:
                 continue
             try:
-                al.check(allowlist, change.knob, change.after, host=self.host)
+                al.check(allowlist, change.knob, change.after, mem_total_kb=mem_total_kb)
             except HosttuneError:
                 continue
             keep.append(change)
@@ -228,20 +246,26 @@ class HostEngine:
             self._journal = Journal(self.state_dir / "journal.db")
         return transaction, self._journal
 
-    def apply(self, plan: Any, reason: str) -> TxnOutcome:
+    def apply(self, plan: Any, reason: str, *, uid: int | None = None,
+              allowlist: Mapping[str, Mapping[str, Any]] | None = None,
+              admin_owned: Mapping[str, str] | None = None,
+              force: bool = False) -> TxnOutcome:
         transaction, journal = self._tx()
-        result = transaction.apply_plan(self.host, plan, journal, reason=reason)
+        result = transaction.apply_plan(self.host, plan, journal, reason=reason, uid=uid,
+                                        allowlist=allowlist, admin_owned=admin_owned,
+                                        force=force)
         return _outcome(result)
 
-    def rollback(self, target: str) -> TxnOutcome:
+    def rollback(self, target: str, *, force: bool = False, uid: int | None = None
+                 ) -> TxnOutcome:
         transaction, journal = self._tx()
-        result = transaction.rollback(self.host, journal, target)
+        result = transaction.rollback(self.host, journal, target, force=force, uid=uid)
         return _outcome(result)
 
     def recover(self) -> list[str]:
         transaction, journal = self._tx()
-        result = transaction.recover(self.host, journal)
-        return [str(r) for r in (result or [])]
+        results = transaction.recover(self.host, journal)
+        return [str(getattr(r, "message", r)) for r in (results or [])]
 
     def history(self, limit: int) -> list[dict[str, Any]]:
         transaction, journal = self._tx()
@@ -256,10 +280,9 @@ class HostEngine:
 
 
 def _outcome(result: Any) -> TxnOutcome:
-    if isinstance(result, TxnOutcome):
-        return result
-    data = result.to_dict() if hasattr(result, "to_dict") else {}
-    return TxnOutcome(ok=bool(getattr(result, "ok", data.get("ok", False))),
-                      txn=str(getattr(result, "txn_id", data.get("txn", ""))) or None,
-                      message=str(getattr(result, "message", data.get("message", ""))),
-                      changes=list(data.get("changes", [])))
+    """A tuners TxnResult as the loop keeps it."""
+    data: dict[str, Any] = result.to_dict()
+    txn = result.txn_id
+    return TxnOutcome(ok=bool(result.ok), txn=None if txn is None else str(txn),
+                      message=str(result.message or result.error or ""),
+                      changes=list(data.get("changes", [])), raw=data)

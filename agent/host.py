@@ -13,7 +13,7 @@ import errno as errno_mod
 import os
 import shlex
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -273,7 +273,9 @@ class Host:
         creates a file: a knob that does not exist is an error, not a new file."""
         data = value.encode()
         try:
-            fd = os.open(self.path(path), os.O_WRONLY | os.O_CLOEXEC | os.O_TRUNC)
+            # No O_TRUNC: the old contents stay until the write itself (a
+            # fixture file must not read empty while a write is in flight).
+            fd = os.open(self.path(path), os.O_WRONLY | os.O_CLOEXEC)
         except OSError as exc:
             raise self._write_error(path, exc) from exc
         try:
@@ -283,6 +285,11 @@ class Host:
                     self.describe(path), f"short write ({written} of {len(data)} bytes)",
                     errno=errno_mod.EIO,
                 )
+            # A plain file (a fixture, or a fake bind-mounted over a /proc path)
+            # is cut to what was written; procfs reports size 0 and kernfs
+            # (sysfs) files are left alone.
+            if os.fstat(fd).st_size > written and not (self.is_live and path.startswith("/sys/")):
+                os.ftruncate(fd, written)
         except OSError as exc:
             raise self._write_error(path, exc) from exc
         finally:
@@ -292,3 +299,87 @@ class Host:
         reason = exc.strerror or str(exc)
         return HostWriteError(self.describe(path), f"kernel refused write: {reason}",
                               errno=exc.errno)
+
+    # -- processes and placement (the numa and irq tuners) -------------------
+
+    def cmdline(self) -> str:
+        """The kernel command line (/proc/cmdline), empty when absent."""
+        return self.read_optional("/proc/cmdline") or ""
+
+    def proc_comms(self) -> dict[int, str]:
+        """pid -> comm of every process; processes that exit meanwhile are skipped."""
+        comms: dict[int, str] = {}
+        for pid in self.pids():
+            comm = self.read_optional(f"/proc/{pid}/comm")
+            if comm is not None:
+                comms[pid] = comm
+        return comms
+
+    def thread_ids(self, pid: int) -> list[int]:
+        return [int(t) for t in self.listdir(f"/proc/{pid}/task") if t.isdigit()]
+
+    def _refuse_unless_live(self, what: str) -> None:
+        # A syscall cannot be pointed at a fixture tree: on one it would act on
+        # the live machine's process with that pid, so it is refused outright.
+        if not self.is_live:
+            raise HostWriteError(
+                self.describe(what),
+                "refusing a process syscall on a fixture host (it would act on the live machine)",
+                errno=errno_mod.EPERM,
+            )
+
+    def set_affinity(self, pid: int, cpus: Iterable[int]) -> None:
+        """sched_setaffinity for every thread of `pid` (os.sched_setaffinity
+        acts on one thread only). Threads that exit meanwhile are skipped."""
+        self._refuse_unless_live(f"/proc/{pid}")
+        wanted = set(cpus)
+        try:
+            tids = self.thread_ids(pid)
+        except HostReadError as exc:
+            raise HostWriteError(exc.path, "no such process", errno=errno_mod.ESRCH) from exc
+        for tid in tids:
+            try:
+                os.sched_setaffinity(tid, wanted)
+            except ProcessLookupError:
+                continue
+            except OSError as exc:
+                raise HostWriteError(
+                    self.describe(f"/proc/{pid}/task/{tid}"),
+                    f"sched_setaffinity refused: {exc.strerror or exc}", errno=exc.errno,
+                ) from exc
+
+    def migrate_pages(self, pid: int, from_nodes: Iterable[int], to_nodes: Iterable[int]) -> int:
+        """migrate_pages(2): move `pid`'s pages on `from_nodes` to `to_nodes`.
+        Returns how many pages could not be moved."""
+        self._refuse_unless_live(f"/proc/{pid}")
+        import ctypes
+        import platform
+
+        numbers = {"x86_64": 256, "aarch64": 238, "ppc64le": 258, "s390x": 287, "riscv64": 238}
+        number = numbers.get(platform.machine())
+        old, new = set(from_nodes), set(to_nodes)
+        if number is None:
+            raise HostWriteError(self.describe(f"/proc/{pid}"),
+                                 f"migrate_pages: unknown syscall number on {platform.machine()}",
+                                 errno=errno_mod.ENOSYS)
+        bits = max([*old, *new, 0]) + 1
+        words = (bits + 63) // 64
+        mask_t = ctypes.c_ulong * words
+
+        def mask(nodes: set[int]) -> ctypes.Array[ctypes.c_ulong]:
+            arr = mask_t()
+            for n in nodes:
+                arr[n // 64] |= 1 << (n % 64)
+            return arr
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        old_mask, new_mask = mask(old), mask(new)
+        # The kernel reads maxnode-1 bits (a historical off-by-one libnuma also follows).
+        result = libc.syscall(ctypes.c_long(number), ctypes.c_long(pid),
+                              ctypes.c_ulong(words * 64 + 1), old_mask, new_mask)
+        if result < 0:
+            err = ctypes.get_errno()
+            raise HostWriteError(self.describe(f"/proc/{pid}"),
+                                 f"migrate_pages refused: {os.strerror(err)}", errno=err)
+        return int(result)

@@ -111,8 +111,15 @@ def boot_values() -> dict[str, str]:
     return {p: HOST.read_str(p) for p in BOOT_VALUES}
 
 
-def start_hosttuned(tmp: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+def start_hosttuned(tmp: Path, site_model: Path | None
+                    ) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
     exe = Path(sys.executable).parent / "hosttuned"
+    if site_model is not None:
+        # Where `hosttune model train` puts a site model; the daemon prefers it.
+        dest = tmp / "state" / "models"
+        dest.mkdir(parents=True)
+        for suffix in (".npz", ".json"):
+            shutil.copy(site_model.with_suffix(suffix), dest / f"workload{suffix}")
     env = dict(os.environ, HOSTTUNE_STATE_DIR=str(tmp / "state"),
                HOSTTUNE_RUN_DIR=str(tmp / "run"), HOSTTUNE_CONFIG=str(tmp / "hosttune.yaml"),
                HOSTTUNE_LOG="stderr")
@@ -173,6 +180,9 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=180.0, help="seconds measured (180)")
     ap.add_argument("--warmup", type=float, default=15.0, help="seconds excluded at start (15)")
     ap.add_argument("--no-tuned", action="store_true", help="measure hosttuned only")
+    ap.add_argument("--site-model", type=Path, metavar="STEM",
+                    help="a model from `hosttune model train -o STEM` for the daemon to load "
+                    "(default: the shipped model, if this build has one)")
     ap.add_argument("--json", action="store_true", help="print JSON")
     args = ap.parse_args()
 
@@ -184,7 +194,7 @@ def main() -> int:
         notes: list[str] = []
         results: list[dict[str, Any]] = []
         try:
-            hproc, env = start_hosttuned(tmp)
+            hproc, env = start_hosttuned(tmp, args.site_model)
             procs.append(hproc)
             measured = [Measured("hosttuned", hproc, lambda: hproc.pid)]
             if not args.no_tuned:

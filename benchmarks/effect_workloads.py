@@ -99,9 +99,9 @@ def checkpoint(scale: float) -> tuple[float, str]:
 
 
 def loader_files(scale: float) -> list[Path]:
-    """The loader's dataset: 256 files of 2 MiB, written once and reused."""
+    """The loader's dataset: 512 files of 2 MiB, written once and reused."""
     folder = DATA_DIR / "dataset"
-    count = int(256 * scale)
+    count = int(512 * scale)
     files = [folder / f"shard-{i:04d}.bin" for i in range(count)]
     if not all(f.exists() and f.stat().st_size == 2 << 20 for f in files):
         folder.mkdir(parents=True, exist_ok=True)

@@ -166,10 +166,6 @@ def run_once(workload: str, scale: float) -> float:
     return float(found.group(1))
 
 
-def measure(workload: str, scale: float, repeats: int) -> float:
-    return statistics.median(run_once(workload, scale) for _ in range(repeats))
-
-
 def hosttune(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).with_name("hosttune")
     return subprocess.run([str(exe), *args], capture_output=True, text=True, env=env,
@@ -231,39 +227,50 @@ def random_best(workload: str, scale: float, knobs: list[str], *, defaults: dict
     return best
 
 
+def _changed(values: dict[str, str], defaults: dict[str, str]) -> str:
+    return ", ".join(f"{k.split(':', 1)[1]}={v}" for k, v in values.items()
+                     if v != defaults.get(k)) or "defaults"
+
+
 def bench_workload(workload: str, args: argparse.Namespace, disk: str,
                    env: dict[str, str]) -> list[tuple[str, float, str]]:
+    """Find each configuration's setting (the searches measure as they go),
+    then measure all of them in interleaved rounds, so background load on a
+    shared machine falls on every configuration alike."""
     knobs = knob_space(disk)
     defaults = kernel_defaults(disk)
-    rows: list[tuple[str, float, str]] = []
+    configs: list[tuple[str, dict[str, str], str]] = [("defaults", defaults, "kernel defaults")]
     with locked_and_restored(knobs):
-        write_knobs(defaults)
-        base = measure(workload, args.scale, args.repeats)
-        rows.append(("defaults", base, "kernel defaults"))
-        for name, (values, _source) in tuned_profiles(disk).items():
-            write_knobs({**defaults, **values})
-            rows.append((name, measure(workload, args.scale, args.repeats), ""))
-        write_knobs(defaults)
-        rec, other = recommended_values(workload, args.scale, knobs, env)
-        write_knobs({**defaults, **rec})
-        note = ", ".join(f"{k.split(':', 1)[1]}={v}" for k, v in rec.items()) or "no change"
-        if other:
-            note += f" (not measured here: {', '.join(other)})"
-        rows.append(("hosttune recommend", measure(workload, args.scale, args.repeats), note))
-        write_knobs(defaults)
-        kept, how = tuned_by_hosttune(workload, args.scale, knobs, budget=args.budget,
-                                      seed=args.seed, env=env)
-        rows.append(("hosttune tune", measure(workload, args.scale, args.repeats),
-                     f"{how}: " + ", ".join(f"{k.split(':', 1)[1]}={v}" for k, v in kept.items()
-                                             if v != defaults[k])))
-        write_knobs(defaults)
-        best = random_best(workload, args.scale, knobs, defaults=defaults, budget=args.budget,
-                           seed=args.seed)
-        write_knobs(best)
-        rows.append(("random search", measure(workload, args.scale, args.repeats),
-                     ", ".join(f"{k.split(':', 1)[1]}={v}" for k, v in best.items()
-                               if v != defaults[k])))
-    return [(name, value / base, note) for name, value, note in rows]
+        if "profiles" in args.configs:
+            for name, (values, _source) in tuned_profiles(disk).items():
+                configs.append((name, {**defaults, **values}, _changed(values, defaults)))
+        if "recommend" in args.configs:
+            write_knobs(defaults)
+            rec, other = recommended_values(workload, args.scale, knobs, env)
+            note = _changed(rec, defaults) if rec else "no change"
+            if other:
+                note += f" (also: {', '.join(other)})"
+            configs.append(("hosttune recommend", {**defaults, **rec}, note))
+        if "tune" in args.configs:
+            write_knobs(defaults)
+            kept, how = tuned_by_hosttune(workload, args.scale, knobs, budget=args.budget,
+                                          seed=args.seed, env=env)
+            configs.append(("hosttune tune", kept, f"{how}: {_changed(kept, defaults)}"))
+        if "random" in args.configs:
+            write_knobs(defaults)
+            best = random_best(workload, args.scale, knobs, defaults=defaults,
+                               budget=args.budget, seed=args.seed)
+            configs.append(("random search", best, _changed(best, defaults)))
+        scores: dict[str, list[float]] = {name: [] for name, _, _ in configs}
+        for _ in range(args.repeats):
+            for name, values, _note in configs:
+                write_knobs(values)
+                scores[name].append(run_once(workload, args.scale))
+    base = statistics.median(scores["defaults"])
+    spread = (max(scores["defaults"]) - min(scores["defaults"])) / base
+    rows = [(name, statistics.median(scores[name]) / base, note) for name, _, note in configs]
+    rows[0] = ("defaults", 1.0, f"kernel defaults; run-to-run spread {spread:.0%}")
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,7 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="repeats 3, budget 4")
     parser.add_argument("--workloads", default="embedding,training,checkpoint,loader")
+    parser.add_argument("--configs", default="profiles,recommend,tune,random",
+                        help="which configurations besides the defaults to run")
     args = parser.parse_args(argv)
+    args.configs = set(args.configs.split(","))
     if args.quick:
         args.repeats, args.budget = 3, 4
     if os.geteuid() != 0:

@@ -57,15 +57,20 @@ def read_knobs(host: Host, knobs: Iterable[str]) -> tuple[dict[str, str], dict[s
 
 def owned_knobs(host: Host, knobs: Iterable[str]) -> dict[str, str]:
     """knob -> where the admin set it."""
-    from hosttune.tuners.ownership import owners as find_owners
+    from hosttune.tuners.ownership import owner_of, owners
 
-    owners = find_owners(host)
-    return {k: str(owners[k]) for k in knobs if k in owners}
+    owned = owners(host)
+    out: dict[str, str] = {}
+    for knob in knobs:
+        owner = owner_of(knob, owned)
+        if owner is not None:
+            out[knob] = str(owner)
+    return out
 
 
 def observe(host: Host, *, workload: str, window: float = 1.0) -> HostState:
     state = HostState(workload=workload)
-    _observe_topology(host, state)
+    observe_topology(host, state)
     _observe_telemetry(host, state, window)
     knobs = prior_knobs()
     knobs += [f"block:{d.name}:read_ahead_kb" for d in state.disks]
@@ -94,23 +99,55 @@ def observe(host: Host, *, workload: str, window: float = 1.0) -> HostState:
     return state
 
 
-def _observe_topology(host: Host, state: HostState) -> None:
+# Device files a process opens to drive an accelerator, by driver, in the
+# order the driver numbers them (PCI address order, as nvidia-smi and npu-smi
+# number devices unless told otherwise).
+_DEV_FILES = {"nvidia": "/dev/nvidia{}", "devdrv_device_driver": "/dev/davinci{}",
+              "amdgpu": "/dev/dri/renderD{}"}
+_DEV_BASE = {"amdgpu": 128}
+
+
+def _nvidia_minor(host: Host, address: str) -> int | None:
+    """The /dev/nvidiaN minor the NVIDIA driver gave a GPU, when it says."""
+    text = host.read_optional(f"/proc/driver/nvidia/gpus/{address}/information")
+    for line in (text or "").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Device Minor" and value.strip().isdigit():
+            return int(value.strip())
+    return None
+
+
+def observe_topology(host: Host, state: HostState) -> None:
     from hosttune.agent.topology import discover
 
     try:
-        topo = discover(host)
+        topo = discover(host, netifs=False)
     except HosttuneError as exc:
         state.gaps["topology"] = str(exc)
         return
-    state.nodes = {n.id: tuple(n.cpus) for n in topo.nodes}
-    devices = []
+    for part, why in topo.gaps.items():
+        state.gaps[f"topology {part}"] = why
+    nodes = {n.id: tuple(n.cpus) for n in topo.nodes}
+    devices: list[DeviceState] = []
+    per_driver: dict[str, int] = {}
     for dev in topo.pci:
         if dev.role not in ("accelerator", "nic", "nvme"):
             continue
-        names = dev.netdevs + dev.block_devs
-        devices.append(DeviceState(address=dev.address, role=dev.role,
-                                   numa_node=dev.numa_node if dev.numa_node is not None else -1,
-                                   irqs=tuple(dev.irqs), names=names))
+        names: tuple[str, ...] = dev.netdevs + dev.block_devs
+        driver = dev.driver or ""
+        if dev.role == "accelerator" and driver in _DEV_FILES:
+            index = per_driver.get(driver, 0)
+            per_driver[driver] = index + 1
+            minor = _nvidia_minor(host, dev.address) if driver == "nvidia" else None
+            number = minor if minor is not None else _DEV_BASE.get(driver, 0) + index
+            names = (_DEV_FILES[driver].format(number), *names)
+        node = dev.numa_node if dev.numa_node is not None else -1
+        devices.append(DeviceState(dev.address, dev.role, node, tuple(dev.irqs), names))
+        # A tree without /sys/devices/system/node (a capture of PCI only)
+        # still says which CPUs are local to each device.
+        if node >= 0 and node not in nodes and dev.local_cpus:
+            nodes[node] = tuple(dev.local_cpus)
+    state.nodes = dict(sorted(nodes.items()))
     state.devices = tuple(devices)
 
 

@@ -26,6 +26,8 @@ class Dimension:
     high: int = 0
     choices: tuple[str, ...] = ()
     log: bool = False
+    # values the kernel keeps as they are (read_ahead_kb is kept in 4 KiB pages)
+    step: int = 1
 
     def __post_init__(self) -> None:
         if self.kind == "int" and self.high <= self.low:
@@ -57,8 +59,11 @@ class Dimension:
         x = min(max(float(coords[0]), 0.0), 1.0)
         if self.log:
             lo = math.log(max(self.low, 1))
-            return str(round(math.exp(lo + x * (math.log(self.high) - lo))))
-        return str(round(self.low + x * (self.high - self.low)))
+            value = math.exp(lo + x * (math.log(self.high) - lo))
+        else:
+            value = self.low + x * (self.high - self.low)
+        stepped = round(value / self.step) * self.step
+        return str(min(max(stepped, self.low), self.high))
 
 
 @dataclass(frozen=True)
@@ -131,7 +136,7 @@ class BayesOpt:
     space: Space
     seed: int = 0
     n_initial: int = 3
-    n_candidates: int = 2000
+    n_candidates: int = 1000
     xi: float = 0.01
     start: list[dict[str, str]] = field(default_factory=list)
     X_: list[list[float]] = field(default_factory=list)
@@ -186,8 +191,12 @@ class BayesOpt:
                            length_scale_bounds=(5e-2, 1e1), nu=2.5)
                   + WhiteKernel(0.1, (1e-4, 1.0)))
         gp = GaussianProcessRegressor(kernel=kernel, normalize_y=False,
-                                      random_state=self.seed, n_restarts_optimizer=2)
-        with warnings.catch_warnings():
+                                      random_state=self.seed, n_restarts_optimizer=1)
+        from threadpoolctl import threadpool_limits
+
+        # A few dozen points: one BLAS thread is faster than a pool, and the
+        # workload being tuned keeps the other cores.
+        with warnings.catch_warnings(), threadpool_limits(limits=1):
             # A length scale at its bound just means "this knob barely matters"
             # with few points: expected, not worth a warning per trial.
             warnings.simplefilter("ignore")
@@ -203,7 +212,8 @@ class BayesOpt:
         if not fresh:
             return self._fresh_random()
         C = np.asarray([self.space.encode(c) for c in fresh])
-        mu, sigma = gp.predict(C, return_std=True)
+        with threadpool_limits(limits=1):
+            mu, sigma = gp.predict(C, return_std=True)
         ei = _expected_improvement(mu, sigma, float(np.max(yn)), self.xi)
         return fresh[int(np.argmax(ei))]
 

@@ -59,18 +59,30 @@ class RecommendReport:
 
 
 def classify(host: Host, window: float) -> tuple[str | None, str]:
-    """The shipped classifier's answer, or None and why there is none."""
+    """The shipped classifier's answer on a window of live telemetry, or None
+    and why there is none. Looked up by name: the recommender works (on the
+    'unknown' priors) in a build that ships no model."""
+    if not host.is_live:
+        return None, "a captured host tree has no live telemetry to classify"
     try:
         serving: Any = importlib.import_module("hosttune.models.serving")
+        recognise: Any = importlib.import_module("hosttune.models.recognise")
+        features: Any = importlib.import_module("hosttune.models.features")
     except ImportError:
         return None, "no workload model is shipped in this build"
     try:
-        result = serving.classify_host(host, window=window)
-    except (HosttuneError, AttributeError) as exc:
+        model = serving.load()
+        # one sample a second, and the classifier needs MIN_ROWS of them
+        seconds = max(window, float(features.MIN_ROWS) + 1.0)
+        columns, matrix = recognise.live_window(seconds, 1.0)
+        pred = recognise.classify_rows(model, columns, matrix)
+    except HosttuneError as exc:
         return None, f"the workload model could not classify: {exc}"
-    label = str(getattr(result, "label", "unknown"))
-    conf = float(getattr(result, "confidence", 0.0))
-    return label, f"classified by the shipped model, confidence {conf:.2f}"
+    label = str(pred.label)
+    if label == str(serving.UNKNOWN):
+        return None, (f"the workload model is unsure (best guess {pred.best} at "
+                      f"{pred.confidence:.2f}, below its threshold)")
+    return label, f"classified by the shipped model, confidence {pred.confidence:.2f}"
 
 
 def run_recommend(host: Host, *, workload: str | None, window: float = 1.0,

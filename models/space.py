@@ -15,14 +15,21 @@ DEFAULT_TUNE_KNOBS = ("thp:enabled", "sysctl:vm.swappiness", "sysctl:vm.dirty_ra
                       "sysctl:vm.dirty_background_ratio")
 
 
+def _step(knob: str) -> int:
+    # The block layer keeps readahead in whole 4 KiB pages (195 reads back as 192).
+    return 4 if knob.startswith("block:") and knob.endswith(":read_ahead_kb") else 1
+
+
 def dimension(knob: str, entry: Mapping[str, Any]) -> Dimension:
     if "choices" in entry:
         return Dimension(knob, "cat", choices=tuple(str(c) for c in entry["choices"]))
     if "min" in entry and "max" in entry:
         low, high = int(entry["min"]), int(entry["max"])
-        # Ranges over three decades (readahead 16..16384) are searched on a log scale.
-        return Dimension(knob, "int", low, high, log=(low > 0 and high / low >= 1000)
-                         or (low == 0 and high >= 1000))
+        step = _step(knob)
+        # Ranges over three decades (readahead 0..16384) are searched on a log
+        # scale, which starts at one step rather than at zero.
+        log = high / max(low, step) >= 1000
+        return Dimension(knob, "int", max(low, step) if log else low, high, log=log, step=step)
     raise KnobError(knob, "the allowlist gives no bounds or choices to search within")
 
 

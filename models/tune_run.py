@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from hosttune.agent.errors import HosttuneError
 from hosttune.agent.host import Host
 from hosttune.models.optimizer import Space
 from hosttune.models.space import DEFAULT_TUNE_KNOBS, space_for
+from hosttune.models.state import HostState
 from hosttune.models.tuning import (
     CommandObjective,
     MetricFileObjective,
@@ -97,10 +99,14 @@ class TransactionActuator:
             return
         journal = Journal(self.journal_path)
         try:
-            apply_plan(self.host, Plan(changes=changes, workload=None, note=self.label),
-                       journal)
+            result = apply_plan(self.host, Plan(changes=changes, workload=None,
+                                                note=self.label), journal, reason=reason)
         finally:
             journal.close()
+        if not result.ok:
+            # the transaction has already put back whatever it had changed
+            raise HosttuneError(result.error or result.message or "transaction failed",
+                                subject=self.label)
 
     def apply(self, values: dict[str, str]) -> None:
         self._apply(values, "optimizer", f"{self.label}: trial setting")
@@ -133,14 +139,21 @@ def sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-def _session_file(state_dir: Path) -> Path:
-    return state_dir / "tune-session.json"
+def _session_file(state_dir: Path, host: Host) -> Path:
+    """One session file per host root: tuning a fixture tree in a test never
+    touches the record of a run on the real host."""
+    if host.is_live:
+        return state_dir / "tune-session.json"
+    import hashlib
+
+    digest = hashlib.sha256(str(host.root.resolve()).encode()).hexdigest()[:12]
+    return state_dir / f"tune-session-{digest}.json"
 
 
 def restore_stale_session(host: Host, state_dir: Path, journal: Path,
                           echo: Callable[[str], None] | None) -> bool:
     """Put back the baseline of a tuning run that died between transactions."""
-    path = _session_file(state_dir)
+    path = _session_file(state_dir, host)
     if not path.exists():
         return False
     try:
@@ -151,7 +164,7 @@ def restore_stale_session(host: Host, state_dir: Path, journal: Path,
     if pid != os.getpid() and _alive(pid):
         raise HosttuneError(f"another tuning run (pid {pid}) is in progress", subject=str(path))
     if Path(root).resolve() != host.root.resolve():
-        return False
+        raise HosttuneError(f"session file names another host root ({root})", subject=str(path))
     TransactionActuator(host, journal, baseline, "hosttune tune recovery").revert()
     path.unlink()
     if echo:
@@ -169,13 +182,57 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _prior_start(host: Host, space: Space, baseline: dict[str, str],
-                 workload: str) -> tuple[dict[str, str] | None, list[str]]:
+class ObservingObjective:
+    """Wraps an objective; during its first measurement, looks at the host
+    (telemetry, the workload's processes) from a second thread, so the priors
+    judge the workload while it runs (a dataset reader's disk, a trainer's
+    huge pages) rather than an idle host."""
+
+    def __init__(self, inner: Objective, host: Host, workload: str,
+                 delay: float = 1.0, window: float = 1.0) -> None:
+        self.inner = inner
+        self.lower_is_better = inner.lower_is_better
+        self.host = host
+        self.workload = workload
+        self.delay = delay
+        self.window = window
+        self.state: HostState | None = None
+        self._done = False
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    def measure(self) -> float:
+        if self._done:
+            return self.inner.measure()
+        self._done = True
+        import threading
+
+        from hosttune.models.observe import observe
+
+        def look() -> None:
+            time.sleep(self.delay)
+            try:
+                self.state = observe(self.host, workload=self.workload, window=self.window)
+            except HosttuneError:
+                self.state = None
+
+        thread = threading.Thread(target=look, daemon=True)
+        thread.start()
+        try:
+            return self.inner.measure()
+        finally:
+            thread.join()
+
+
+def _prior_start(host: Host, space: Space, baseline: dict[str, str], workload: str,
+                 state: HostState | None = None) -> tuple[dict[str, str] | None, list[str]]:
     """The priors' recommendation for this class, restricted to the space."""
     from hosttune.models.observe import observe
     from hosttune.models.recommender import recommend
 
-    state = observe(host, workload=workload, window=0.5)
+    if state is None:
+        state = observe(host, workload=workload, window=0.5)
     recs = recommend(state)
     point = dict(baseline)
     used = []
@@ -223,12 +280,12 @@ def run_tune(req: TuneRequest, echo: Callable[[str], None] | None) -> dict[str, 
         restore_stale_session(host, state_dir, journal, echo)
     actuator_reader = TransactionActuator(host, journal, {}, "hosttune tune")
     baseline = actuator_reader.current(knobs)
-    start, used = _prior_start(host, space, baseline, req.workload)
     plan_info: dict[str, Any] = {
         "objective": objective.describe(), "knobs": knobs, "baseline": baseline,
-        "prior_start": start, "prior_rules": used, "budget": req.budget,
-        "repeats": req.repeats, "keep": req.keep}
+        "budget": req.budget, "repeats": req.repeats, "keep": req.keep}
     if dry:
+        start, used = _prior_start(host, space, baseline, req.workload)
+        plan_info.update(prior_start=start, prior_rules=used)
         why = "--dry-run" if req.dry_run else "not root: only root changes the host"
         if echo:
             echo(f"dry run ({why}): would measure the baseline, then {req.budget} trial(s) "
@@ -242,7 +299,7 @@ def run_tune(req: TuneRequest, echo: Callable[[str], None] | None) -> dict[str, 
         return {"dry_run": True, "reason": why, **plan_info, "trials": []}
 
     actuator = TransactionActuator(host, journal, baseline, "hosttune tune")
-    session = _session_file(state_dir)
+    session = _session_file(state_dir, host)
     session.write_text(json.dumps({"pid": os.getpid(), "baseline": baseline,
                                    "root": str(host.root)}))
     outcomes = OutcomeStore(state_dir / "outcomes.db")
@@ -256,14 +313,24 @@ def run_tune(req: TuneRequest, echo: Callable[[str], None] | None) -> dict[str, 
         echo(f"  trial {trial.index:>2} {trial.origin:<8} {trial.status:<9} {effect:>8}  "
              f"{what}{'  ' + trial.error if trial.error else ''}")
 
+    watched = ObservingObjective(objective, host, req.workload)
+
+    def priors_seen_running() -> list[dict[str, str]]:
+        start, used = _prior_start(host, space, baseline, req.workload, watched.state)
+        plan_info.update(prior_start=start, prior_rules=used)
+        if echo and start:
+            echo("priors, judged while the baseline ran: " + ", ".join(used))
+        return [start] if start else []
+
     if echo:
         echo(f"tuning {len(knobs)} knob(s) against {objective.describe()}")
     result: TuningResult
     try:
         with sigterm_raises():
-            result = run_tuning(space=space, baseline_values=baseline, objective=objective,
+            result = run_tuning(space=space, baseline_values=baseline, objective=watched,
                                 actuator=actuator, budget=req.budget, repeats=req.repeats,
-                                start=[start] if start else [], seed=req.seed, keep=req.keep,
+                                start_after_baseline=priors_seen_running, seed=req.seed,
+                                keep=req.keep,
                                 workload=req.workload, outcomes=outcomes, on_trial=show)
     finally:
         # reached on success and on every exception after run_tuning reverted

@@ -210,13 +210,17 @@ def effect_of(score: float, baseline: float, lower_is_better: bool) -> float:
 def run_tuning(
     *, space: Space, baseline_values: dict[str, str], objective: Objective,
     actuator: Actuator, budget: int, repeats: int = 1,
-    start: list[dict[str, str]] | None = None, seed: int = 0, keep: str = "best",
+    start: list[dict[str, str]] | None = None,
+    start_after_baseline: Callable[[], list[dict[str, str]]] | None = None,
+    seed: int = 0, keep: str = "best",
     min_gain: float = 0.02, regress_tolerance: float = 0.05,
     workload: str = "unknown", outcomes: OutcomeStore | None = None,
     on_trial: Callable[[Trial], None] | None = None,
 ) -> TuningResult:
     """Budget counts the trials after the baseline. `keep` is "best" or
-    "revert". The host is at its baseline on every exit but a kept best."""
+    "revert". The host is at its baseline on every exit but a kept best.
+    `start_after_baseline` gives more starting points once the baseline has
+    been measured (the priors, judged on what was seen while it ran)."""
     if budget < 1 or repeats < 1:
         raise HosttuneError("budget and repeats must be at least 1")
     if keep not in ("best", "revert"):
@@ -237,10 +241,12 @@ def run_tuning(
     baseline.effect = 1.0
     if on_trial:
         on_trial(baseline)
-    opt = BayesOpt(space=space, seed=seed, start=[dict(p) for p in (start or [])])
+    starts = [dict(p) for p in (start or [])]
+    if start_after_baseline is not None:
+        starts += [p for p in start_after_baseline() if p not in starts]
+    opt = BayesOpt(space=space, seed=seed, start=[dict(p) for p in starts])
     opt.tell(baseline.values, 1.0)
     trials = [baseline]
-    starts = [dict(p) for p in (start or [])]
     try:
         for i in range(1, budget + 1):
             values = opt.ask()

@@ -201,3 +201,20 @@ def test_unlisted_vendor_backend_is_not_tried() -> None:
     coll = AccelCollector(Host(NVIDIA), ["ascend", "sysfs"],
                           factories={"nvidia": must_not_open})
     assert coll.backend_names == ["sysfs"]
+
+
+def test_this_machine(caplog: pytest.LogCaptureFixture) -> None:
+    """The live host (no accelerator on the development and CI machines; on a
+    GPU host the same calls must simply find it). Read-only."""
+    with caplog.at_level(logging.DEBUG, logger="hosttune.accel"):
+        start = time.monotonic()
+        coll = AccelCollector(Host())
+        values: dict[str, float] = {}
+        coll.collect(values)
+        coll.close()
+        took = time.monotonic() - start
+    assert took < 5.0
+    assert values["accel.count"] == len(coll.devices())
+    if not coll.devices():
+        assert coll.backend_names == [] and values == {"accel.count": 0.0}
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -129,7 +129,12 @@ class FixtureEngine:
     def prepare(self) -> dict[str, Any]:
         return {"model": {"source": "rule: cpu.util > 0.5 is training"}}
 
+    fail_next: int = 0
+
     def sample(self) -> Sample:
+        if self.fail_next:
+            self.fail_next -= 1
+            raise ValueError("a collector's bug")
         return self.sampler.sample()
 
     def rates(self, prev: Sample, cur: Sample) -> dict[str, float]:
@@ -143,7 +148,11 @@ class FixtureEngine:
         util = sum(utils) / len(utils)
         return Verdict("training" if util > 0.5 else "idle", 0.9, (("cpu.util", util),))
 
+    slow_unknown: float = 0.0  # seconds the generic ("unknown") plan takes
+
     def recommend(self, workload: str) -> Proposal | None:
+        if workload == "unknown":
+            time.sleep(self.slow_unknown)
         if workload != "training":
             return None
         plan = Plan([Change("sysctl:vm.swappiness", "10", "keep the dataset cached")],
@@ -165,14 +174,18 @@ class FixtureEngine:
             keep.append(c)
         return Plan(keep, plan.workload)
 
-    def apply(self, plan: Any, reason: str) -> TxnOutcome:
+    def apply(self, plan: Any, reason: str, *, uid: int | None = None,
+              allowlist: Mapping[str, Mapping[str, Any]] | None = None,
+              admin_owned: Mapping[str, str] | None = None,
+              force: bool = False) -> TxnOutcome:
         txn = str(next(self.txns))
         for c in plan.changes:
             self.journal.append((txn, c.knob, self.host.read_str(KNOB_PATH)))
             self.host.write_text(KNOB_PATH, c.after)
         return TxnOutcome(True, txn, f"applied {len(plan.changes)}")
 
-    def rollback(self, target: str) -> TxnOutcome:
+    def rollback(self, target: str, *, force: bool = False, uid: int | None = None
+                 ) -> TxnOutcome:
         first = target.removeprefix("before:")
         undo = [e for e in self.journal if int(e[0]) >= int(first)]
         for _txn, _knob, old in reversed(undo):
@@ -389,3 +402,62 @@ def test_metrics_endpoint(tmp_path: Path, tree: tuple[Path, World]) -> None:
         thread.join(timeout=10)
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_a_failing_tick_is_survived(tmp_path: Path, tree: tuple[Path, World]) -> None:
+    root, _world = tree
+    daemon, thread = _start(tmp_path, root, AUTO)
+    try:
+        _wait(lambda: daemon.sample_count > 2, 5, "samples")
+        engine = daemon.engine
+        assert isinstance(engine, FixtureEngine)
+        count = daemon.sample_count
+        engine.fail_next = 3
+        _wait(lambda: daemon.sample_count > count + 3, 5, "sampling to go on")
+        assert daemon.sample_errors == 3 and thread.is_alive()
+    finally:
+        daemon.request_stop()
+        thread.join(timeout=10)
+
+
+def test_objective_command_judges_the_change(tmp_path: Path, tree: tuple[Path, World]) -> None:
+    root, world = tree
+    world.busy = 0.9
+    score = tmp_path / "throughput.txt"
+    score.write_text("samples/s: 100\n")
+    config = cfg.parse(
+        "mode: auto\ninterval: 0.1\nwindow: 3\nsocket: {group: root}\n"
+        "auto: {watch_windows: 1, cooldown_windows: 0, regression: 0.05}\n"
+        f"objective: {{command: 'cat {score}', higher_is_better: true, timeout: 10}}\n")
+    daemon, thread = _start(tmp_path, root, config)
+    try:
+        _wait(lambda: daemon.applied, 10, "auto apply")
+        score.write_text("samples/s: 50\n")  # the benchmark got slower after the change
+        _wait(lambda: daemon.reverts, 10, "revert")
+        assert daemon.reverts[0]["why"] == "objective command went from 100 to 50"
+        assert (root / "proc/sys/vm/swappiness").read_text().strip() == "60"
+    finally:
+        daemon.request_stop()
+        thread.join(timeout=10)
+
+
+def test_a_class_believed_while_a_plan_is_computed_gets_its_own(
+        tmp_path: Path, tree: tuple[Path, World]) -> None:
+    root, world = tree
+    world.busy = 0.9
+    paths = Paths(state_dir=tmp_path / "state", run_dir=tmp_path / "run",
+                  config=tmp_path / "hosttune.yaml")
+    engine = FixtureEngine(root)
+    engine.slow_unknown = 1.5  # still computing when "training" is believed (~0.6 s)
+    daemon = Daemon(paths, AUTO, engine, Log("debug", use_journal=False), Notifier(env={}))
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        _wait(lambda: daemon.tracker.stable == "training", 10, "training")
+        # Well before the periodic refresh (20 windows, 6 s here) would catch it.
+        _wait(lambda: daemon.applied, 4, "the training plan applied")
+        assert daemon.recommendation is not None
+        assert daemon.recommendation.workload == "training"
+    finally:
+        daemon.request_stop()
+        thread.join(timeout=10)

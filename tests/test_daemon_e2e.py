@@ -10,13 +10,14 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_run import RunningDaemon
+from daemon_run import RunningDaemon, hosttuned_exe
 
 from hosttune.agent.client import DaemonClient, DaemonError
 
@@ -58,6 +59,14 @@ def test_lifecycle(daemon: RunningDaemon) -> None:
     text = daemon.cli("status")
     assert text.returncode == 0 and "hosttuned: running" in text.stdout
     assert "mode: observe" in text.stdout and "workload:" in text.stdout
+
+    # A second daemon on the same state directory refuses to start and
+    # leaves the first one's socket alone.
+    second = subprocess.run([hosttuned_exe(), "--foreground"], env=daemon.env,
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert second.returncode == 1
+    assert f"another hosttuned (pid {daemon.proc.pid}) already runs" in second.stderr
+    assert daemon.status()["pid"] == daemon.proc.pid
 
     # SIGHUP with a broken file: refused, logged with key and line, old config kept.
     daemon.config.write_text("mode: recommend\ninterval: fast\n")

@@ -11,6 +11,7 @@ mode applies on its own."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -65,7 +66,7 @@ def test_sigkill_mid_transaction_then_restart_restores(tmp_path: Path) -> None:
         def apply() -> None:
             try:
                 result["reply"] = DaemonClient(d.socket_path, timeout=60).request(
-                    "apply", plan=PLAN)
+                    "apply", plan=PLAN, root=str(root))
             except Exception as exc:
                 result["error"] = exc
 
@@ -77,6 +78,11 @@ def test_sigkill_mid_transaction_then_restart_restores(tmp_path: Path) -> None:
         time.sleep(0.3)  # now blocked in the write of dirty_ratio
         assert (vm / "dirty_ratio").read_text().strip() == "20"
         d.proc.send_signal(signal.SIGKILL)
+        # A killed tracee under strace's delay injection is reaped only once
+        # strace lets go of it.
+        tracer.kill()
+        tracer.wait()
+        tracer = None
         d.proc.wait(timeout=10)
     finally:
         if tracer is not None:
@@ -99,3 +105,47 @@ def test_sigkill_mid_transaction_then_restart_restores(tmp_path: Path) -> None:
         assert d2.stop() == 0
     finally:
         d2.close()
+
+
+def test_cli_apply_and_rollback_go_through_the_daemon(tmp_path: Path) -> None:
+    root = tmp_path / "host"
+    shutil.copytree(FIXTURE, root)
+    vm = root / "proc" / "sys" / "vm"
+    vm.mkdir(parents=True)
+    (vm / "swappiness").write_text("60\n")
+    (vm / "dirty_ratio").write_text("20\n")
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PLAN)
+    d = RunningDaemon(tmp_path, "interval: 0.5\nsocket: {group: root}\n",
+                      args=("--root", str(root)))
+    try:
+        d.wait_for("READY=1", timeout=20)
+        res = d.cli("apply", str(plan), "--root", str(root), "--json")
+        assert res.returncode == 0, res.stderr
+        assert (vm / "swappiness").read_text().strip() == "10"
+        assert (vm / "dirty_ratio").read_text().strip() == "30"
+        status = d.status()
+        assert [a["by"] for a in status["applied"]] == ["uid 0"]  # the daemon did it
+        txn = status["applied"][0]["txn"]
+        res = d.cli("rollback", f"before:{txn}", "--root", str(root))
+        assert res.returncode == 0, res.stderr
+        assert "rollback to before transaction" in res.stdout
+        assert (vm / "swappiness").read_text().strip() == "60"
+        assert (vm / "dirty_ratio").read_text().strip() == "20"
+        # History comes from the daemon's journal.
+        res = d.cli("history", "--json")
+        assert res.returncode == 0, res.stderr
+        kinds = [(r["kind"], r["state"]) for r in json.loads(res.stdout)]
+        assert kinds == [("apply", "committed"), ("rollback", "committed")], kinds
+        assert "sysctl:vm.dirty_ratio: 20 -> 30" in d.cli("history").stdout
+        # Asked for another tree, the daemon declines and the CLI works directly.
+        other = tmp_path / "other"
+        shutil.copytree(root, other)
+        res = d.cli("set", "sysctl:vm.swappiness", "30", "--root", str(other))
+        assert res.returncode == 0, res.stderr
+        assert (other / "proc/sys/vm/swappiness").read_text().strip() == "30"
+        assert (vm / "swappiness").read_text().strip() == "60"
+        assert len(d.status()["applied"]) == 1
+        assert d.stop() == 0
+    finally:
+        d.close()

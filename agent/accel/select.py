@@ -281,7 +281,12 @@ class AccelCollector:
 
     @property
     def backend_names(self) -> list[str]:
-        return [slot.backend.name for slot in self._slots]
+        """The backends serving devices now, in order, each named once."""
+        names: list[str] = []
+        for slot in self._slots:
+            if slot.backend.name not in names:
+                names.append(slot.backend.name)
+        return names
 
     def devices(self) -> list[AccelDevice]:
         return list(self._devices)

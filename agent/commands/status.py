@@ -71,10 +71,10 @@ def direct_status() -> dict[str, Any]:
 
         with Sampler(Host(), process_every=0) as sampler:
             first = sampler.sample()
-            time.sleep(0.25)
+            time.sleep(0.1)  # enough for utilisation; `status` must stay quick
             second = sampler.sample()
         merged = {**second.values, **rates(first, second)}
-        from hosttune.agent.daemon import STATUS_METRICS
+        from hosttune.agent.control import STATUS_METRICS
 
         out["sample"] = {k: merged[k] for k in STATUS_METRICS if k in merged}
     except (ImportError, HosttuneError) as exc:
@@ -130,7 +130,8 @@ def render(status: dict[str, Any]) -> list[str]:
         lines.append(f"recommendation: unavailable: {rec['error']}")
     else:
         changes = (rec.get("plan") or {}).get("changes", [])
-        lines.append(f"recommendation for {rec['workload']}: {len(changes)} change(s)")
+        lines.append(f"recommendation for {rec['workload']}: "
+                     + (f"{len(changes)} change(s)" if changes else "no changes"))
         for change in changes:
             before = change.get("before", "?")
             lines.append(f"  {change['knob']}: {before} -> {change['value']}")

@@ -1,0 +1,158 @@
+"""The knobs hosttune may choose on its own (sources expert, model, optimizer),
+with bounds. An administrator's own `hosttune set` is not limited by it.
+
+The table is plain data so the daemon's config can merge over it:
+
+    {"sysctl:vm.swappiness": {"min": 0, "max": 100}, ...}
+
+An entry is a knob name or an fnmatch pattern (`block:*:read_ahead_kb`) and a
+mapping of any of:
+- `min`, `max`: integer bounds; for multi-value knobs (tcp_rmem) every field
+  is checked against them;
+- `choices`: the allowed values (THP modes, I/O schedulers);
+- `max_memory_fraction`: for hugepage pools, the most memory (a fraction of
+  MemTotal) the pool may take.
+An override entry of `None` (YAML `~`) removes a knob from the table.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping
+from typing import Any
+
+from hosttune.agent.errors import ConfigError, KnobError
+from hosttune.tuners.base import parse_knob
+
+Allowlist = dict[str, dict[str, Any]]
+
+DEFAULT_ALLOWLIST: Allowlist = {
+    # Memory reclaim and writeback.
+    "sysctl:vm.swappiness": {"min": 0, "max": 100},
+    "sysctl:vm.dirty_ratio": {"min": 5, "max": 80},
+    "sysctl:vm.dirty_background_ratio": {"min": 1, "max": 50},
+    "sysctl:vm.dirty_expire_centisecs": {"min": 500, "max": 30000},
+    "sysctl:vm.dirty_writeback_centisecs": {"min": 100, "max": 6000},
+    "sysctl:vm.min_free_kbytes": {"min": 8192, "max": 4194304},
+    "sysctl:vm.zone_reclaim_mode": {"min": 0, "max": 1},
+    "sysctl:vm.max_map_count": {"min": 65530, "max": 16777216},
+    "sysctl:vm.vfs_cache_pressure": {"min": 10, "max": 200},
+    "sysctl:vm.overcommit_memory": {"min": 0, "max": 1},
+    "sysctl:vm.watermark_scale_factor": {"min": 10, "max": 1000},
+    # Scheduler and NUMA.
+    "sysctl:kernel.numa_balancing": {"min": 0, "max": 1},
+    "sysctl:kernel.sched_autogroup_enabled": {"min": 0, "max": 1},
+    # Network buffers (per network namespace).
+    "sysctl:net.core.rmem_max": {"min": 212992, "max": 536870912},
+    "sysctl:net.core.wmem_max": {"min": 212992, "max": 536870912},
+    "sysctl:net.core.rmem_default": {"min": 212992, "max": 67108864},
+    "sysctl:net.core.wmem_default": {"min": 212992, "max": 67108864},
+    "sysctl:net.ipv4.tcp_rmem": {"min": 4096, "max": 536870912},
+    "sysctl:net.ipv4.tcp_wmem": {"min": 4096, "max": 536870912},
+    "sysctl:net.core.netdev_max_backlog": {"min": 1000, "max": 250000},
+    "sysctl:net.core.somaxconn": {"min": 128, "max": 65535},
+    "sysctl:net.ipv4.tcp_mtu_probing": {"min": 0, "max": 2},
+    # Transparent hugepages.
+    "thp:enabled": {"choices": ["always", "madvise", "never"]},
+    "thp:defrag": {"choices": ["always", "defer", "defer+madvise", "madvise", "never"]},
+    "thp:shmem_enabled": {"choices": ["always", "within_size", "advise", "never"]},
+    "thp:khugepaged.defrag": {"min": 0, "max": 1},
+    "thp:khugepaged.pages_to_scan": {"min": 512, "max": 65536},
+    # Persistent hugepage pools, global and per node.
+    "hugepages:*": {"min": 0, "max_memory_fraction": 0.5},
+    # IRQ affinity and process placement: any CPU list the validator accepts.
+    "irq:*": {},
+    "numa:pid:*": {},
+    # Block devices.
+    "block:*:read_ahead_kb": {"min": 0, "max": 16384},
+    "block:*:scheduler": {"choices": ["none", "mq-deadline", "kyber", "bfq"]},
+    "block:*:nr_requests": {"min": 32, "max": 4096},
+    # CPU frequency (absent on many VMs: the tuner reports it unavailable).
+    "cpu:governor": {"choices": ["performance", "schedutil", "ondemand", "powersave"]},
+    "cpu:epp": {"choices": ["performance", "balance_performance", "balance_power", "power"]},
+}
+
+_ENTRY_KEYS = {"min", "max", "choices", "max_memory_fraction"}
+
+
+def merge(base: Mapping[str, Mapping[str, Any] | None],
+          override: Mapping[str, Mapping[str, Any] | None] | None,
+          *, source: str = "config") -> Allowlist:
+    """`base` with `override`'s entries replacing whole entries (None removes).
+    Entries are checked, so a bad config is a ConfigError naming the knob."""
+    merged: Allowlist = {k: dict(v) for k, v in base.items() if v is not None}
+    for knob, entry in (override or {}).items():
+        if entry is None:
+            merged.pop(knob, None)
+            continue
+        merged[knob] = _checked_entry(knob, entry, source)
+    return merged
+
+
+def _checked_entry(knob: str, entry: Any, source: str) -> dict[str, Any]:
+    if not isinstance(knob, str) or ":" not in knob:
+        raise ConfigError("allowlist keys are knob names or patterns (family:key)",
+                          path=source, key=str(knob))
+    if not isinstance(entry, Mapping):
+        raise ConfigError("an allowlist entry is a mapping of min/max/choices",
+                          path=source, key=knob)
+    unknown = set(entry) - _ENTRY_KEYS
+    if unknown:
+        raise ConfigError(f"unknown allowlist field {sorted(unknown)[0]!r}", path=source, key=knob)
+    for bound in ("min", "max"):
+        if bound in entry and (not isinstance(entry[bound], int) or isinstance(entry[bound], bool)):
+            raise ConfigError(f"{bound} must be an integer", path=source, key=knob)
+    if "choices" in entry and not (
+        isinstance(entry["choices"], list) and all(isinstance(c, str) for c in entry["choices"])
+    ):
+        raise ConfigError("choices must be a list of text values", path=source, key=knob)
+    if "max_memory_fraction" in entry:
+        frac = entry["max_memory_fraction"]
+        if not isinstance(frac, int | float) or not 0 < frac <= 1:
+            raise ConfigError("max_memory_fraction must be in (0, 1]", path=source, key=knob)
+    return dict(entry)
+
+
+def entry_for(allowlist: Mapping[str, Mapping[str, Any]], knob: str) -> Mapping[str, Any] | None:
+    """The entry for `knob`: an exact name first, else the longest matching pattern."""
+    if knob in allowlist:
+        return allowlist[knob]
+    matches = [p for p in allowlist if fnmatch.fnmatchcase(knob, p)]
+    if not matches:
+        return None
+    return allowlist[max(matches, key=len)]
+
+
+def check(allowlist: Mapping[str, Mapping[str, Any]], knob: str, value: str,
+          *, mem_total_kb: int | None = None) -> None:
+    """KnobError unless hosttune may set `knob` to `value` on its own."""
+    parse_knob(knob)
+    entry = entry_for(allowlist, knob)
+    if entry is None:
+        raise KnobError(knob, "not on the allowlist of knobs hosttune may change on its own")
+    if "choices" in entry and value not in entry["choices"]:
+        raise KnobError(knob, f"{value!r} is not an allowed choice ({', '.join(entry['choices'])})")
+    if "min" in entry or "max" in entry or "max_memory_fraction" in entry:
+        try:
+            numbers = [int(v) for v in value.split()]
+        except ValueError:
+            raise KnobError(knob, f"{value!r} is not a number") from None
+        lo, hi = entry.get("min"), entry.get("max")
+        for number in numbers:
+            if lo is not None and number < lo:
+                raise KnobError(knob, f"{number} is below the allowed minimum {lo}")
+            if hi is not None and number > hi:
+                raise KnobError(knob, f"{number} is above the allowed maximum {hi}")
+        frac = entry.get("max_memory_fraction")
+        if frac is not None and mem_total_kb is not None and numbers:
+            page_kb = _page_kb(knob)
+            if page_kb is not None and numbers[0] * page_kb > frac * mem_total_kb:
+                raise KnobError(knob, f"{numbers[0]} pages of {page_kb} kB would take more than "
+                                      f"{frac:.0%} of memory ({mem_total_kb} kB)")
+
+
+def _page_kb(knob: str) -> int | None:
+    size = knob.rsplit(":", 1)[-1]
+    if size.endswith("kB") and size[:-2].isdigit():
+        return int(size[:-2])
+    return None

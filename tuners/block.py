@@ -1,0 +1,85 @@
+"""block: queue settings of a block device.
+
+Keys: `DEVICE:SETTING` (`nvme0n1:read_ahead_kb`, `sda:scheduler`), files
+/sys/block/DEVICE/queue/SETTING. `scheduler` prints "[mq-deadline] none"; its
+value is the selected word. The other settings hold one integer."""
+
+from __future__ import annotations
+
+import re
+
+from hosttune.agent.errors import HostReadError, KnobError, ParseError
+from hosttune.agent.host import Host
+from hosttune.tuners.base import parse_choice
+
+SETTINGS = ("read_ahead_kb", "scheduler", "nr_requests", "rq_affinity", "max_sectors_kb",
+            "nomerges", "add_random", "iostats")
+_DEV_RE = re.compile(r"^[A-Za-z0-9_.!\-]+$")
+
+
+class BlockTuner:
+    family = "block"
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    def _path(self, key: str) -> str:
+        device, sep, setting = key.partition(":")
+        if not sep or not _DEV_RE.match(device) or device in (".", ".."):
+            raise KnobError(f"block:{key}", "block keys are DEVICE:SETTING (block:sda:scheduler)")
+        if setting not in SETTINGS:
+            raise KnobError(f"block:{key}", f"unknown block setting {setting!r} "
+                                            f"({', '.join(SETTINGS)})")
+        return f"/sys/block/{device}/queue/{setting}"
+
+    def available(self, key: str) -> bool:
+        try:
+            return self.host.exists(self._path(key))
+        except KnobError:
+            return False
+
+    def _raw(self, key: str) -> str:
+        if not self.available(key):
+            raise KnobError(f"block:{key}", f"unavailable: this host has no {self._path(key)}")
+        try:
+            return self.host.read_str(self._path(key))
+        except HostReadError as exc:
+            raise KnobError(f"block:{key}", str(exc)) from exc
+
+    def read(self, key: str) -> str:
+        raw = self._raw(key)
+        if key.endswith(":scheduler"):
+            try:
+                return parse_choice(raw, source=self.host.describe(self._path(key)))[0]
+            except ParseError as exc:
+                raise KnobError(f"block:{key}", str(exc)) from exc
+        return raw
+
+    def validate(self, key: str, value: str) -> str:
+        knob = f"block:{key}"
+        raw = self._raw(key)
+        value = value.strip()
+        if key.endswith(":scheduler"):
+            options = parse_choice(raw, source=self.host.describe(self._path(key)))[1]
+            if value not in options:
+                raise KnobError(knob, f"{value!r} is not offered ({', '.join(options)})")
+            return value
+        try:
+            number = int(value)
+        except ValueError:
+            raise KnobError(knob, f"expected an integer, got {value!r}") from None
+        if number < 0:
+            raise KnobError(knob, f"expected a non-negative integer, got {number}")
+        return str(number)
+
+    def apply(self, key: str, value: str) -> None:
+        self.host.write_text(self._path(key), value)
+
+    def verify(self, key: str, value: str) -> bool:
+        return self.equal(self.read(key), value)
+
+    def equal(self, a: str, b: str) -> bool:
+        return a.strip() == b.strip()
+
+    def advise(self, key: str, value: str) -> list[str]:
+        return []

@@ -1,0 +1,100 @@
+"""hugepages: persistent hugepage pools, globally and per NUMA node.
+
+Keys: `2048kB` (/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages) and
+`node0:2048kB` (/sys/devices/system/node/node0/hugepages/...). The value is
+the number of pages. The kernel may give fewer pages than asked when memory
+is fragmented: `apply` reads the pool back and raises, naming both counts,
+rather than pretend."""
+
+from __future__ import annotations
+
+import re
+
+from hosttune.agent.errors import HostReadError, KnobError
+from hosttune.agent.host import Host
+
+_KEY_RE = re.compile(r"^(?:node(\d+):)?(\d+)kB$")
+
+
+class HugepagesShortfall(KnobError):
+    """The kernel allocated fewer hugepages than asked (fragmentation)."""
+
+    def __init__(self, knob: str, asked: int, got: int) -> None:
+        super().__init__(knob, f"asked for {asked} pages, the kernel gave {got} "
+                               "(memory too fragmented or too little free)")
+        self.asked = asked
+        self.got = got
+
+
+class HugepagesTuner:
+    family = "hugepages"
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    @staticmethod
+    def parse_key(key: str) -> tuple[int | None, int]:
+        """"node0:2048kB" -> (0, 2048); "2048kB" -> (None, 2048)."""
+        match = _KEY_RE.match(key)
+        if not match:
+            raise KnobError(f"hugepages:{key}",
+                            "hugepage keys are SIZEkB or nodeN:SIZEkB (e.g. 2048kB, node0:2048kB)")
+        node = int(match.group(1)) if match.group(1) is not None else None
+        return node, int(match.group(2))
+
+    def _path(self, key: str) -> str:
+        node, size = self.parse_key(key)
+        if node is None:
+            return f"/sys/kernel/mm/hugepages/hugepages-{size}kB/nr_hugepages"
+        return f"/sys/devices/system/node/node{node}/hugepages/hugepages-{size}kB/nr_hugepages"
+
+    def available(self, key: str) -> bool:
+        try:
+            return self.host.exists(self._path(key))
+        except KnobError:
+            return False
+
+    def read(self, key: str) -> str:
+        if not self.available(key):
+            raise KnobError(f"hugepages:{key}", f"this host has no {self._path(key)}")
+        try:
+            return str(self.host.read_int(self._path(key)))
+        except HostReadError as exc:
+            raise KnobError(f"hugepages:{key}", exc.message) from exc
+
+    def free(self, key: str) -> int | None:
+        path = self._path(key).replace("nr_hugepages", "free_hugepages")
+        return self.host.read_optional_int(path)
+
+    def validate(self, key: str, value: str) -> str:
+        knob = f"hugepages:{key}"
+        self.read(key)
+        try:
+            number = int(value.strip())
+        except ValueError:
+            raise KnobError(knob, f"expected a number of pages, got {value!r}") from None
+        if number < 0:
+            raise KnobError(knob, f"expected a non-negative number of pages, got {number}")
+        return str(number)
+
+    def apply(self, key: str, value: str) -> None:
+        knob = f"hugepages:{key}"
+        asked = int(value)
+        self.host.write_text(self._path(key), value)
+        got = int(self.read(key))
+        # Shrinking can also fall short (pages in use become surplus pages and
+        # leave the pool only when freed); report both directions.
+        if got != asked:
+            raise HugepagesShortfall(knob, asked, got)
+
+    def verify(self, key: str, value: str) -> bool:
+        return self.equal(self.read(key), value)
+
+    def equal(self, a: str, b: str) -> bool:
+        try:
+            return int(a) == int(b)
+        except ValueError:
+            return a.strip() == b.strip()
+
+    def advise(self, key: str, value: str) -> list[str]:
+        return []

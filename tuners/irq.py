@@ -1,0 +1,121 @@
+"""irq: the CPUs an interrupt may be delivered to (/proc/irq/N/smp_affinity_list).
+
+The value is a CPU list ("0-3,8"). Verification compares smp_affinity_list
+with what was asked: effective_affinity_list follows only at the next
+interrupt. Managed IRQs (multi-queue drivers) and per-CPU IRQs refuse the
+write with EIO or EPERM; that is reported as "cannot be moved". A running
+irqbalance would move the IRQ again; it is detected and its own setting
+(IRQBALANCE_BANNED_CPULIST) offered instead."""
+
+from __future__ import annotations
+
+import errno
+
+from hosttune.agent.cpulist import format_cpulist, parse_cpulist
+from hosttune.agent.errors import HostReadError, HostWriteError, KnobError, ParseError
+from hosttune.agent.host import Host
+
+IRQBALANCE_CONFIGS = ("/etc/default/irqbalance", "/etc/sysconfig/irqbalance")
+
+
+class IrqTuner:
+    family = "irq"
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    @staticmethod
+    def _irq(key: str) -> int:
+        if not key.isdigit():
+            raise KnobError(f"irq:{key}", "IRQ keys are IRQ numbers (irq:41)")
+        return int(key)
+
+    def _path(self, key: str) -> str:
+        return f"/proc/irq/{self._irq(key)}/smp_affinity_list"
+
+    def available(self, key: str) -> bool:
+        try:
+            return self.host.exists(self._path(key))
+        except KnobError:
+            return False
+
+    def read(self, key: str) -> str:
+        if not self.available(key):
+            raise KnobError(f"irq:{key}", f"this host has no {self._path(key)}")
+        path = self._path(key)
+        try:
+            return format_cpulist(parse_cpulist(self.host.read_str(path),
+                                                source=self.host.describe(path)))
+        except (HostReadError, ParseError) as exc:
+            raise KnobError(f"irq:{key}", str(exc)) from exc
+
+    def effective(self, key: str) -> str | None:
+        """Where the IRQ is delivered now (changes only at its next interrupt)."""
+        text = self.host.read_optional(f"/proc/irq/{self._irq(key)}/effective_affinity_list")
+        return None if text is None else format_cpulist(parse_cpulist(text))
+
+    def online_cpus(self) -> tuple[int, ...]:
+        text = self.host.read_optional("/sys/devices/system/cpu/online")
+        return parse_cpulist(text) if text else ()
+
+    def validate(self, key: str, value: str) -> str:
+        knob = f"irq:{key}"
+        self.read(key)
+        try:
+            cpus = parse_cpulist(value, source=knob)
+        except ParseError as exc:
+            raise KnobError(knob, exc.message) from None
+        if not cpus:
+            raise KnobError(knob, "an IRQ needs at least one CPU")
+        online = self.online_cpus()
+        if online:
+            offline = sorted(set(cpus) - set(online))
+            if offline:
+                raise KnobError(knob, f"CPU(s) {format_cpulist(offline)} are not online "
+                                      f"(online: {format_cpulist(online)})")
+        return format_cpulist(cpus)
+
+    def apply(self, key: str, value: str) -> None:
+        try:
+            self.host.write_text(self._path(key), value)
+        except HostWriteError as exc:
+            if exc.errno in (errno.EIO, errno.EPERM):
+                raise KnobError(f"irq:{key}", f"IRQ {key} cannot be moved (managed or per-CPU): "
+                                              f"{exc.message}") from exc
+            raise
+
+    def verify(self, key: str, value: str) -> bool:
+        return self.equal(self.read(key), value)
+
+    def equal(self, a: str, b: str) -> bool:
+        try:
+            return set(parse_cpulist(a)) == set(parse_cpulist(b))
+        except ParseError:
+            return a.strip() == b.strip()
+
+    def irqbalance_pids(self) -> list[int]:
+        return sorted(pid for pid, comm in self.host.proc_comms().items() if comm == "irqbalance")
+
+    def irqbalance_banned(self) -> tuple[str, str] | None:
+        """(config file, IRQBALANCE_BANNED_CPULIST value) if one is set."""
+        for path in IRQBALANCE_CONFIGS:
+            text = self.host.read_optional(path)
+            if text is None:
+                continue
+            for raw in text.splitlines():
+                line = raw.strip()
+                if line.startswith("IRQBALANCE_BANNED_CPULIST="):
+                    return path, line.split("=", 1)[1].strip().strip("\"'")
+        return None
+
+    def advise(self, key: str, value: str) -> list[str]:
+        pids = self.irqbalance_pids()
+        if not pids:
+            return []
+        config = self.irqbalance_banned()
+        where = config[0] if config else IRQBALANCE_CONFIGS[0]
+        banned = f" (now {config[1]!r})" if config else ""
+        return [f"irqbalance is running (pid {', '.join(map(str, pids))}) and will move "
+                f"IRQ {key} again: add --banirq={key} to IRQBALANCE_ARGS in {where} so it "
+                f"leaves this IRQ alone, or set IRQBALANCE_BANNED_CPULIST{banned} there to keep "
+                f"its IRQs off the CPUs you reserve, instead of fighting it"]

@@ -1,0 +1,224 @@
+"""numa: placement of one process (all its threads) and of its memory.
+
+Key: `pid:4242`. Value syntax (fields separated by spaces):
+
+- `node=N` (or a bare `N`): run on the CPUs of NUMA node N and move the
+  process's memory to node N. Normalised to `cpus=<node N's CPUs> mems=N`.
+- `cpus=LIST`: pin every thread to the CPU list (`0-3,8`); memory untouched.
+- `cpus=LIST mems=LIST`: pin, and move memory to the listed nodes.
+
+`read` reports `cpus=<the process's affinity> mems=<nodes holding its
+anonymous pages>` (from /proc/PID/status and /proc/PID/numa_maps); `mems=` is
+left out when the process has no anonymous pages or the kernel has no NUMA.
+Memory is moved with migrate_pages(2), which moves the pages the process
+alone maps; shared pages (libraries, page cache) stay where they are, which
+is why the anonymous pages are what `read` reports and `verify` checks.
+Rolling back re-pins the threads and moves the memory back to the nodes it
+was on (not page-for-page to the same node when it was spread over several).
+
+A pid can be reused: `identity` (the process start time) lets the
+transaction refuse to roll back a different process that got the same pid.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from hosttune.agent.cpulist import format_cpulist, parse_cpulist
+from hosttune.agent.errors import HostReadError, KnobError, ParseError
+from hosttune.agent.host import Host
+
+_NODE_TOKEN = re.compile(r"^N(\d+)=(\d+)$")
+
+
+@dataclass(frozen=True)
+class Placement:
+    cpus: tuple[int, ...]
+    mems: tuple[int, ...] | None = None
+
+    def __str__(self) -> str:
+        text = f"cpus={format_cpulist(self.cpus)}"
+        if self.mems:
+            text += f" mems={format_cpulist(self.mems)}"
+        return text
+
+
+class NumaTuner:
+    family = "numa"
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    @staticmethod
+    def pid_of(key: str) -> int:
+        if not key.startswith("pid:") or not key[4:].isdigit() or int(key[4:]) <= 0:
+            raise KnobError(f"numa:{key}", "numa keys are pid:PID (numa:pid:4242)")
+        return int(key[4:])
+
+    def available(self, key: str) -> bool:
+        try:
+            pid = self.pid_of(key)
+        except KnobError:
+            return False
+        return self.host.exists(f"/proc/{pid}/status")
+
+    def identity(self, key: str) -> str:
+        """The process start time (field 22 of /proc/PID/stat): a pid and its
+        start time name one process for the life of the boot."""
+        pid = self.pid_of(key)
+        text = self.host.read_optional(f"/proc/{pid}/stat")
+        if text is None:
+            return ""
+        # comm (field 2) may hold spaces and parentheses: split after its last ')'.
+        fields = text.rsplit(")", 1)[-1].split()
+        return fields[19] if len(fields) > 19 else ""
+
+    # -- topology the values refer to ----------------------------------------
+
+    def online_cpus(self) -> tuple[int, ...]:
+        text = self.host.read_optional("/sys/devices/system/cpu/online")
+        return parse_cpulist(text) if text else ()
+
+    def memory_nodes(self) -> tuple[int, ...]:
+        for path in ("/sys/devices/system/node/has_memory", "/sys/devices/system/node/online"):
+            text = self.host.read_optional(path)
+            if text:
+                return parse_cpulist(text, source=path)
+        return (0,)
+
+    def node_cpus(self, node: int) -> tuple[int, ...]:
+        text = self.host.read_optional(f"/sys/devices/system/node/node{node}/cpulist")
+        if text is None:
+            raise KnobError(f"numa:node{node}", f"this host has no NUMA node {node}")
+        return parse_cpulist(text)
+
+    # -- values ---------------------------------------------------------------
+
+    def parse(self, key: str, value: str) -> Placement:
+        knob = f"numa:{key}"
+        fields = value.split()
+        if len(fields) == 1 and fields[0].isdigit():
+            fields = [f"node={fields[0]}"]
+        parts: dict[str, str] = {}
+        for field in fields:
+            name, sep, text = field.partition("=")
+            if not sep or name not in ("node", "cpus", "mems") or name in parts:
+                raise KnobError(knob, f"bad placement {value!r} (node=N, cpus=LIST [mems=LIST])")
+            parts[name] = text
+        try:
+            if "node" in parts:
+                if set(parts) != {"node"} or not parts["node"].isdigit():
+                    raise KnobError(knob, "node=N stands alone (it sets both CPUs and memory)")
+                node = int(parts["node"])
+                return Placement(self.node_cpus(node), (node,))
+            if "cpus" not in parts:
+                raise KnobError(knob, f"bad placement {value!r}: cpus=LIST is required")
+            cpus = parse_cpulist(parts["cpus"], source=knob)
+            mems = parse_cpulist(parts["mems"], source=knob) if "mems" in parts else None
+        except ParseError as exc:
+            raise KnobError(knob, exc.message) from None
+        return Placement(cpus, mems or None)
+
+    def read_placement(self, key: str) -> Placement:
+        pid = self.pid_of(key)
+        status = self.host.read_optional(f"/proc/{pid}/status")
+        if status is None:
+            raise KnobError(f"numa:{key}", f"no process {pid}")
+        cpus: tuple[int, ...] = ()
+        for line in status.splitlines():
+            if line.startswith("Cpus_allowed_list:"):
+                cpus = parse_cpulist(line.split(":", 1)[1], source=f"/proc/{pid}/status")
+        return Placement(cpus, self.anon_nodes(pid) or None)
+
+    def anon_nodes(self, pid: int) -> tuple[int, ...]:
+        """The nodes holding the process's anonymous pages, from numa_maps."""
+        text = self.host.read_optional(f"/proc/{pid}/numa_maps")
+        if text is None:
+            return ()
+        nodes: set[int] = set()
+        for line in text.splitlines():
+            tokens = line.split()
+            if not any(t.startswith("anon=") for t in tokens):
+                continue
+            for token in tokens:
+                match = _NODE_TOKEN.match(token)
+                if match and int(match.group(2)) > 0:
+                    nodes.add(int(match.group(1)))
+        return tuple(sorted(nodes))
+
+    def thread_cpus(self, pid: int) -> dict[int, tuple[int, ...]]:
+        """Each thread's affinity, from /proc/PID/task/TID/status."""
+        result: dict[int, tuple[int, ...]] = {}
+        for tid in self.host.listdir_optional(f"/proc/{pid}/task"):
+            status = self.host.read_optional(f"/proc/{pid}/task/{tid}/status")
+            for line in (status or "").splitlines():
+                if line.startswith("Cpus_allowed_list:"):
+                    result[int(tid)] = parse_cpulist(line.split(":", 1)[1])
+        return result
+
+    # -- the protocol -----------------------------------------------------------
+
+    def read(self, key: str) -> str:
+        return str(self.read_placement(key))
+
+    def validate(self, key: str, value: str) -> str:
+        knob = f"numa:{key}"
+        self.read_placement(key)
+        placement = self.parse(key, value)
+        if not placement.cpus:
+            raise KnobError(knob, "a process needs at least one CPU")
+        online = self.online_cpus()
+        if online and not set(placement.cpus) <= set(online):
+            bad = format_cpulist(sorted(set(placement.cpus) - set(online)))
+            raise KnobError(knob, f"CPU(s) {bad} are not online (online: {format_cpulist(online)})")
+        if placement.mems:
+            nodes = self.memory_nodes()
+            bad_nodes = sorted(set(placement.mems) - set(nodes))
+            if bad_nodes:
+                raise KnobError(knob, f"node(s) {format_cpulist(bad_nodes)} have no memory "
+                                      f"(nodes with memory: {format_cpulist(nodes)})")
+        return str(placement)
+
+    def apply(self, key: str, value: str) -> None:
+        knob = f"numa:{key}"
+        pid = self.pid_of(key)
+        placement = self.parse(key, value)
+        try:
+            self.host.set_affinity(pid, placement.cpus)
+            if placement.mems:
+                others = set(self.memory_nodes()) - set(placement.mems)
+                if others:
+                    left = self.host.migrate_pages(pid, sorted(others), placement.mems)
+                    if left:
+                        raise KnobError(knob, f"{left} pages of process {pid} could not be moved "
+                                              f"to node(s) {format_cpulist(placement.mems)}")
+        except HostReadError as exc:
+            raise KnobError(knob, str(exc)) from exc
+
+    def verify(self, key: str, value: str) -> bool:
+        wanted = self.parse(key, value)
+        pid = self.pid_of(key)
+        threads = self.thread_cpus(pid)
+        if not threads or any(set(c) != set(wanted.cpus) for c in threads.values()):
+            return False
+        if wanted.mems:
+            return set(self.anon_nodes(pid)) <= set(wanted.mems)
+        return True
+
+    def equal(self, a: str, b: str) -> bool:
+        """Same CPUs; memory on the same nodes where both say (one side's nodes
+        within the other's: a process need not have pages on every node asked)."""
+        try:
+            pa, pb = self.parse("pid:1", a), self.parse("pid:1", b)
+        except KnobError:
+            return a.split() == b.split()
+        if set(pa.cpus) != set(pb.cpus):
+            return False
+        if pa.mems and pb.mems:
+            ma, mb = set(pa.mems), set(pb.mems)
+            return ma <= mb or mb <= ma
+        return True
+
+    def advise(self, key: str, value: str) -> list[str]:
+        return []

@@ -1,0 +1,161 @@
+"""Which knobs the administrator owns: set in sysctl configuration files or on
+the kernel command line. hosttune reports these and does not fight them.
+
+sysctl files follow sysctl.d(5) as systemd-sysctl applies them: `*.conf` in
+/etc/sysctl.d, /run/sysctl.d, /usr/local/lib/sysctl.d, /usr/lib/sysctl.d (and
+/lib/sysctl.d); a file in an earlier directory shadows a file of the same name
+in a later one (a link to /dev/null masks it); all files are read in
+lexicographic order of their names, and a later setting of a key wins.
+/etc/sysctl.conf is read last, as `sysctl --system` does (Debian also links
+it in as /etc/sysctl.d/99-sysctl.conf; the same file is not counted twice).
+Keys may use '/' as the separator (then '.' is part of a name) and globs
+(`net.ipv4.conf.*.rp_filter`); a leading '-' only silences errors.
+
+The command line: `hugepages=`, `hugepagesz=`, `default_hugepagesz=` own the
+hugepage pools of the sizes they name; `transparent_hugepage=` owns
+thp:enabled and `transparent_hugepage_shmem=` thp:shmem_enabled.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass
+
+from hosttune.agent.errors import HostReadError
+from hosttune.agent.host import Host
+
+SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d",
+               "/lib/sysctl.d")
+SYSCTL_CONF = "/etc/sysctl.conf"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Where the administrator set a knob."""
+
+    kind: str  # "file" (sysctl configuration) or "cmdline" (kernel command line)
+    where: str  # "/etc/sysctl.d/90-ai.conf:3" or "hugepages=16"
+    value: str | None = None
+
+    def __str__(self) -> str:
+        if self.kind == "cmdline":
+            return f"kernel command line ({self.where})"
+        return f"{self.where} ({self.value})" if self.value is not None else self.where
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"kind": self.kind, "where": self.where, "value": self.value, "text": str(self)}
+
+
+def sysctl_files(host: Host) -> list[str]:
+    """The sysctl.d files in the order systemd-sysctl reads them, then sysctl.conf."""
+    chosen: dict[str, str] = {}
+    for directory in SYSCTL_DIRS:
+        for name in host.listdir_optional(directory):
+            if name.endswith(".conf") and name not in chosen:
+                chosen[name] = f"{directory}/{name}"
+    files = []
+    seen: set[str] = set()
+    for name in sorted(chosen):
+        path = chosen[name]
+        real = os.path.realpath(host.path(path))
+        if real == "/dev/null" or os.path.isdir(real):
+            continue  # masked
+        seen.add(real)
+        files.append(path)
+    if host.exists(SYSCTL_CONF) and os.path.realpath(host.path(SYSCTL_CONF)) not in seen:
+        files.append(SYSCTL_CONF)
+    return files
+
+
+def normalise_sysctl_key(key: str) -> str:
+    """sysctl.d's "net/ipv4/conf/eth0.100/rp_filter" -> our "net.ipv4.conf.eth0/100.rp_filter"
+    (in knob names, as in sysctl(8), '/' stands for a '.' inside one name)."""
+    slash, dot = key.find("/"), key.find(".")
+    if slash != -1 and (dot == -1 or slash < dot):
+        return key.translate(str.maketrans("/.", "./"))
+    return key
+
+
+def sysctl_settings(host: Host) -> dict[str, Owner]:
+    """sysctl key (or glob) -> the file and line that set it last."""
+    settings: dict[str, Owner] = {}
+    for path in sysctl_files(host):
+        try:
+            text = host.read_text(path)
+        except HostReadError:
+            continue
+        for number, raw in enumerate(text.splitlines(), start=1):
+            line = raw.strip()
+            if not line or line[0] in "#;":
+                continue
+            key, sep, value = line.partition("=")
+            key = key.strip()
+            if not sep or not key or key.startswith("!"):
+                continue
+            key = normalise_sysctl_key(key.lstrip("-"))
+            settings.pop(key, None)  # re-insert: later wins and keeps file order
+            settings[key] = Owner("file", f"{path}:{number}", f"{key} = {value.strip()}")
+    return settings
+
+
+def _size_kb(text: str) -> int | None:
+    units = {"k": 1, "m": 1024, "g": 1024 * 1024}
+    text = text.strip().lower()
+    if text.endswith("b"):
+        text = text[:-1]
+    if text and text[-1] in units and text[:-1].isdigit():
+        return int(text[:-1]) * units[text[-1]]
+    if text.isdigit():
+        return int(text) // 1024
+    return None
+
+
+def cmdline_settings(host: Host) -> dict[str, Owner]:
+    """knob (or glob) -> the kernel command line parameter that owns it."""
+    owned: dict[str, Owner] = {}
+    tokens = host.cmdline().split()
+    if "--" in tokens:
+        tokens = tokens[: tokens.index("--")]
+    default_kb = 2048
+    size_kb: int | None = None
+    for token in tokens:
+        name, _, value = token.partition("=")
+        if name == "default_hugepagesz":
+            kb = _size_kb(value)
+            if kb:
+                default_kb = kb
+                owned[f"hugepages:{kb}kB"] = Owner("cmdline", token)
+                owned[f"hugepages:node*:{kb}kB"] = Owner("cmdline", token)
+        elif name == "hugepagesz":
+            size_kb = _size_kb(value)
+        elif name == "hugepages":
+            kb = size_kb or default_kb
+            owned[f"hugepages:{kb}kB"] = Owner("cmdline", token)
+            owned[f"hugepages:node*:{kb}kB"] = Owner("cmdline", token)
+            size_kb = None
+        elif name == "transparent_hugepage":
+            owned["thp:enabled"] = Owner("cmdline", token)
+        elif name == "transparent_hugepage_shmem":
+            owned["thp:shmem_enabled"] = Owner("cmdline", token)
+    return owned
+
+
+def owners(host: Host) -> dict[str, Owner]:
+    """Every knob name (or fnmatch pattern of knob names) the administrator
+    owns. Use `owner_of` to look one knob up: it matches the patterns too."""
+    owned = {f"sysctl:{key}": owner for key, owner in sysctl_settings(host).items()}
+    owned.update(cmdline_settings(host))
+    return owned
+
+
+def owner_of(knob: str, owned: dict[str, Owner]) -> Owner | None:
+    """The owner of `knob` in `owners(host)`: the last entry, exact or a
+    pattern, that names it (entries keep the order they were read in, and the
+    setting read last is the one the kernel holds)."""
+    found = None
+    for pattern, owner in owned.items():
+        if pattern == knob or (any(c in pattern for c in "*?[")
+                               and fnmatch.fnmatchcase(knob, pattern)):
+            found = owner
+    return found
