@@ -32,7 +32,7 @@ def _version() -> str:
 
 def _run(*cmd: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [str(c) for c in cmd], capture_output=True, text=True, env=SYSTEM_PATH, cwd=TOP,
+        [str(c) for c in cmd], check=False, capture_output=True, text=True, env=SYSTEM_PATH, cwd=TOP,
         timeout=300,
     )
     if check and result.returncode != 0:
@@ -122,7 +122,10 @@ def test_deb_installs_runs_and_purges_clean(deb: Path) -> None:
         _run("dpkg", "-i", deb)
         status = _run("dpkg-query", "-W", "-f=${Status}", "hosttune").stdout
         assert status == "install ok installed"
-        files = [Path(p) for p in _run("dpkg-query", "-L", "hosttune").stdout.split()]
+        listed = [Path(p) for p in _run("dpkg-query", "-L", "hosttune").stdout.split()]
+        # directories (and /lib, a link to one) are shared with other packages
+        files = [p for p in listed if not p.is_dir()]
+        assert Path("/usr/bin/hosttune") in files
         assert _group_exists("hosttune")
         python = "/usr/bin/python3"
         out = _run(python, "/usr/bin/hosttune", "--version").stdout
@@ -136,7 +139,7 @@ def test_deb_installs_runs_and_purges_clean(deb: Path) -> None:
     finally:
         _run("dpkg", "--purge", "hosttune")
     assert _run("dpkg-query", "-W", "hosttune", check=False).returncode != 0
-    left = [p for p in files if p.is_file() or p.is_symlink()]
+    left = [p for p in files if p.exists() or p.is_symlink()]
     assert not left, left
     for path in (Path("/etc/hosttune"), Path("/var/lib/hosttune"), Path("/run/hosttune"),
                  Path("/usr/lib/python3/dist-packages/hosttune"), enabled_link):
@@ -184,7 +187,7 @@ def test_rpm_payload_installs_and_imports(rpm: Path, tmp_path: Path) -> None:
     # the payload's code runs on this Debian's python3 and python3-* libraries
     result = subprocess.run(
         ["/usr/bin/python3", str(root / "usr/bin/hosttune"), "--version"],
-        capture_output=True, text=True, env={**SYSTEM_PATH, "PYTHONPATH": str(sites[0])},
+        check=False, capture_output=True, text=True, env={**SYSTEM_PATH, "PYTHONPATH": str(sites[0])},
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
