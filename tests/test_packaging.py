@@ -32,8 +32,8 @@ def _version() -> str:
 
 def _run(*cmd: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [str(c) for c in cmd], check=False, capture_output=True, text=True, env=SYSTEM_PATH, cwd=TOP,
-        timeout=300,
+        [str(c) for c in cmd], check=False, capture_output=True, text=True,
+        env=SYSTEM_PATH, cwd=TOP, timeout=300,
     )
     if check and result.returncode != 0:
         pytest.fail(f"{' '.join(map(str, cmd))} exited {result.returncode}:\n"
@@ -187,8 +187,8 @@ def test_rpm_payload_installs_and_imports(rpm: Path, tmp_path: Path) -> None:
     # the payload's code runs on this Debian's python3 and python3-* libraries
     result = subprocess.run(
         ["/usr/bin/python3", str(root / "usr/bin/hosttune"), "--version"],
-        check=False, capture_output=True, text=True, env={**SYSTEM_PATH, "PYTHONPATH": str(sites[0])},
-        timeout=60,
+        check=False, capture_output=True, text=True, timeout=60,
+        env={**SYSTEM_PATH, "PYTHONPATH": str(sites[0])},
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"hosttune {_version()}"
