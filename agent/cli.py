@@ -13,6 +13,7 @@ import sys
 import typer
 
 from hosttune.agent.errors import HosttuneError
+from hosttune.agent.typer_compat import normalise_unions
 
 # One module per command group under hosttune.agent.commands, each with
 # `register(app)`. Listed explicitly so --help never depends on what a
@@ -72,6 +73,7 @@ def build_app() -> typer.Typer:
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"hosttune.agent.commands.{name}")
         module.register(app)
+    normalise_unions(app)
     return app
 
 
