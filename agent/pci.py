@@ -37,13 +37,19 @@ _NETWORK = (CLASS_ETHERNET, CLASS_INFINIBAND, CLASS_NETWORK_OTHER)
 # comments). A processing accelerator (0x1200) or co-processor counts whoever
 # made it, so vendors shipping only those need no entry to be found; they are
 # here to be named.
+# Sources: pciutils/pciids `pci.ids` for the names; 0x1da3 is also
+# PCI_VENDOR_ID_HABANALABS in the kernel's drivers/accel/habanalabs; 0x1d22
+# ("Baidu Technology", 3684 "Kunlun AI Accelerator") and 0x1d94 ("Chengdu
+# Haiguang IC Design Co., Ltd.") were checked against pci.ids excerpts. 0xcabc
+# (Cambricon) could not be confirmed from a public source here; it stays only
+# as a name, since its MLUs report class 0x1200 and are accelerators by class.
 AI_VENDORS: Mapping[int, str] = {
     0x10DE: "nvidia",  # NVIDIA Corporation
     0x1002: "amd",  # Advanced Micro Devices, Inc. [AMD/ATI]
     0x19E5: "huawei",  # Huawei Technologies Co., Ltd.
-    0xCABC: "cambricon",  # Cambricon Technologies Corporation Limited
+    0xCABC: "cambricon",  # unverified id, see above
     0x1DA3: "habana",  # Habana Labs Ltd. (Intel Gaudi)
-    0x1D22: "kunlunxin",  # Baidu / Kunlunxin
+    0x1D22: "kunlunxin",  # Baidu Technology (Kunlun AI Accelerator)
     0x1D94: "hygon",  # Chengdu Haiguang IC Design Co., Ltd. (Hygon DCU)
 }
 NIC_VENDORS: Mapping[int, str] = {

@@ -287,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     args.configs = set(args.configs.split(","))
     if args.quick:
         args.repeats, args.budget = 3, 4
+    # Ctrl-C and SIGTERM (also when started in the background, where SIGINT
+    # is ignored) unwind through locked_and_restored, which restores the knobs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     if os.geteuid() != 0:
         print("effectiveness: needs root (it changes vm.*, THP and read_ahead_kb)",
               file=sys.stderr)

@@ -126,3 +126,57 @@ def test_malformed_pci_attributes_never_crash(
         (d / name).write_text(text)
     dev = read_device(Host(root), "0000:00:01.0")
     assert dev is None or dev.role in {"accelerator", "nic", "nvme", "bridge", "other"}
+
+
+NODE_FILES = ("cpulist", "distance", "meminfo", "hugepages/hugepages-2048kB/nr_hugepages")
+CPU_FILES = ("online", "cpu0/topology/core_id", "cpu0/topology/physical_package_id",
+             "cpu0/topology/thread_siblings_list")
+sys_text = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(["0-1", "1-0", "10 21", "10 x", "-1", "0x", "Node 0 MemTotal: 12 kB",
+                     "Node 0 MemTotal: lots kB", "Node 0 MemTotal:", "4294967296", "\x00"]),
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(node=st.tuples(*(sys_text for _ in NODE_FILES)),
+       cpu=st.tuples(*(sys_text for _ in CPU_FILES)))
+def test_malformed_cpu_and_node_files_never_crash(
+    tmp_path_factory: pytest.TempPathFactory, node: tuple[str, ...], cpu: tuple[str, ...],
+) -> None:
+    root = tmp_path_factory.mktemp("sys")
+    base = root / "sys/devices/system"
+    for rel, text in zip(NODE_FILES, node, strict=True):
+        path = base / "node/node0" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    for rel, text in zip(CPU_FILES, cpu, strict=True):
+        path = base / "cpu" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    topo = discover(Host(root), netifs=False)
+    # whatever the text, the shape is there and every field is typed or absent
+    assert [n.id for n in topo.nodes] == [0]
+    n0 = topo.nodes[0]
+    assert all(isinstance(d, int) for d in n0.distances)
+    assert n0.mem_total_kb is None or isinstance(n0.mem_total_kb, int)
+    assert all(p.size_kb == 2048 and isinstance(p.total, int) for p in n0.hugepages.values())
+    assert [c.id for c in topo.cpus] == [0]
+    assert topo.cpus[0].core_id is None or isinstance(topo.cpus[0].core_id, int)
+    json.dumps(topo.to_dict())
+    render(topo)
+
+
+def test_well_formed_node_files_are_read(tmp_path: Path) -> None:
+    node = tmp_path / "sys/devices/system/node/node0"
+    (node / "hugepages/hugepages-2048kB").mkdir(parents=True)
+    (node / "cpulist").write_text("0-3\n")
+    (node / "distance").write_text("10 21\n")
+    (node / "meminfo").write_text("Node 0 MemTotal:       1024 kB\nNode 0 MemFree:  512 kB\n")
+    for name, value in (("nr_hugepages", 8), ("free_hugepages", 6), ("surplus_hugepages", 1)):
+        (node / "hugepages/hugepages-2048kB" / name).write_text(f"{value}\n")
+    n0 = discover(Host(tmp_path), netifs=False).nodes[0]
+    assert n0.cpus == (0, 1, 2, 3) and n0.distances == (10, 21)
+    assert (n0.mem_total_kb, n0.mem_free_kb) == (1024, 512)
+    assert n0.hugepages[2048].total == 8 and n0.hugepages[2048].free == 6
+    assert n0.hugepages[2048].surplus == 1
