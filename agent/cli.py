@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import importlib
 import sys
+import types
+import typing
+from collections.abc import Callable
+from typing import Any
 
 import typer
 
 from hosttune.agent.errors import HosttuneError
-from hosttune.agent.typer_compat import normalise_unions
 
 # One module per command group under hosttune.agent.commands, each with
 # `register(app)`. Listed explicitly so --help never depends on what a
@@ -73,8 +76,30 @@ def build_app() -> typer.Typer:
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"hosttune.agent.commands.{name}")
         module.register(app)
-    normalise_unions(app)
+    _spell_unions_for_old_typer(app)
     return app
+
+
+def _spell_unions_for_old_typer(app: typer.Typer) -> None:
+    """Rewrite `X | None` parameter annotations as `typing.Optional[X]`.
+
+    Debian 12's typer 0.7 recognises only typing.Union and raises "Type not
+    yet supported: str | None" for PEP 604 unions; newer typer reads both.
+    """
+    callbacks: list[Callable[..., Any]] = []
+    pending = [app]
+    while pending:
+        current = pending.pop()
+        callbacks += [c.callback for c in current.registered_commands if c.callback]
+        for group in current.registered_groups:
+            if group.typer_instance is not None:
+                pending.append(group.typer_instance)
+    for callback in callbacks:
+        hints = typing.get_type_hints(callback)
+        for name, hint in hints.items():
+            if isinstance(hint, types.UnionType):
+                hints[name] = typing.Union[hint.__args__]  # noqa: UP007
+        callback.__annotations__ = hints
 
 
 def main(argv: list[str] | None = None) -> int:
