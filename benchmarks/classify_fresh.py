@@ -57,7 +57,8 @@ def main() -> int:
         time.sleep(args.live_at)
         live = hosttune("classify", "--window", "10", *model)
         out, _ = rec.communicate()
-        recorded = json.loads(out.strip().splitlines()[-1])
+        # the workload's own one-line report comes first, then record's JSON
+        recorded = json.loads(out[out.rfind("{\n"):])
         on_trace = hosttune("classify", "--trace", str(trace), *model)
         windows = [w["label"] for w in on_trace["windows"]]  # type: ignore[attr-defined]
         results.append({
