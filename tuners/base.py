@@ -296,3 +296,20 @@ def parse_choice(text: str, *, source: str = "choice") -> tuple[str, tuple[str, 
 
         raise ParseError(source, f"no [selected] option in {text[:80]!r}")
     return selected, tuple(options)
+
+
+def validate_choice_or_count(knob: str, value: str, options: tuple[str, ...] | None) -> str:
+    """The value of a sysfs file that is either a menu ("[mq-deadline] none",
+    "always [madvise] never": `options` lists it) or one non-negative count."""
+    value = value.strip()
+    if options is not None:
+        if value not in options:
+            raise KnobError(knob, f"{value!r} is not offered (not one of {', '.join(options)})")
+        return value
+    try:
+        number = int(value)
+    except ValueError:
+        raise KnobError(knob, f"expected an integer, got {value!r}") from None
+    if number < 0:
+        raise KnobError(knob, f"expected a non-negative integer, got {number}")
+    return str(number)

@@ -10,7 +10,7 @@ import re
 
 from hosttune.agent.errors import HostReadError, KnobError, ParseError
 from hosttune.agent.host import Host
-from hosttune.tuners.base import parse_choice
+from hosttune.tuners.base import parse_choice, validate_choice_or_count
 
 SETTINGS = ("read_ahead_kb", "scheduler", "nr_requests", "rq_affinity", "max_sectors_kb",
             "nomerges", "add_random", "iostats")
@@ -56,21 +56,11 @@ class BlockTuner:
         return raw
 
     def validate(self, key: str, value: str) -> str:
-        knob = f"block:{key}"
         raw = self._raw(key)
-        value = value.strip()
+        options = None
         if key.endswith(":scheduler"):
             options = parse_choice(raw, source=self.host.describe(self._path(key)))[1]
-            if value not in options:
-                raise KnobError(knob, f"{value!r} is not offered ({', '.join(options)})")
-            return value
-        try:
-            number = int(value)
-        except ValueError:
-            raise KnobError(knob, f"expected an integer, got {value!r}") from None
-        if number < 0:
-            raise KnobError(knob, f"expected a non-negative integer, got {number}")
-        return str(number)
+        return validate_choice_or_count(f"block:{key}", value, options)
 
     def apply(self, key: str, value: str) -> None:
         self.host.write_text(self._path(key), value)

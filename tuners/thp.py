@@ -12,7 +12,7 @@ import re
 
 from hosttune.agent.errors import HostReadError, KnobError, ParseError
 from hosttune.agent.host import Host
-from hosttune.tuners.base import parse_choice
+from hosttune.tuners.base import parse_choice, validate_choice_or_count
 
 THP_DIR = "/sys/kernel/mm/transparent_hugepage"
 _KEY_RE = re.compile(r"^[a-z0-9_\-]+(?:\.[a-z0-9_\-]+)?$", re.IGNORECASE)
@@ -72,20 +72,7 @@ class ThpTuner:
         return raw
 
     def validate(self, key: str, value: str) -> str:
-        knob = f"thp:{key}"
-        value = value.strip()
-        options = self.options(key)
-        if options is not None:
-            if value not in options:
-                raise KnobError(knob, f"{value!r} is not one of {', '.join(options)}")
-            return value
-        try:
-            number = int(value)
-        except ValueError:
-            raise KnobError(knob, f"expected an integer, got {value!r}") from None
-        if number < 0:
-            raise KnobError(knob, f"expected a non-negative integer, got {number}")
-        return str(number)
+        return validate_choice_or_count(f"thp:{key}", value, self.options(key))
 
     def apply(self, key: str, value: str) -> None:
         self.host.write_text(self._path(key), value)
