@@ -18,7 +18,10 @@ benchmarks/sample_cost.py to time reading the same files raw).
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from hosttune.agent.host import Host
 
 
 @runtime_checkable
@@ -27,3 +30,28 @@ class Collector(Protocol):
 
     def collect(self, values: dict[str, float]) -> None:
         """Add this collector's metrics to `values`."""
+
+
+class KeptFileCollector:
+    """A collector of one /proc file kept open and re-read with pread: the
+    shape of most system collectors. Subclasses set `name` and `path` and
+    implement `parse`; per-collector parse caches live on the subclass."""
+
+    name: str
+    path: str
+
+    def __init__(self, host: Host) -> None:
+        self._file = host.kept(self.path)
+        self._described = host.describe(self.path)
+
+    def parse(self, text: str) -> dict[str, float]:
+        raise NotImplementedError
+
+    def collect(self, values: dict[str, float]) -> None:
+        values.update(self.parse(self._file.read()))
+
+    def paths(self) -> list[str]:
+        return [self.path]
+
+    def close(self) -> None:
+        self._file.close()

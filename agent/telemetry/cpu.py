@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 
 from hosttune.agent.host import Host
+from hosttune.agent.telemetry.collector import KeptFileCollector
 from hosttune.agent.telemetry.parsing import nothing_usable, number
 
 STAT = "/proc/stat"
@@ -82,20 +83,14 @@ def parse_stat(text: str, path: str = STAT, hz: int = 100,
     return out
 
 
-class CpuCollector:
+class CpuCollector(KeptFileCollector):
     name = "cpu"
+    path = STAT
 
     def __init__(self, host: Host) -> None:
-        self._file = host.kept(STAT)
+        super().__init__(host)
         self._hz = clock_ticks()
-        self._path = host.describe(STAT)
         self._names: dict[str, tuple[str, ...]] = {}
 
-    def collect(self, values: dict[str, float]) -> None:
-        values.update(parse_stat(self._file.read(), self._path, self._hz, self._names))
-
-    def paths(self) -> list[str]:
-        return [STAT]
-
-    def close(self) -> None:
-        self._file.close()
+    def parse(self, text: str) -> dict[str, float]:
+        return parse_stat(text, self._described, self._hz, self._names)

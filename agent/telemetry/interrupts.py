@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from hosttune.agent.errors import ParseError
 from hosttune.agent.host import Host
+from hosttune.agent.telemetry.collector import KeptFileCollector
 
 INTERRUPTS = "/proc/interrupts"
 
@@ -83,19 +84,13 @@ def parse_interrupts(text: str, path: str = INTERRUPTS,
     return out
 
 
-class InterruptsCollector:
+class InterruptsCollector(KeptFileCollector):
     name = "interrupts"
+    path = INTERRUPTS
 
     def __init__(self, host: Host) -> None:
-        self._file = host.kept(INTERRUPTS)
-        self._path = host.describe(INTERRUPTS)
+        super().__init__(host)
         self._names: dict[str, str] = {}
 
-    def collect(self, values: dict[str, float]) -> None:
-        values.update(parse_interrupts(self._file.read(), self._path, self._names))
-
-    def paths(self) -> list[str]:
-        return [INTERRUPTS]
-
-    def close(self) -> None:
-        self._file.close()
+    def parse(self, text: str) -> dict[str, float]:
+        return parse_interrupts(text, self._described, self._names)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hosttune.agent.errors import ParseError
-from hosttune.agent.host import Host
+from hosttune.agent.telemetry.collector import KeptFileCollector
 from hosttune.agent.telemetry.parsing import number
 
 LOADAVG = "/proc/loadavg"
@@ -24,18 +24,9 @@ def parse_loadavg(text: str, path: str = LOADAVG) -> dict[str, float]:
     return out  # type: ignore[return-value]
 
 
-class LoadCollector:
+class LoadCollector(KeptFileCollector):
     name = "load"
+    path = LOADAVG
 
-    def __init__(self, host: Host) -> None:
-        self._file = host.kept(LOADAVG)
-        self._path = host.describe(LOADAVG)
-
-    def collect(self, values: dict[str, float]) -> None:
-        values.update(parse_loadavg(self._file.read(), self._path))
-
-    def paths(self) -> list[str]:
-        return [LOADAVG]
-
-    def close(self) -> None:
-        self._file.close()
+    def parse(self, text: str) -> dict[str, float]:
+        return parse_loadavg(text, self._described)

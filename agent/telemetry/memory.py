@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable
 
 from hosttune.agent.host import Host
+from hosttune.agent.telemetry.collector import KeptFileCollector
 from hosttune.agent.telemetry.parsing import Layout, nothing_usable, number
 
 MEMINFO = "/proc/meminfo"
@@ -190,22 +191,16 @@ def parse_numastat(text: str, node: int, path: str = "") -> dict[str, float]:
     return out
 
 
-class MemoryCollector:
+class MemoryCollector(KeptFileCollector):
     name = "memory"
+    path = MEMINFO
 
     def __init__(self, host: Host) -> None:
-        self._file = host.kept(MEMINFO)
-        self._path = host.describe(MEMINFO)
+        super().__init__(host)
         self._layout = Layout()
 
-    def collect(self, values: dict[str, float]) -> None:
-        values.update(parse_meminfo(self._file.read(), self._path, self._layout))
-
-    def paths(self) -> list[str]:
-        return [MEMINFO]
-
-    def close(self) -> None:
-        self._file.close()
+    def parse(self, text: str) -> dict[str, float]:
+        return parse_meminfo(text, self._described, self._layout)
 
 
 def numa_nodes(host: Host) -> list[int]:

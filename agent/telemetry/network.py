@@ -4,6 +4,7 @@ sampler runs in), and totals over every interface but loopback."""
 from __future__ import annotations
 
 from hosttune.agent.host import Host
+from hosttune.agent.telemetry.collector import KeptFileCollector
 from hosttune.agent.telemetry.parsing import nothing_usable
 
 NET_DEV = "/proc/net/dev"
@@ -62,19 +63,13 @@ def parse_net_dev(text: str, path: str = NET_DEV,
     return out
 
 
-class NetworkCollector:
+class NetworkCollector(KeptFileCollector):
     name = "network"
+    path = NET_DEV
 
     def __init__(self, host: Host) -> None:
-        self._file = host.kept(NET_DEV)
-        self._path = host.describe(NET_DEV)
+        super().__init__(host)
         self._names: dict[str, tuple[tuple[int, str, str], ...]] = {}
 
-    def collect(self, values: dict[str, float]) -> None:
-        values.update(parse_net_dev(self._file.read(), self._path, self._names))
-
-    def paths(self) -> list[str]:
-        return [NET_DEV]
-
-    def close(self) -> None:
-        self._file.close()
+    def parse(self, text: str) -> dict[str, float]:
+        return parse_net_dev(text, self._described, self._names)

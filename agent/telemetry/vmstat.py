@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from hosttune.agent.host import Host
 from hosttune.agent.telemetry.catalogue import VMSTAT_KEYS
+from hosttune.agent.telemetry.collector import KeptFileCollector
 from hosttune.agent.telemetry.parsing import Layout, nothing_usable
 
 VMSTAT = "/proc/vmstat"
@@ -64,19 +65,13 @@ def parse_vmstat(text: str, path: str = VMSTAT, layout: Layout | None = None) ->
     return out
 
 
-class VmstatCollector:
+class VmstatCollector(KeptFileCollector):
     name = "vmstat"
+    path = VMSTAT
 
     def __init__(self, host: Host) -> None:
-        self._file = host.kept(VMSTAT)
-        self._path = host.describe(VMSTAT)
+        super().__init__(host)
         self._layout = Layout()
 
-    def collect(self, values: dict[str, float]) -> None:
-        values.update(parse_vmstat(self._file.read(), self._path, self._layout))
-
-    def paths(self) -> list[str]:
-        return [VMSTAT]
-
-    def close(self) -> None:
-        self._file.close()
+    def parse(self, text: str) -> dict[str, float]:
+        return parse_vmstat(text, self._described, self._layout)
