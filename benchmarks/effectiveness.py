@@ -34,6 +34,7 @@ import contextlib
 import fcntl
 import json
 import os
+import random
 import re
 import signal
 import statistics
@@ -43,6 +44,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -197,10 +199,10 @@ def recommended_values(workload: str, scale: float, knobs: list[str],
 
 
 def tuned_by_hosttune(workload: str, scale: float, knobs: list[str], *, budget: int,
-                      seed: int, env: dict[str, str]) -> tuple[dict[str, str], str]:
+                      repeats: int, seed: int, env: dict[str, str]) -> tuple[dict[str, str], str]:
     objective = f"{sys.executable} {WORKLOAD_SCRIPT} {workload} --scale {scale}"
     args = ["tune", "--objective", objective, "--metric", METRIC, "--budget", str(budget),
-            "--repeats", "1", "--keep", "best", "--seed", str(seed),
+            "--repeats", str(repeats), "--keep", "best", "--seed", str(seed),
             "--workload", CLASSES[workload], "--json"]
     for knob in knobs:
         args += ["--knobs", knob]
@@ -213,15 +215,19 @@ def tuned_by_hosttune(workload: str, scale: float, knobs: list[str], *, budget: 
 
 
 def random_best(workload: str, scale: float, knobs: list[str], *, defaults: dict[str, str],
-                budget: int, seed: int) -> dict[str, str]:
+                budget: int, repeats: int, seed: int) -> dict[str, str]:
+    """Random search with the same budget and repeats per trial as `tune`."""
     from hosttune.models.optimizer import random_search
     from hosttune.models.space import space_for
 
+    def measure() -> float:
+        return statistics.median(run_once(workload, scale) for _ in range(repeats))
+
     space = space_for(knobs)
-    best, best_score = defaults, run_once(workload, scale)
+    best, best_score = defaults, measure()
     for point in random_search(space, budget, seed=seed):
         write_knobs({**defaults, **point})
-        score = run_once(workload, scale)
+        score = measure()
         if score > best_score:
             best, best_score = {**defaults, **point}, score
     return best
@@ -232,8 +238,21 @@ def _changed(values: dict[str, str], defaults: dict[str, str]) -> str:
                      if v != defaults.get(k)) or "defaults"
 
 
+class Row(NamedTuple):
+    name: str
+    ratio: float  # median over rounds of (configuration / defaults of the same round)
+    low: float
+    high: float
+    note: str
+
+
+def unit_of(workload: str) -> str:
+    return {"embedding": "Mlookups/s", "training": "samples/s", "checkpoint": "MiB/s",
+            "loader": "MiB/s"}[workload]
+
+
 def bench_workload(workload: str, args: argparse.Namespace, disk: str,
-                   env: dict[str, str]) -> list[tuple[str, float, str]]:
+                   env: dict[str, str]) -> list[Row]:
     """Find each configuration's setting (the searches measure as they go),
     then measure all of them in interleaved rounds, so background load on a
     shared machine falls on every configuration alike."""
@@ -254,29 +273,42 @@ def bench_workload(workload: str, args: argparse.Namespace, disk: str,
         if "tune" in args.configs:
             write_knobs(defaults)
             kept, how = tuned_by_hosttune(workload, args.scale, knobs, budget=args.budget,
-                                          seed=args.seed, env=env)
+                                          repeats=args.trial_repeats, seed=args.seed, env=env)
             configs.append(("hosttune tune", kept, f"{how}: {_changed(kept, defaults)}"))
         if "random" in args.configs:
             write_knobs(defaults)
             best = random_best(workload, args.scale, knobs, defaults=defaults,
-                               budget=args.budget, seed=args.seed)
+                               budget=args.budget, repeats=args.trial_repeats, seed=args.seed)
             configs.append(("random search", best, _changed(best, defaults)))
+        # Each round measures every configuration once, in a fresh order, and
+        # each is compared with the defaults of the same round: slow drift of a
+        # shared machine then cancels out of the ratio instead of landing on
+        # whichever configuration ran during a busy minute.
+        order = random.Random(args.seed)
         scores: dict[str, list[float]] = {name: [] for name, _, _ in configs}
         for _ in range(args.repeats):
-            for name, values, _note in configs:
+            for name, values, _note in order.sample(configs, len(configs)):
                 write_knobs(values)
                 scores[name].append(run_once(workload, args.scale))
-    base = statistics.median(scores["defaults"])
-    spread = (max(scores["defaults"]) - min(scores["defaults"])) / base
-    rows = [(name, statistics.median(scores[name]) / base, note) for name, _, note in configs]
-    rows[0] = ("defaults", 1.0, f"kernel defaults; run-to-run spread {spread:.0%}")
+    base = scores["defaults"]
+    spread = (max(base) - min(base)) / statistics.median(base)
+    rows = []
+    for name, _, note in configs:
+        ratios = sorted(s / b for s, b in zip(scores[name], base, strict=True))
+        rows.append(Row(name, statistics.median(ratios), ratios[0], ratios[-1], note))
+    rows[0] = Row("defaults", 1.0, 1.0, 1.0,
+                  f"kernel defaults: {statistics.median(base):.1f} {unit_of(workload)}, "
+                  f"run-to-run spread {spread:.0%}")
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="hosttune effectiveness benchmark")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--budget", type=int, default=6)
+    parser.add_argument("--repeats", type=int, default=7,
+                        help="measurement rounds (each runs every configuration once)")
+    parser.add_argument("--budget", type=int, default=8, help="tune and random search trials")
+    parser.add_argument("--trial-repeats", type=int, default=2,
+                        help="runs per trial in tune and random search (median)")
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="repeats 3, budget 4")
@@ -286,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.configs = set(args.configs.split(","))
     if args.quick:
-        args.repeats, args.budget = 3, 4
+        args.repeats, args.budget, args.trial_repeats = 3, 4, 1
     # Ctrl-C and SIGTERM (also when started in the background, where SIGINT
     # is ignored) unwind through locked_and_restored, which restores the knobs.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -300,17 +332,19 @@ def main(argv: list[str] | None = None) -> int:
                     "--scale", str(args.scale)], check=True)
     state = tempfile.mkdtemp(prefix="hosttune-effectiveness-")
     env = {**os.environ, "HOSTTUNE_STATE_DIR": state, "HOSTTUNE_RUN_DIR": state}
-    print(f"# hosttune effectiveness: median of {args.repeats} runs, tune/random budget "
-          f"{args.budget}, dataset disk {disk}, {os.cpu_count()} CPUs")
-    print("# throughput as a ratio to the kernel defaults (higher is better)")
-    results: dict[str, list[tuple[str, float, str]]] = {}
+    print(f"# hosttune effectiveness: {args.repeats} rounds, tune/random budget "
+          f"{args.budget} x {args.trial_repeats} runs, dataset disk {disk}, "
+          f"{os.cpu_count()} CPUs")
+    print("# throughput / kernel defaults of the same round (higher is better): "
+          "median over rounds, lowest-highest in brackets")
     for workload in args.workloads.split(","):
         start = time.monotonic()
-        results[workload] = bench_workload(workload, args, disk, env)
+        rows = bench_workload(workload, args, disk, env)
         print(f"\n## {workload} ({CLASSES[workload]}), {time.monotonic() - start:.0f} s")
-        print("| configuration | ratio | setting |\n|---|---:|---|")
-        for name, ratio, note in results[workload]:
-            print(f"| {name} | {ratio:.2f} | {note} |", flush=True)
+        print("| configuration | ratio | range | setting |\n|---|---:|---|---|")
+        for row in rows:
+            print(f"| {row.name} | {row.ratio:.2f} | {row.low:.2f}-{row.high:.2f} | {row.note} |",
+                  flush=True)
     return 0
 
 
