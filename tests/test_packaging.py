@@ -48,12 +48,8 @@ def _need(*tools: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def deb() -> Path:
-    _need("dpkg-buildpackage", "dh", "lintian")
-    _run(TOP / "packaging" / "build-deb")
-    path = TOP / "dist" / f"hosttune_{_version()}_all.deb"
-    assert path.is_file()
-    return path
+def deb(built_deb: Path) -> Path:
+    return built_deb  # conftest's: one build for this module and test_nspawn
 
 
 @pytest.fixture(scope="module")
