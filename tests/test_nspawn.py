@@ -128,8 +128,8 @@ def _cursor(c: Container) -> str:
 
 
 def _journal(c: Container, after: str) -> str:
-    return c.run(f"journalctl --no-pager -o cat -u {UNIT} "
-                 f"--after-cursor={shlex.quote(after)}").stdout
+    return str(c.run(f"journalctl --no-pager -o cat -u {UNIT} "
+                     f"--after-cursor={shlex.quote(after)}").stdout)
 
 
 def _wait_journal(c: Container, after: str, pattern: str, timeout: float = 20.0) -> str:
