@@ -280,7 +280,7 @@ class Container:
         self.proc: subprocess.Popen[bytes] | None = None
         self.pid1: int | None = None
         self.cgroups: list[Path] = []
-        self._run_systemd_before = Path("/run/systemd").exists()
+        self._nspawn_run_before = Path("/run/systemd/nspawn").exists()
 
     # starting
 
@@ -387,12 +387,13 @@ class Container:
         self.pid1 = None
         left = remove_cgroup_children(self.cgroups)
         problems += [f"cgroup left: {c}" for c in left]
-        # nspawn keeps a mount propagation directory per machine in /run.
+        # nspawn keeps a mount propagation directory per machine (and lock
+        # files) under /run/systemd/nspawn, and leaves the directories.
         shutil.rmtree(f"/run/systemd/nspawn/propagate/{self.name}", ignore_errors=True)
-        if not self._run_systemd_before:
-            for empty in ("/run/systemd/nspawn/propagate", "/run/systemd/nspawn",
-                          "/run/systemd"):
-                with contextlib.suppress(OSError):
+        if not self._nspawn_run_before:
+            for empty in ("/run/systemd/nspawn/propagate", "/run/systemd/nspawn/locks",
+                          "/run/systemd/nspawn"):
+                with contextlib.suppress(OSError):  # not empty: another nspawn runs
                     os.rmdir(empty)
         return problems
 

@@ -128,8 +128,18 @@ def _cursor(c: Container) -> str:
 
 
 def _journal(c: Container, after: str) -> str:
-    return str(c.run(f"journalctl --no-pager -o cat -u {UNIT} "
-                     f"--after-cursor={shlex.quote(after)}").stdout)
+    """The unit's messages (the daemon's, and PID 1's about it) after `after`.
+    Filtered here: journalctl 252 with both -u and --after-cursor showed
+    entries from before the cursor when the cursor's own entry did not match."""
+    out = c.run("journalctl --no-pager -o json --output-fields=MESSAGE,UNIT,_SYSTEMD_UNIT "
+                f"--after-cursor={shlex.quote(after)}").stdout
+    lines = []
+    for line in out.splitlines():
+        entry = json.loads(line)
+        if f"{UNIT}.service" in (entry.get("UNIT"), entry.get("_SYSTEMD_UNIT")):
+            message = entry.get("MESSAGE")
+            lines.append(message if isinstance(message, str) else repr(message))
+    return "\n".join(lines)
 
 
 def _wait_journal(c: Container, after: str, pattern: str, timeout: float = 20.0) -> str:
