@@ -325,12 +325,15 @@ def test_reload_takes_a_good_file_and_refuses_a_bad_one(running: Box) -> None:
     assert data["mode"] == "recommend"
     sampling = data["sampling"]
     assert isinstance(sampling, dict) and sampling["interval_s"] == 2
-    # and a start with it fails before the daemon runs, with the same message
+    # and a start with it fails before READY, with the same message, and is
+    # not restarted in a loop (exit status 78, RestartPreventExitStatus)
     cur = _cursor(c)
     res = c.run(f"systemctl restart {UNIT}", check=False, timeout=60)
     assert res.returncode != 0
-    props = _show(c, "ActiveState", "Result")
-    assert props == {"ActiveState": "failed", "Result": "exit-code"}, props
+    # "failed", not "activating" (auto-restart, waiting RestartSec to try again)
+    props = _show(c, "ActiveState", "Result", "ExecMainStatus")
+    assert props == {"ActiveState": "failed", "Result": "exit-code", "ExecMainStatus": "78"
+                     }, props
     log = _journal(c, cur)
     assert f"hosttuned: {CONFIG}: line 2: interval: expected a number" in log, log
 
