@@ -103,6 +103,7 @@ def _booted(c: Container, deb: Path, timings: dict[str, float]
         baseline = _file_list(c)
         t0 = time.monotonic()
         install = c.run("dpkg -i /opt/hosttune.deb 2>&1", timeout=180)
+        print(f"\n{install.stdout}")
         timings["dpkg -i (postinst starts the daemon)"] = time.monotonic() - t0
         original = c.run(f"cat {CONFIG}").stdout
         yield Box(c, deb, baseline, original, install.stdout, timings)
@@ -399,10 +400,10 @@ def test_refused_kernel_writes_are_reported_and_the_host_untouched(
     target = "61" if before != "61" else "59"
     pid = _show(c, "MainPID")["MainPID"]
     plan = f"changes:\n  - knob: sysctl:vm.swappiness\n    value: {target}\n    reason: test\n"
-    c.write("/root/plan.yaml", plan)
+    c.write("/tmp/plan.yaml", plan)
     try:
         set_res = c.run(f"hosttune set sysctl:vm.swappiness {target}", check=False)
-        apply_res = c.run("hosttune apply /root/plan.yaml", check=False)
+        apply_res = c.run("hosttune apply /tmp/plan.yaml", check=False)
     finally:
         after = knob_path.read_text().strip()
         if after != before:  # put the host back before failing
@@ -425,6 +426,7 @@ def test_purge_leaves_nothing(box: Box) -> None:
     c = box.c
     _back_to_packaged(box)  # purge a running, enabled daemon, as on a real host
     res = c.run("apt-get purge -y hosttune 2>&1", timeout=180)
+    print(f"\n{res.stdout}")
     assert "rollback failed" not in res.stdout, res.stdout
     assert c.run("dpkg-query -W hosttune", check=False).returncode != 0
     props = _show(c, "LoadState", "ActiveState")
