@@ -211,7 +211,11 @@ def tuned_by_hosttune(workload: str, scale: float, knobs: list[str], *, budget: 
         raise SystemExit(f"effectiveness: hosttune tune failed: {out.stderr.strip()[-500:]}")
     report = json.loads(out.stdout)
     kept = {k: read_knob(k) for k in knobs}
-    return kept, f"{len(report['trials']) - 1} trials, kept={report['kept']}"
+    prunes = sum(1 for t in report["trials"] if t["origin"] == "prune")
+    dropped = f", put back {'+'.join(k.split(':')[-1] for k in report['dropped'])}" \
+        if report.get("dropped") else ""
+    return kept, (f"{len(report['trials']) - 1 - prunes} trials + {prunes} pruning"
+                  f"{dropped}, kept={report['kept']}")
 
 
 def random_best(workload: str, scale: float, knobs: list[str], *, defaults: dict[str, str],
