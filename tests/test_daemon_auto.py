@@ -462,3 +462,24 @@ def test_a_class_believed_while_a_plan_is_computed_gets_its_own(
     finally:
         daemon.request_stop()
         thread.join(timeout=10)
+
+
+def test_recommend_takes_the_class_hosttuned_settled_on(
+        tmp_path: Path, tree: tuple[Path, World], monkeypatch: pytest.MonkeyPatch) -> None:
+    from hosttune.models.recommend_run import classify, daemon_workload
+
+    root, world = tree
+    monkeypatch.setenv("HOSTTUNE_RUN_DIR", str(tmp_path / "run"))
+    assert daemon_workload() == (None, "")  # no daemon: recommend classifies by itself
+    world.busy = 0.9
+    daemon, thread = _start(tmp_path, root, cfg.with_mode(AUTO, "observe"))
+    try:
+        _wait(lambda: daemon.tracker.stable == "training", 10, "a settled class")
+        label, how = classify(Host(), 1.0)
+        assert label == "training"
+        assert "classified by hosttuned" in how and "confidence" in how
+        # a captured tree is never classified from the live daemon
+        assert classify(Host(root), 1.0)[0] is None
+    finally:
+        daemon.request_stop()
+        thread.join(timeout=10)
