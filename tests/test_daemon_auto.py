@@ -97,9 +97,11 @@ class Change:
     knob: str
     after: str
     reason: str = ""
+    before: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"knob": self.knob, "value": self.after, "reason": self.reason}
+        data = {"knob": self.knob, "value": self.after, "reason": self.reason}
+        return data if self.before is None else {**data, "before": self.before}
 
 
 @dataclass
@@ -156,7 +158,7 @@ class FixtureEngine:
             time.sleep(self.slow_unknown)
         if workload != "training":
             return None
-        plan = Plan([Change("sysctl:vm.swappiness", "10", "keep the dataset cached")],
+        plan = Plan([Change("sysctl:vm.swappiness", "10", "keep the dataset cached", "60")],
                     workload=workload)
         return Proposal(workload=workload, plan=plan, report={"rules": ["swappiness"]})
 
@@ -440,6 +442,13 @@ def test_objective_command_judges_the_change(tmp_path: Path, tree: tuple[Path, W
     finally:
         daemon.request_stop()
         thread.join(timeout=10)
+    # what the watch measured is where `hosttune recommend` learns from
+    from hosttune.models.outcomes import OutcomeStore
+
+    outcomes = OutcomeStore(tmp_path / "state" / "outcomes.db").outcomes("training")
+    assert [(o.source, o.knobs, round(o.effect, 3)) for o in outcomes] == [
+        ("plan", {"sysctl:vm.swappiness": "60"}, 1.0),
+        ("plan", {"sysctl:vm.swappiness": "10"}, 0.5)]
 
 
 def test_a_class_believed_while_a_plan_is_computed_gets_its_own(
