@@ -223,6 +223,13 @@ def _option_lines(text: str) -> dict[tuple[str, str], int]:
     return lines
 
 
+class _CaseKeepingParser(configparser.ConfigParser):
+    """ConfigParser as tuned sets it up: option names keep their case."""
+
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr
+
+
 def _read_profile(host: Host, path: str, profile: str,
                   notes: list[str]) -> tuple[dict[str, str], _Units] | None:
     """([main] options, units) of one tuned.conf, parsed as tuned parses it."""
@@ -235,9 +242,8 @@ def _read_profile(host: Host, path: str, profile: str,
         notes.append(f"tuned profile {profile}: {path} is not UTF-8 text; tuned cannot load "
                      "it, so it owns nothing")
         return None
-    parser = configparser.ConfigParser(delimiters=("=",), inline_comment_prefixes=("#",),
-                                       strict=False, interpolation=None)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser = _CaseKeepingParser(delimiters=("=",), inline_comment_prefixes=("#",),
+                                strict=False, interpolation=None)
     try:
         parser.read_string(text, source=path)
     except configparser.Error as exc:
@@ -258,7 +264,7 @@ def _read_profile(host: Host, path: str, profile: str,
     return main, units
 
 
-def _load(host: Host, names: list[str], dirs: tuple[str, ...], done: set[str],
+def _load(host: Host, names: list[str], dirs: tuple[str, ...], *, done: set[str],
           notes: list[str], out: list[_Units], depth: int = 0) -> bool:
     """Load `names` and their includes in tuned's order into `out`; False if
     one of them cannot be loaded (tuned then loads no profile at all)."""
@@ -285,7 +291,8 @@ def _load(host: Host, names: list[str], dirs: tuple[str, ...], done: set[str],
                              "tuned's own functions to resolve: its settings are not counted")
             else:
                 included = [n for n in re.split(r"\s*[,;]\s*", include) if n]
-                if not _load(host, included, dirs, done, notes, out, depth + 1):
+                if not _load(host, included, dirs, done=done, notes=notes, out=out,
+                             depth=depth + 1):
                     return False
         out.append(units)
     return True
@@ -411,7 +418,7 @@ def _tuned(host: Host, comms: dict[int, str], report: PeerReport) -> None:
         return
     dirs, report.tuned_reapplies_sysctl = _main_options(host, report.notes)
     profiles: list[_Units] = []
-    if not _load(host, names, dirs, set(), report.notes, profiles):
+    if not _load(host, names, dirs, done=set(), notes=report.notes, out=profiles):
         report.notes.append(f"tuned profile {' '.join(names)} could not be read as tuned "
                             "reads it: no knob is counted as tuned's")
         return
