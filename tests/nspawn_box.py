@@ -303,13 +303,15 @@ class Container:
         self.proc: subprocess.Popen[bytes] | None = None
         self.pid1: int | None = None
         self.cgroups: list[Path] = []
-        self._nspawn_run_before = Path("/run/systemd/nspawn").exists()
+        self._nspawn_run_before = True
 
     # starting
 
     def start(self, timeout: float = 90.0) -> str:
         """Boot; returns `systemctl is-system-running` once booted."""
-        remove_stale_children(CGROUP_PREFIX)
+        stale = remove_stale_children(CGROUP_PREFIX)
+        # a killed run made nspawn's /run directories: this one removes them
+        self._nspawn_run_before = Path("/run/systemd/nspawn").exists() and not stale
         self.cgroups = make_cgroup_children(f"{CGROUP_PREFIX}{os.getpid()}")
         procs = " ".join(str(c / "cgroup.procs") for c in self.cgroups)
         cmd = ["systemd-nspawn", "--quiet", "--register=no", "--keep-unit",
