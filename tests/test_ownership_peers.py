@@ -4,11 +4,15 @@ irqbalance and numad, on fixture trees."""
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hosttune.agent.host import Host
+from hosttune.agent.isolation import cpu_isolation
 from hosttune.tuners.ownership import Owner, owner_of, owners, owners_report
 from hosttune.tuners.peers import banned_irqs, peer_owners
 
@@ -251,3 +255,34 @@ def test_numad_owns_process_placement(tmp_path: Path) -> None:
 def test_nothing_running_nothing_owned(tmp_path: Path) -> None:
     owned, notes = owners_report(Host(tmp_path))
     assert owned == {} and notes == []
+
+
+# -- odd files never raise -----------------------------------------------------------------
+
+_ODD = st.text(alphabet=st.sampled_from(list("[]=#;-_,. \n\t$}{!^:/0123456789Nal\"'x")),
+               max_size=80)
+
+
+@settings(max_examples=60, deadline=None)
+@given(profile=_ODD, active=_ODD, cmdline=_ODD, irqbalance=_ODD, sysctl=_ODD)
+def test_odd_files_give_notes_not_tracebacks(profile: str, active: str, cmdline: str,
+                                             irqbalance: str, sysctl: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        shutil.copytree(TUNED_PEER, root / "h", symlinks=True)
+        root = root / "h"
+        put(root, "/etc/tuned/ai-training/tuned.conf", profile)
+        put(root, "/etc/tuned/active_profile", active or "ai-training")
+        put(root, "/proc/cmdline", cmdline)
+        put(root, "/etc/default/irqbalance", irqbalance)
+        put(root, "/etc/sysctl.d/50-odd.conf", sysctl)
+        put(root, "/sys/devices/system/cpu/isolated", cmdline[:12])
+        host = Host(root)
+        owned, notes = owners_report(host)
+        assert all(isinstance(n, str) for n in notes)
+        for knob in ("sysctl:vm.swappiness", "irq:41", "numa:pid:1", "thp:enabled"):
+            owner_of(knob, owned)
+        iso = cpu_isolation(host)
+        # every reserved CPU is explained by the parameter or file that reserved it
+        assert set(iso.by_cpu()) == set(iso.cpus)
+        assert bool(iso.explain()) == bool(iso.cpus)
