@@ -182,7 +182,8 @@ def main() -> int:
     ap.add_argument("--no-tuned", action="store_true", help="measure hosttuned only")
     ap.add_argument("--site-model", type=Path, metavar="STEM",
                     help="a model from `hosttune model train -o STEM` for the daemon to load "
-                    "(default: the shipped model, if this build has one)")
+                    "(default: the shipped one, models/artifacts/workload-v1; the run "
+                    "prints which model the daemon loaded)")
     ap.add_argument("--json", action="store_true", help="print JSON")
     args = ap.parse_args()
 
@@ -232,7 +233,11 @@ def main() -> int:
                 st = json.loads(status.stdout)
                 results[0]["interval_s"] = st["sampling"]["interval_s"]
                 results[0]["samples"] = st["sampling"]["samples"]
-                results[0]["model_loaded"] = bool(st.get("engine", {}).get("model"))
+                engine = st.get("engine", {})
+                model = engine.get("model")
+                results[0]["model_loaded"] = bool(model)
+                results[0]["model"] = (f"{model.get('source')} ({model.get('kind')})" if model
+                                       else f"none: {engine.get('model_error')}")
                 results[0]["workload"] = st["workload"]["label"]
                 notes += [f"hosttuned: {n}" for n in st.get("notes", [])]
         finally:
@@ -266,6 +271,7 @@ def main() -> int:
     if "samples" in h:
         print(f"hosttuned: interval {h['interval_s']:g} s, {h['samples']} samples, "
               f"model loaded: {h['model_loaded']}, workload: {h['workload']}")
+        print(f"hosttuned model: {h['model']}")
     for note in notes:
         print(f"note: {note}")
     print("budget (DESIGN.md): RSS <= 40 MB, <= 0.05 CPU-s/min")
