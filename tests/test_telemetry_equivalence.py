@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -40,15 +41,16 @@ def _read(tree: Path, path: str) -> str | None:
     return f.read_text() if f.exists() else None
 
 
-def _same(new: Callable[[], dict[str, float]], old: Callable[[], dict[str, float]]) -> None:
-    """Both give the same dict, or both raise ParseError."""
+def _same(new: Callable[..., dict[str, float]], old: Callable[..., dict[str, float]],
+          *args: object) -> None:
+    """new(*args) gives what old(*args) gives, or both raise ParseError."""
     try:
-        expected = old()
+        expected = old(*args)
     except ParseError:
         with pytest.raises(ParseError):
-            new()
+            new(*args)
         return
-    got = new()
+    got = dict(new(*args))
     assert got == expected
     assert list(got) == list(expected)  # the same order too (the store keeps it)
 
@@ -60,25 +62,29 @@ def _check_sequence(reads: list[tuple[str, str, str]]) -> None:
     old_vm, new_vm = ref.OldLayout(), Layout()
     old_mem, new_mem = ref.OldLayout(), Layout()
     for ti, tv, tm in reads:
-        _same(lambda ti=ti: dict(table.update(ti)), lambda ti=ti: ref.parse_interrupts(ti))
-        _same(lambda tv=tv: parse_vmstat(tv, layout=new_vm),
-              lambda tv=tv: ref.parse_vmstat(tv, layout=old_vm))
-        _same(lambda tm=tm: parse_meminfo(tm, layout=new_mem),
-              lambda tm=tm: ref.parse_meminfo(tm, layout=old_mem))
+        _same(table.update, ref.parse_interrupts, ti)
+        _same(partial(parse_vmstat, layout=new_vm), partial(ref.parse_vmstat, layout=old_vm), tv)
+        _same(partial(parse_meminfo, layout=new_mem), partial(ref.parse_meminfo, layout=old_mem),
+              tm)
+
+
+def _fresh_table(text: str) -> dict[str, float]:
+    return IrqTable().update(text)
 
 
 @pytest.mark.parametrize("tree", TREES, ids=[f"{t.parent.name}/{t.name}" for t in TREES])
 def test_fixture_trees_parse_as_before(tree: Path) -> None:
-    for path, new, old in (
-        ("/proc/interrupts", lambda t: IrqTable().update(t), ref.parse_interrupts),
+    cases: list[tuple[str, Callable[[str], dict[str, float]], Callable[[str], dict[str, float]]]]
+    cases = [
+        ("/proc/interrupts", _fresh_table, ref.parse_interrupts),
         ("/proc/vmstat", parse_vmstat, ref.parse_vmstat),
         ("/proc/meminfo", parse_meminfo, ref.parse_meminfo),
-        (NODE0, lambda t: parse_node_meminfo(t, 0), lambda t: ref.parse_node_meminfo(t, 0)),
-    ):
+        (NODE0, partial(parse_node_meminfo, node=0), partial(ref.parse_node_meminfo, node=0)),
+    ]
+    for path, new, old in cases:
         text = _read(tree, path)
-        if text is None:
-            continue
-        _same(lambda new=new, text=text: new(text), lambda old=old, text=text: old(text))
+        if text is not None:
+            _same(new, old, text)
     # and read after read through the kept states (later reads: the fast paths)
     ti, tv, tm = (_read(tree, p) for p in ("/proc/interrupts", "/proc/vmstat", "/proc/meminfo"))
     if ti is not None and tv is not None and tm is not None:
@@ -199,3 +205,27 @@ def test_big_host_reads_parse_as_before() -> None:
             cpus.remove(5)
         text = render_interrupts(counts, names, cpus)
         assert dict(table.update(text)) == ref.parse_interrupts(text)
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf", "1e999", "x", "", "5 6"])
+def test_kept_layouts_skip_bad_values_as_before(bad: str) -> None:
+    """A wanted line whose value is not a finite number, on a read after the
+    layout was recorded: left out, the rest kept, exactly as before."""
+    vm_text = _read(FIX / "telemetry" / "vm-2cpu", "/proc/vmstat")
+    mem_text = _read(FIX / "telemetry" / "vm-2cpu", "/proc/meminfo")
+    assert vm_text is not None and mem_text is not None
+    vm_lines = vm_text.splitlines()
+    at = next(i for i, line in enumerate(vm_lines) if line.startswith("pgfault "))
+    vm_lines[at] = f"pgfault {bad}"
+    mem_lines = mem_text.splitlines()
+    at = next(i for i, line in enumerate(mem_lines) if line.startswith("Dirty:"))
+    mem_lines[at] = f"Dirty:          {bad} kB"
+    later = ("\n".join(vm_lines) + "\n", "\n".join(mem_lines) + "\n")
+    for parse, old, first, second in (
+            (parse_vmstat, ref.parse_vmstat, vm_text, later[0]),
+            (parse_meminfo, ref.parse_meminfo, mem_text, later[1])):
+        layout, old_layout = Layout(), ref.OldLayout()
+        assert parse(first, layout=layout) == old(first, layout=old_layout)
+        got = parse(second, layout=layout)
+        assert got == old(second, layout=old_layout) == old(second)
+        assert "vmstat.pgfault" not in got and "mem.dirty_bytes" not in got

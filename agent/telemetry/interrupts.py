@@ -121,7 +121,12 @@ class IrqTable:
         per_cpu = self._per_cpu
         names = self.names
         # The comparison runs in C; only the changed lines reach Python.
-        for i in compress(range(len(lines)), map(ne, lines, old)):
+        changed = list(compress(range(len(lines)), map(ne, lines, old)))
+        if 2 * len(changed) > len(lines):
+            # Moving the sums row by row costs more than adding them afresh
+            # once most rows moved (on a busy host at a long interval).
+            return self._full(lines)
+        for i in changed:
             before = rows[i]
             now = _row(lines[i], ncpu, names)
             if before is None and now is None:

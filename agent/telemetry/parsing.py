@@ -8,9 +8,10 @@ the path. They never raise anything else, whatever the text.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from itertools import repeat
 from operator import getitem, itemgetter, mul
+from typing import cast
 
 from hosttune.agent.errors import ParseError
 
@@ -94,7 +95,8 @@ class Layout:
         if self.kb and tuple(map(str.endswith, wanted, repeat(" kB"))) != self._kb:
             return None
         try:
-            found = list(map(mul, map(float, map(getitem, wanted, self._slices)), self._scales))
+            cuts = cast("Iterator[str]", map(getitem, wanted, self._slices))
+            found = list(map(mul, map(float, cuts), self._scales))
         except ValueError:
             found = None
         if found is not None:
