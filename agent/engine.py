@@ -268,6 +268,10 @@ class HostEngine:
         return _outcome(result)
 
     def recover(self) -> list[str]:
+        if self._journal is None and not (self.state_dir / "journal.db").exists():
+            # No journal, no transaction to finish: a daemon that has never
+            # changed the host (observe mode) does not load the tuners at all.
+            return []
         transaction, journal = self._tx()
         results = transaction.recover(self.host, journal)
         return [str(getattr(r, "message", r)) for r in (results or [])]

@@ -56,11 +56,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def rss_bytes(pid: int) -> int:
+def rss_parts(pid: int) -> dict[str, int]:
+    """VmRSS and its parts, in bytes. RssFile (shared libraries' pages) moves
+    with the page cache: the kernel maps the pages around a fault that are
+    already cached, so the same daemon shows a few MB more right after its
+    libraries were installed or read than after they were evicted."""
+    out = {}
     for line in HOST.read_text(f"/proc/{pid}/status").splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile"):
+            out[key] = int(rest.split()[0]) * 1024
+    return out
 
 
 def tree_pids(pid: int) -> list[int]:
@@ -80,6 +86,8 @@ class Measured:
         self.cpu0 = 0.0
         self.t0 = 0.0
         self.rss: list[int] = []
+        self.anon: list[int] = []
+        self.file: list[int] = []
         self.start_cpu = 0.0
 
     def pid(self) -> int:
@@ -91,7 +99,10 @@ class Measured:
         self.start_cpu = self.cpu0
 
     def poll(self) -> None:
-        self.rss.append(rss_bytes(self.pid()))
+        parts = rss_parts(self.pid())
+        self.rss.append(parts.get("VmRSS", 0))
+        self.anon.append(parts.get("RssAnon", 0))
+        self.file.append(parts.get("RssFile", 0))
 
     def result(self) -> dict[str, Any]:
         elapsed = time.monotonic() - self.t0
@@ -104,6 +115,8 @@ class Measured:
             "startup_cpu_s": round(self.start_cpu, 3),
             "rss_mb_median": round(statistics.median(self.rss) / 2**20, 1),
             "rss_mb_max": round(max(self.rss) / 2**20, 1),
+            "rss_anon_mb_median": round(statistics.median(self.anon) / 2**20, 1),
+            "rss_file_mb_median": round(statistics.median(self.file) / 2**20, 1),
         }
 
 
@@ -262,11 +275,12 @@ def main() -> int:
         print(json.dumps({"results": results, "notes": notes}, indent=2))
         return 0
     print(f"{'daemon':<10} {'CPU-s/min':>10} {'CPU-s/hour':>11} {'RSS MB':>7} "
-          f"{'RSS max':>8} {'startup CPU-s':>14}  measured")
+          f"{'RSS max':>8} {'anon':>6} {'file':>6} {'startup CPU-s':>14}  measured")
     for r in results:
         print(f"{r['daemon']:<10} {r['cpu_s_per_min']:>10.4f} {r['cpu_s_per_hour']:>11.2f} "
-              f"{r['rss_mb_median']:>7.1f} {r['rss_mb_max']:>8.1f} {r['startup_cpu_s']:>14.2f}"
-              f"  {r['seconds']:.0f} s")
+              f"{r['rss_mb_median']:>7.1f} {r['rss_mb_max']:>8.1f} "
+              f"{r['rss_anon_mb_median']:>6.1f} {r['rss_file_mb_median']:>6.1f} "
+              f"{r['startup_cpu_s']:>14.2f}  {r['seconds']:.0f} s")
     h = results[0]
     if "samples" in h:
         print(f"hosttuned: interval {h['interval_s']:g} s, {h['samples']} samples, "
