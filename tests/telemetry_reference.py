@@ -11,7 +11,7 @@ from collections.abc import Callable
 from hosttune.agent.errors import ParseError
 from hosttune.agent.telemetry.catalogue import VMSTAT_KEYS
 from hosttune.agent.telemetry.memory import _MEMINFO_KEYS, _NODE_KEYS, _kb_value, _ratio
-from hosttune.agent.telemetry.parsing import nothing_usable
+from hosttune.agent.telemetry.parsing import nothing_usable, number
 
 _NAMES = {key: f"vmstat.{key}" for key in VMSTAT_KEYS}
 
@@ -241,3 +241,29 @@ def parse_node_meminfo(text: str, node: int, path: str = "",
     return out
 
 
+
+
+_AVGS = frozenset(("avg10", "avg60", "avg300"))
+
+
+def parse_pressure(text: str, resource: str, path: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        scope, _, rest = line.partition(" ")
+        if scope not in ("some", "full"):
+            continue
+        prefix = f"psi.{resource}.{scope}."
+        for field in rest.split():
+            key, sep, raw = field.partition("=")
+            if not sep:
+                continue
+            value = number(raw)
+            if value is None:
+                continue
+            if key == "total":
+                out[prefix + "total"] = value / 1e6  # microseconds
+            elif key in _AVGS:
+                out[prefix + key] = value
+    if not out:
+        raise nothing_usable(path or f"/proc/pressure/{resource}", "'some'/'full' line")
+    return out

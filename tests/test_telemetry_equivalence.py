@@ -27,6 +27,7 @@ from hosttune.agent.telemetry.memory import (
     parse_node_meminfo,
 )
 from hosttune.agent.telemetry.parsing import Layout
+from hosttune.agent.telemetry.pressure import parse_pressure
 from hosttune.agent.telemetry.vmstat import VmstatCollector, parse_vmstat
 from tests import telemetry_reference as ref
 
@@ -229,3 +230,18 @@ def test_kept_layouts_skip_bad_values_as_before(bad: str) -> None:
         got = parse(second, layout=layout)
         assert got == old(second, layout=old_layout) == old(second)
         assert "vmstat.pgfault" not in got and "mem.dirty_bytes" not in got
+
+
+PSI_TEXT = st.text(alphabet=st.sampled_from(list("somefulavg1036=.5 x\ntinan-e9")), max_size=200)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=PSI_TEXT, edits=st.lists(st.sampled_from(
+    ["nan", "inf", "1e999", "-1", "x", "", "avg10", "total=", "=5"]), max_size=3))
+def test_pressure_parses_as_before(text: str, edits: list[str]) -> None:
+    real = _read(FIX / "telemetry" / "vm-2cpu", "/proc/pressure/io") or ""
+    names: dict[tuple[str, str], dict[str, str]] = {}
+    for t in (text, real, real.replace("0.00", edits[0]) if edits else real,
+              real + " ".join(edits) + "\n"):
+        _same(partial(parse_pressure, resource="io", names=names),
+              partial(ref.parse_pressure, resource="io"), t)

@@ -218,15 +218,16 @@ class NumaMemoryCollector:
                  f"{NODE_DIR}/node{node}/numastat") else None)
             for node in self._nodes
         ]
+        self._described = {path: host.describe(path) for path in self.paths()}
 
     def collect(self, values: dict[str, float]) -> None:
         out: dict[str, float] = {}
+        describe = self._described
         for node, meminfo, numastat in self._files:
-            out.update(parse_node_meminfo(meminfo.read(), node,
-                                          self._host.describe(meminfo.path), self._layouts[node]))
+            out.update(parse_node_meminfo(meminfo.read(), node, describe[meminfo.path],
+                                          self._layouts[node]))
             if numastat is not None:
-                out.update(parse_numastat(numastat.read(), node,
-                                          self._host.describe(numastat.path)))
+                out.update(parse_numastat(numastat.read(), node, describe[numastat.path]))
         if self._nodes:
             out["node.count"] = float(len(self._nodes))
         values.update(out)
