@@ -25,6 +25,23 @@ _CANDIDATE = typer.Option(None, "--candidate", "-c",
                                "gradient_boosting. Default: all, the best macro-F1 wins.")
 _UNKNOWN = typer.Option(0.5, "--unknown-below", help="Confidence under which the answer is "
                         "'unknown'.")
+_GEOMETRY = typer.Option(None, "--geometry", "-g",
+                         help="Score windows of this geometry, INTERVAL/WINDOW in seconds "
+                              "(e.g. 5/30: 5 s rows, 30 s windows, the daemon's default); "
+                              "repeatable. Default: every training geometry.")
+_TRAIN_GEOMETRY = typer.Option(None, "--train-geometry",
+                               help="Train each fold on windows of this geometry "
+                                    "(INTERVAL/WINDOW; repeatable). Default: 1/10, 1/30, "
+                                    "5/30, 5/60.")
+_TRAIN_ON = typer.Option(None, "--geometry", "-g",
+                         help="Train on windows of this geometry (INTERVAL/WINDOW in "
+                              "seconds; repeatable). Default: 1/10, 1/30, 5/30, 5/60.")
+_INTERVAL = typer.Option(None, "--interval", "-i",
+                         help="With --window: score windows of rows every this many seconds "
+                              "(traces are merged to it as a sampler at that interval would "
+                              "have recorded them).")
+_WINDOW = typer.Option(None, "--window", "-w", help="With --interval: window length in "
+                       "seconds.")
 _HOLDOUT = typer.Option(False, "--holdout", help="Score the model itself on --data (traces it "
                         "was not trained on) instead of cross-validating the candidates.")
 
@@ -47,6 +64,20 @@ def resolve_model(path: Path | None) -> Path:
     return shipped_model()
 
 
+def geometry_warning(interval: float, window: int) -> str | None:
+    """What to tell an admin whose daemon configuration (`interval` seconds,
+    `window` samples) classifies windows the model in use was not validated
+    on; None when it was, or when there is no readable model."""
+    from hosttune.agent.errors import ModelError
+    from hosttune.models import serving
+
+    try:
+        geometry = serving.schema_geometry(resolve_model(None))
+    except ModelError:
+        return None
+    return serving.geometry_problem(geometry, interval, interval * window)
+
+
 def load_model(path: Path | None) -> Any:
     from hosttune.agent.errors import ModelError
     from hosttune.models import serving
@@ -63,25 +94,55 @@ def _shipped_data() -> Path:
     return Path(train.__file__).parent / "data"
 
 
-def _load_dataset(dirs: list[Path], quiet: bool) -> Any:
+def _geometries(texts: list[str] | None, default: Any) -> list[Any]:
+    from hosttune.models.resample import Geometry
+
+    if not texts:
+        return list(default)
+    out = []
+    for text in texts:
+        try:
+            g = Geometry.parse(text)
+        except ValueError as exc:
+            raise fail(str(exc), 2) from None
+        if g not in out:
+            out.append(g)
+    return out
+
+
+def _test_geometries(geometry: list[str] | None, interval: float | None,
+                     window: float | None, default: Any) -> list[Any]:
+    if (interval is None) != (window is None):
+        raise fail("give --interval and --window together (e.g. --interval 5 --window 30)", 2)
+    if interval is not None and window is not None:
+        geometry = [*(geometry or []), f"{interval:g}/{window:g}"]
+    return _geometries(geometry, default)
+
+
+def _load_dataset(dirs: list[Path], quiet: bool, geometries: list[Any] | None = None) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from hosttune.agent.errors import HosttuneError
     from hosttune.models import train
+    from hosttune.models.resample import TRAIN_GEOMETRIES
 
     with Progress(TextColumn("reading traces"), BarColumn(), MofNCompleteColumn(),
                   transient=True, disable=quiet) as bar:
         task = bar.add_task("read", total=None)
         try:
             return train.load_dataset(
-                dirs, progress=lambda i, n: bar.update(task, completed=i, total=n))
+                dirs, progress=lambda i, n: bar.update(task, completed=i, total=n),
+                geometries=geometries or TRAIN_GEOMETRIES)
         except HosttuneError as exc:
             raise fail(str(exc)) from None
 
 
-def _cross_validate(ds: Any, names: list[str], unknown_below: float, quiet: bool) -> dict[str, Any]:
+def _cross_validate(ds: Any, names: list[str], unknown_below: float, quiet: bool,
+                    train_on: list[str] | None = None,
+                    test_on: list[str] | None = None) -> dict[str, Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from hosttune.agent.errors import HosttuneError
     from hosttune.models import train
 
     scores: dict[str, Any] = {}
@@ -93,8 +154,12 @@ def _cross_validate(ds: Any, names: list[str], unknown_below: float, quiet: bool
             def tick(i: int, n: int, t: Any = task) -> None:
                 bar.update(t, completed=i, total=n)
 
-            scores[name] = train.cross_validate(ds, name, unknown_below=unknown_below,
-                                                progress=tick)
+            try:
+                scores[name] = train.cross_validate(ds, name, unknown_below=unknown_below,
+                                                    progress=tick, train_on=train_on,
+                                                    test_on=test_on)
+            except HosttuneError as exc:
+                raise fail(str(exc)) from None
     return scores
 
 
@@ -161,9 +226,13 @@ def register(app: typer.Typer) -> None:
                        f"accuracy {s['accuracy']:.3f} (leave-one-run-out){mark}")
 
     @group.command("evaluate")
-    def evaluate(  # noqa: PLR0917 (typer maps parameters to options)
+    def evaluate(  # noqa: PLR0913, PLR0917 (typer maps parameters to options)
         data: list[Path] | None = _DATA,
         candidate: list[str] | None = _CANDIDATE,
+        geometry: list[str] | None = _GEOMETRY,
+        train_geometry: list[str] | None = _TRAIN_GEOMETRY,
+        interval: float | None = _INTERVAL,
+        window: float | None = _WINDOW,
         holdout: bool = _HOLDOUT,
         model: Path | None = _MODEL,
         unknown_below: float = _UNKNOWN,
@@ -171,23 +240,37 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Leave-one-run-out cross-validation of the candidate estimators on
         the traces (default: the shipped dataset): per-class precision and
-        recall, macro-F1, confusion matrix. With --holdout, score the model
+        recall, macro-F1, confusion matrix, answered share, overall and per
+        geometry (row interval / window length; `--interval 5 --window 30` is
+        what the daemon sees by default). With --holdout, score the model
         itself on traces it never saw."""
+        from hosttune.models.resample import TRAIN_GEOMETRIES
+
         dirs = list(data or [_shipped_data()])
         if holdout:
-            _holdout(dirs, model, json_out)
+            if (interval is None) != (window is None):
+                raise fail("give --interval and --window together", 2)
+            _holdout(dirs, model, json_out, interval, window)
             return
         _need_sklearn()
         from hosttune.models.card import scores_table
 
-        ds = _load_dataset(dirs, json_out)
-        scores = _cross_validate(ds, _candidates(candidate), unknown_below, json_out)
+        train_on = _geometries(train_geometry, TRAIN_GEOMETRIES)
+        test_on = _test_geometries(geometry, interval, window, train_on)
+        ds = _load_dataset(dirs, json_out, list(dict.fromkeys([*train_on, *test_on])))
+        scores = _cross_validate(ds, _candidates(candidate), unknown_below, json_out,
+                                 [g.tag for g in train_on], [g.tag for g in test_on])
+        windows = sum(1 for t in ds.geometry if t in {g.tag for g in test_on})
         if json_out:
             emit_json({"data": [str(d) for d in dirs], "runs": len(ds.runs),
-                       "windows": len(ds.y), "sha256": ds.data_hash,
+                       "windows": windows, "sha256": ds.data_hash,
+                       "train_geometries": [g.tag for g in train_on],
+                       "geometries": [g.tag for g in test_on],
                        "scores": {k: v.as_dict() for k, v in scores.items()}})
             return
-        typer.echo(f"{len(ds.runs)} runs, {len(ds.y)} windows from {', '.join(map(str, dirs))}")
+        typer.echo(f"{len(ds.runs)} runs, {windows} windows from {', '.join(map(str, dirs))}; "
+                   f"trained on {', '.join(g.tag for g in train_on)}, scored on "
+                   f"{', '.join(g.tag for g in test_on)}")
         typer.echo("")
         for line in scores_table({k: v.as_dict() for k, v in scores.items()}):
             typer.echo(line)
@@ -198,36 +281,44 @@ def register(app: typer.Typer) -> None:
         output: Path | None = _OUT,
         no_shipped: bool = _NO_SHIPPED,
         candidate: list[str] | None = _CANDIDATE,
+        geometry: list[str] | None = _TRAIN_ON,
         unknown_below: float = _UNKNOWN,
         json_out: bool = JSON_OPTION,
     ) -> None:
         """Train on the site's labelled traces (--data) plus the shipped
-        ones, choose the estimator by leave-one-run-out macro-F1, and write
-        the model (numpy arrays + JSON schema) with its model card."""
+        ones, as windows of every --geometry, choose the estimator by its mean
+        leave-one-run-out macro-F1 over the geometries, and write the model
+        (numpy arrays + JSON schema recording the geometries) with its model
+        card."""
         sklearn_version = _need_sklearn()
         from hosttune.models import card as card_mod
         from hosttune.models import train
         from hosttune.models.recording import hosttune_version
+        from hosttune.models.resample import TRAIN_GEOMETRIES
+
+        geometries = _geometries(geometry, TRAIN_GEOMETRIES)
 
         dirs = [p.resolve() for p in (data or [])]
         if not no_shipped and _shipped_data().resolve() not in dirs:
             dirs.append(_shipped_data().resolve())
         if not dirs:
             raise fail("no data: give --data DIR or drop --no-shipped", 2)
-        ds = _load_dataset(dirs, json_out)
+        ds = _load_dataset(dirs, json_out, geometries)
         shipped = _shipped_data().resolve()
         ds.sources = ["models/data (shipped with hosttune)" if Path(d).resolve() == shipped
                       else str(d) for d in ds.sources]
         if len(ds.classes) < 2:
             raise fail("the traces hold fewer than two labels; nothing to learn")
         scores = _cross_validate(ds, _candidates(candidate), unknown_below, json_out)
-        chosen = max(scores, key=lambda n: (scores[n].macro_f1, -train.CANDIDATES.index(n)))
+        chosen = max(scores, key=lambda n: (scores[n].geometry_macro_f1,
+                                            -train.CANDIDATES.index(n)))
         est, imp = train.fit(ds, chosen)
         card = train.model_card(ds, chosen, scores, sklearn_version=sklearn_version,
                                 hosttune_version=hosttune_version(),
                                 unknown_below=unknown_below)
+        tested = [g for g in geometries if g.tag in set(ds.geometry)]
         schema, arrays = train.export(est, imp, ds.features, unknown_below=unknown_below,
-                                      card=card)
+                                      card=card, geometries=tested)
         target = output or site_model()
         try:
             npz, js = train.save(target, schema, arrays)
@@ -242,13 +333,18 @@ def register(app: typer.Typer) -> None:
             emit_json(result)
             return
         for name, s in scores.items():
-            typer.echo(f"{name:18} macro-F1 {s.macro_f1:.3f}  accuracy {s.accuracy:.3f}")
+            per = ", ".join(f"{t} {g.macro_f1:.3f}" for t, g in s.geometries.items())
+            typer.echo(f"{name:18} macro-F1 {s.macro_f1:.3f}  accuracy {s.accuracy:.3f}"
+                       + (f"  ({per})" if per else ""))
         typer.echo(f"chose {chosen}; wrote {npz}, {js.name}, {md.name}")
 
 
-def _holdout(dirs: list[Path], model_path: Path | None, json_out: bool) -> None:
-    """Scores a model on traces: per trace its verdict, and the share right."""
+def _holdout(dirs: list[Path], model_path: Path | None, json_out: bool,
+             interval: float | None = None, window: float | None = None) -> None:
+    """Scores a model on traces: per trace its verdict, and the share right
+    (with `interval`/`window`: on windows of that geometry)."""
     from hosttune.agent.errors import HosttuneError
+    from hosttune.models.features import WINDOW_SECONDS
     from hosttune.models.recognise import classify_trace
 
     m = load_model(model_path)
@@ -258,8 +354,9 @@ def _holdout(dirs: list[Path], model_path: Path | None, json_out: bool) -> None:
     rows = []
     for f in files:
         try:
-            overall, windows = classify_trace(m, f)
-        except HosttuneError as exc:
+            overall, windows = classify_trace(m, f, window or WINDOW_SECONDS,
+                                              interval=interval)
+        except (HosttuneError, ValueError) as exc:
             raise fail(str(exc)) from None
         from hosttune.models.trace import read_trace
 
