@@ -73,6 +73,18 @@ def geometry_table(scores: dict[str, Any]) -> list[str]:
     return out
 
 
+def class_geometry_table(s: dict[str, Any]) -> list[str]:
+    """Markdown: one model's per-class F1 on each tested geometry."""
+    geos = s.get("geometries") or {}
+    if not geos:
+        return []
+    out = ["| class | " + " | ".join(geos) + " |", "| --- |" + " --- |" * len(geos)]
+    for c in s["classes"]:
+        out.append(f"| {c} | " + " | ".join(_pct(g["per_class"][c]["f1"])
+                                            for g in geos.values()) + " |")
+    return out
+
+
 def render(schema: dict[str, Any]) -> str:
     card: dict[str, Any] = schema.get("card") or {}
     data = card.get("data", {})
@@ -106,8 +118,18 @@ def render(schema: dict[str, Any]) -> str:
         lines += ["", f"Sources: {', '.join(data.get('sources', []))}.", ""]
     if card.get("scores"):
         lines += ["## Scores", "", card.get("evaluation", ""), ""]
+        pooled = any(s.get("geometries") for s in card["scores"].values())
+        if pooled:
+            lines += ["The first table and the per-model sections pool the windows of every "
+                      "validated geometry; the per-geometry rows follow the first table.", ""]
         lines += scores_table(card["scores"])
-        lines += ["", f"Chosen: **{card.get('chosen')}** (highest macro-F1).", ""]
+        chosen = card.get("chosen")
+        lines += ["", f"Chosen: **{chosen}** (highest "
+                  + ("mean macro-F1 over the validated geometries" if pooled else "macro-F1")
+                  + ").", ""]
+        if pooled and chosen in card["scores"]:
+            lines += [f"F1 per class and geometry ({chosen}):", ""]
+            lines += [*class_geometry_table(card["scores"][chosen]), ""]
     lines += ["## Features", "", ", ".join(f"`{f}`" for f in schema.get("features", [])), ""]
     if card.get("limitations"):
         lines += ["## Limitations", ""] + [f"- {x}" for x in card["limitations"]] + [""]

@@ -261,8 +261,8 @@ def validated_geometry(schema: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(found, dict):
         return dict(_LEGACY_GEOMETRY)
     try:
-        out = {key: [float(found[key][0]), float(found[key][1])]
-               for key in ("interval_seconds", "window_seconds")}
+        out: dict[str, Any] = {key: [float(found[key][0]), float(found[key][1])]
+                               for key in ("interval_seconds", "window_seconds")}
     except (KeyError, IndexError, TypeError, ValueError):
         return dict(_LEGACY_GEOMETRY)
     out["validated"] = [str(t) for t in found.get("validated", [])]

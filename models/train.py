@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hosttune.agent.errors import HosttuneError, ModelError
-from hosttune.models.resample import TRAIN_GEOMETRIES, Geometry
+from hosttune.models.resample import TRAIN_GEOMETRIES, VALIDATE_GEOMETRIES, Geometry
 
 if TYPE_CHECKING:
     import numpy as np
@@ -63,9 +63,26 @@ class Dataset:
     runs: dict[str, str]  # run -> label
     files: dict[str, str]  # run -> sha256 of its trace
     sources: list[str] = field(default_factory=list)
-    # the geometry tag (`Geometry.tag`) of each window, and the geometries asked for
+    # the geometry tag (`Geometry.tag`) of each window, the geometries loaded
+    # and those of them a model is fitted on
     geometry: list[str] = field(default_factory=list)
     geometries: list[Geometry] = field(default_factory=list)
+    train_geometries: list[Geometry] = field(default_factory=list)
+
+    @property
+    def train_tags(self) -> list[str]:
+        """Tags of the geometries to fit on that have windows (all when unset)."""
+        present = list(dict.fromkeys(self.geometry))
+        if not self.train_geometries:
+            return present
+        return [g.tag for g in self.train_geometries if g.tag in present]
+
+    def tag_mask(self, tags: Sequence[str]) -> Any:
+        import numpy as np
+
+        if not self.geometry:
+            return np.ones(len(self.y), dtype=bool)
+        return np.isin(np.array(self.geometry), list(tags))
 
     @property
     def classes(self) -> list[str]:
@@ -143,11 +160,16 @@ def geometry_windows(path: Path, geometries: Sequence[Geometry]) -> tuple[str, l
 
 def load_dataset(
     dirs: Sequence[str | Path], progress: Callable[[int, int], None] | None = None,
-    geometries: Sequence[Geometry] = TRAIN_GEOMETRIES,
+    geometries: Sequence[Geometry] = VALIDATE_GEOMETRIES,
+    train_geometries: Sequence[Geometry] = TRAIN_GEOMETRIES,
 ) -> Dataset:
-    """Every trace of `dirs`, as windows of each of `geometries` (rows merged
-    to the geometry's interval, see `geometry_windows`)."""
+    """Every trace of `dirs`, as windows of each of `geometries` and
+    `train_geometries` (rows merged to the geometry's interval, see
+    `geometry_windows`); `fit` and `cross_validate` train on the windows of
+    `train_geometries`."""
     import numpy as np
+
+    geometries = list(dict.fromkeys([*train_geometries, *geometries]))
 
     from hosttune.models import features
 
@@ -203,7 +225,7 @@ def load_dataset(
     X_all = np.vstack(X_parts) if X_parts else np.zeros((0, width))
     return Dataset(X=X_all, y=y, groups=groups, features=list(features.feature_names()),
                    runs=runs, files=files, sources=sources, geometry=tags,
-                   geometries=list(geometries))
+                   geometries=list(geometries), train_geometries=list(train_geometries))
 
 
 def impute_values(X: Array) -> Array:
@@ -297,7 +319,13 @@ class Scores:
         if self.trained_on:
             out["trained_on"] = list(self.trained_on)
         if self.geometries:
-            out["geometries"] = {tag: g.as_dict() for tag, g in self.geometries.items()}
+            # per geometry the summary and per-class scores; the model's schema
+            # is in memory wherever it serves, so no confusion matrix each
+            out["geometries"] = {
+                tag: {k: v for k, v in g.as_dict().items()
+                      if k not in ("confusion", "classes", "model")}
+                for tag, g in self.geometries.items()
+            }
         return out
 
 
@@ -308,7 +336,7 @@ def cross_validate(
 ) -> Scores:
     """Leave-one-run-out: every run is tested by a model that never saw any
     of its windows. Each fold trains on the other runs' windows of the
-    geometries `train_on` (tags; default: all in the dataset) and tests the
+    geometries `train_on` (tags; default: the dataset's training ones) and tests the
     held-out run's windows of `test_on` (default: all); the result pools the
     tested windows and holds each geometry's own scores in `geometries`."""
     import numpy as np
@@ -326,7 +354,7 @@ def cross_validate(
         )
     tags = np.array(ds.geometry if ds.geometry else [""] * len(ds.y))
     present = list(dict.fromkeys(tags.tolist()))
-    train_tags = list(train_on) if train_on is not None else present
+    train_tags = list(train_on) if train_on is not None else ds.train_tags
     test_tags = list(test_on) if test_on is not None else present
     for tag in (*train_tags, *test_tags):
         if tag not in present:
@@ -351,17 +379,14 @@ def cross_validate(
         conf[te] = proba.max(axis=1)
         if progress is not None:
             progress(i + 1, len(run_names))
-    common = {"model": name, "classes": classes, "runs": ds.runs,
-              "unknown_below": unknown_below}
-    pooled = _scores(y[test_mask], pred[test_mask], conf[test_mask], groups[test_mask],
-                     **common)
+    def score(mask: Any) -> Scores:
+        return _scores(y[mask], pred[mask], conf[mask], groups[mask], model=name,
+                       classes=classes, runs=ds.runs, unknown_below=unknown_below)
+
+    pooled = score(test_mask)
     pooled.trained_on = train_tags
     if any(test_tags):
-        pooled.geometries = {
-            tag: _scores(y[tags == tag], pred[tags == tag], conf[tags == tag],
-                         groups[tags == tag], **common)
-            for tag in test_tags
-        }
+        pooled.geometries = {tag: score(tags == tag) for tag in test_tags}
     return pooled
 
 
@@ -391,17 +416,20 @@ def _scores(y: Any, pred: Any, conf: Any, groups: Any, *, model: str, classes: l
         coverage=float(answered.mean()),
         answered_accuracy=float((labels[answered] == y[answered]).mean()) if answered.any()
         else math.nan,
-        windows=int(len(y)),
+        windows=len(y),
     )
 
 
 def fit(ds: Dataset, name: str) -> tuple[Any, Array]:
-    """(fitted estimator, impute values) on every window of the dataset."""
+    """(fitted estimator, impute values) on every window of the dataset's
+    training geometries."""
     import numpy as np
 
-    imp = impute_values(ds.X)
+    mask = ds.tag_mask(ds.train_tags)
+    X = ds.X[mask]
+    imp = impute_values(X)
     est = make_estimator(name)
-    est.fit(apply_impute(ds.X, imp), np.array(ds.y))
+    est.fit(apply_impute(X, imp), np.array(ds.y)[mask])
     return est, imp
 
 
@@ -411,12 +439,14 @@ def fit(ds: Dataset, name: str) -> tuple[Any, Array]:
 def export(
     est: Any, impute: Array, features: Sequence[str], *,
     unknown_below: float = DEFAULT_UNKNOWN_BELOW, card: dict[str, Any] | None = None,
-    geometries: Sequence[Geometry] = TRAIN_GEOMETRIES,
+    geometries: Sequence[Geometry] = VALIDATE_GEOMETRIES,
+    trained_on: Sequence[Geometry] = TRAIN_GEOMETRIES,
 ) -> tuple[dict[str, Any], dict[str, Array]]:
     """(schema, arrays) of a fitted estimator, in the format
-    `hosttune.models.serving` reads. `geometries` are those it was trained
-    and cross-validated on; the schema records them and their range, and
-    the daemon warns when it classifies outside that range."""
+    `hosttune.models.serving` reads. `geometries` are those it was
+    cross-validated on (its folds fitted on `trained_on`); the schema records
+    both and the range of the validated ones, and the daemon warns when it
+    classifies outside that range."""
     import numpy as np
 
     from hosttune.models import features as feats
@@ -432,6 +462,7 @@ def export(
         "feature_version": feats.FEATURE_VERSION,
         "window_seconds": feats.WINDOW_SECONDS, "unknown_below": unknown_below,
         "geometries": {"validated": [g.tag for g in geometries],
+                       "trained": [g.tag for g in trained_on],
                        **geometry_range(geometries)},
     }
     kind = type(est).__name__
@@ -609,7 +640,8 @@ def model_card(
 
     import numpy as np
 
-    counts = {c: int(np.sum(np.array(ds.y) == c)) for c in ds.classes}
+    fitted = ds.tag_mask(ds.train_tags)
+    counts = {c: int(np.sum((np.array(ds.y) == c) & fitted)) for c in ds.classes}
     per_geometry = {g.tag: sum(1 for t in ds.geometry if t == g.tag) for g in ds.geometries}
     run_counts = {c: sum(1 for lab in ds.runs.values() if lab == c) for c in ds.classes}
     return {
@@ -622,14 +654,16 @@ def model_card(
         "python_version": platform.python_version(),
         "data": {
             "sha256": ds.data_hash, "sources": ds.sources, "runs": len(ds.runs),
-            "windows": len(ds.y), "windows_per_class": counts, "runs_per_class": run_counts,
-            "windows_per_geometry": per_geometry,
+            "windows": int(ds.tag_mask(ds.train_tags).sum()), "windows_per_class": counts,
+            "runs_per_class": run_counts, "windows_per_geometry": per_geometry,
+            "trained_on": ds.train_tags,
         },
         "evaluation": "leave-one-run-out cross-validation (no window of a run in both "
                       "train and test); imputation learned on training folds only; each "
-                      "fold trains on every geometry and is scored per geometry (rows "
-                      "every INTERVAL s in WINDOW s windows, 5 s rows merged from the "
-                      "recorded 1 s ones as a 5 s sampler would have seen them)",
+                      "fold is fitted on the training geometries and scored on every "
+                      "validated geometry (rows every INTERVAL s in WINDOW s windows; 5 s "
+                      "rows merged from the recorded 1 s ones as a 5 s sampler would have "
+                      "recorded them, at every phase)",
         "scores": {name: s.as_dict() for name, s in scores.items()},
         "unknown_below": unknown_below,
         "limitations": LIMITATIONS,
@@ -648,7 +682,10 @@ LIMITATIONS = [
     "dominant phase of each window or 'unknown'.",
     "Serving traffic came over loopback; network features therefore count every "
     "interface including lo.",
-    "Windows are 10-60 s of 1 s or 5 s rows (5 s rows merged from 1 s recordings, not "
-    "recorded at 5 s; the AI-process scan then ran every 5 s, the daemon's runs once a "
-    "minute); the classifier says nothing about what happened before the window.",
+    "Trained on 10 s windows of 1 s rows; validated also on 30 s of 1 s rows and on 30 s "
+    "and 60 s windows of 5 s rows (the daemon's default is 30 s of 5 s). The 5 s rows are "
+    "merged from 1 s recordings, not recorded at 5 s: the busiest-CPU aggregate is the mean "
+    "of per-second maxima, and the AI-process summaries are refreshed every 5 s where the "
+    "daemon rescans once a minute. The classifier says nothing about what happened before "
+    "the window.",
 ]

@@ -19,7 +19,7 @@ from hosttune.agent.notify import Notifier
 from hosttune.agent.paths import Paths
 from hosttune.models import serving
 from hosttune.models.resample import (
-    TRAIN_GEOMETRIES,
+    VALIDATE_GEOMETRIES,
     Geometry,
     column_kind,
     geometry_range,
@@ -150,7 +150,7 @@ def test_geometry_parse_and_range() -> None:
     for bad in ("5", "x/30", "0/30", "30/5", "5/30/60"):
         with pytest.raises(ValueError):
             Geometry.parse(bad)
-    assert geometry_range(TRAIN_GEOMETRIES) == {"interval_seconds": [1.0, 5.0],
+    assert geometry_range(VALIDATE_GEOMETRIES) == {"interval_seconds": [1.0, 5.0],
                                                 "window_seconds": [10.0, 60.0]}
 
 
@@ -187,7 +187,8 @@ def test_shipped_model_covers_the_daemon_default_geometry() -> None:
 class _Engine:
     """The daemon reads the model's geometry from what `prepare` said."""
 
-    notes: list[str] = []
+    def __init__(self) -> None:
+        self.notes: list[str] = []
 
 
 def test_daemon_warns_once_outside_the_model_geometry(tmp_path: Path) -> None:

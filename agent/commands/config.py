@@ -24,10 +24,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Check a configuration file; errors name the key and the line."""
         from hosttune.agent import config as cfg
+        from hosttune.agent.commands.model import geometry_warning
         from hosttune.agent.errors import ConfigError
         from hosttune.agent.paths import Paths
-
-        from hosttune.agent.commands.model import geometry_warning
 
         path = file if file is not None else Paths.from_env().config
         try:

@@ -28,14 +28,18 @@ _UNKNOWN = typer.Option(0.5, "--unknown-below", help="Confidence under which the
 _GEOMETRY = typer.Option(None, "--geometry", "-g",
                          help="Score windows of this geometry, INTERVAL/WINDOW in seconds "
                               "(e.g. 5/30: 5 s rows, 30 s windows, the daemon's default); "
-                              "repeatable. Default: every training geometry.")
+                              "repeatable. Default: 1/10, 1/30, 5/30, 5/60.")
 _TRAIN_GEOMETRY = typer.Option(None, "--train-geometry",
                                help="Train each fold on windows of this geometry "
-                                    "(INTERVAL/WINDOW; repeatable). Default: 1/10, 1/30, "
-                                    "5/30, 5/60.")
+                                    "(INTERVAL/WINDOW; repeatable). Default: 1/10.")
 _TRAIN_ON = typer.Option(None, "--geometry", "-g",
                          help="Train on windows of this geometry (INTERVAL/WINDOW in "
-                              "seconds; repeatable). Default: 1/10, 1/30, 5/30, 5/60.")
+                              "seconds; repeatable). Default: 1/10.")
+_VALIDATE = typer.Option(None, "--validate",
+                         help="Cross-validate on windows of this geometry (INTERVAL/WINDOW; "
+                              "repeatable); the model records those it was validated on and "
+                              "the daemon warns outside them. Default: 1/10, 1/30, 5/30, "
+                              "5/60.")
 _INTERVAL = typer.Option(None, "--interval", "-i",
                          help="With --window: score windows of rows every this many seconds "
                               "(traces are merged to it as a sampler at that interval would "
@@ -119,12 +123,13 @@ def _test_geometries(geometry: list[str] | None, interval: float | None,
     return _geometries(geometry, default)
 
 
-def _load_dataset(dirs: list[Path], quiet: bool, geometries: list[Any] | None = None) -> Any:
+def _load_dataset(dirs: list[Path], quiet: bool, geometries: list[Any] | None = None,
+                  train_geometries: list[Any] | None = None) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from hosttune.agent.errors import HosttuneError
     from hosttune.models import train
-    from hosttune.models.resample import TRAIN_GEOMETRIES
+    from hosttune.models.resample import TRAIN_GEOMETRIES, VALIDATE_GEOMETRIES
 
     with Progress(TextColumn("reading traces"), BarColumn(), MofNCompleteColumn(),
                   transient=True, disable=quiet) as bar:
@@ -132,12 +137,13 @@ def _load_dataset(dirs: list[Path], quiet: bool, geometries: list[Any] | None = 
         try:
             return train.load_dataset(
                 dirs, progress=lambda i, n: bar.update(task, completed=i, total=n),
-                geometries=geometries or TRAIN_GEOMETRIES)
+                geometries=geometries or VALIDATE_GEOMETRIES,
+                train_geometries=train_geometries or TRAIN_GEOMETRIES)
         except HosttuneError as exc:
             raise fail(str(exc)) from None
 
 
-def _cross_validate(ds: Any, names: list[str], unknown_below: float, quiet: bool,
+def _cross_validate(ds: Any, names: list[str], unknown_below: float, quiet: bool, *,
                     train_on: list[str] | None = None,
                     test_on: list[str] | None = None) -> dict[str, Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -197,12 +203,16 @@ def register(app: typer.Typer) -> None:
             "classes": m.classes, "features": len(m.features),
             "feature_set": m.schema.get("feature_set"), "unknown_below": m.unknown_below,
             "window_seconds": m.schema.get("window_seconds"),
+            "geometries": m.geometry,
             "schema_version": m.schema.get("schema_version"),
             "trained_at": card.get("trained_at"),
             "hosttune_version": card.get("hosttune_version"),
             "sklearn_version": card.get("sklearn_version"),
             "data": card.get("data", {}),
-            "scores": {k: {"macro_f1": v.get("macro_f1"), "accuracy": v.get("accuracy")}
+            "scores": {k: {"macro_f1": v.get("macro_f1"), "accuracy": v.get("accuracy"),
+                           "geometries": {t: {"macro_f1": g.get("macro_f1"),
+                                              "coverage": g.get("coverage")}
+                                          for t, g in v.get("geometries", {}).items()}}
                        for k, v in card.get("scores", {}).items()},
             "chosen": card.get("chosen"),
         }
@@ -215,6 +225,10 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"classes      {', '.join(m.classes)}")
         typer.echo(f"features     {len(m.features)} (set {summary['feature_set']})")
         typer.echo(f"unknown      below confidence {m.unknown_below}")
+        g = m.geometry
+        typer.echo(f"geometries   rows every {g['interval_seconds'][0]:g}-"
+                   f"{g['interval_seconds'][1]:g} s, windows of {g['window_seconds'][0]:g}-"
+                   f"{g['window_seconds'][1]:g} s (validated: {', '.join(g['validated'])})")
         typer.echo(f"trained      {summary['trained_at']} with hosttune "
                    f"{summary['hosttune_version']}, scikit-learn {summary['sklearn_version']}")
         if data:
@@ -224,9 +238,12 @@ def register(app: typer.Typer) -> None:
             mark = " (chosen)" if name == summary["chosen"] else ""
             typer.echo(f"score        {name}: macro-F1 {s['macro_f1']:.3f}, "
                        f"accuracy {s['accuracy']:.3f} (leave-one-run-out){mark}")
+            for tag, g in s.get("geometries", {}).items():
+                typer.echo(f"               {tag:8} macro-F1 {g['macro_f1']:.3f}, answered "
+                           f"{g['coverage']:.3f}")
 
     @group.command("evaluate")
-    def evaluate(  # noqa: PLR0913, PLR0917 (typer maps parameters to options)
+    def evaluate(  # noqa: PLR0917 (typer maps parameters to options)
         data: list[Path] | None = _DATA,
         candidate: list[str] | None = _CANDIDATE,
         geometry: list[str] | None = _GEOMETRY,
@@ -244,7 +261,7 @@ def register(app: typer.Typer) -> None:
         geometry (row interval / window length; `--interval 5 --window 30` is
         what the daemon sees by default). With --holdout, score the model
         itself on traces it never saw."""
-        from hosttune.models.resample import TRAIN_GEOMETRIES
+        from hosttune.models.resample import TRAIN_GEOMETRIES, VALIDATE_GEOMETRIES
 
         dirs = list(data or [_shipped_data()])
         if holdout:
@@ -256,10 +273,14 @@ def register(app: typer.Typer) -> None:
         from hosttune.models.card import scores_table
 
         train_on = _geometries(train_geometry, TRAIN_GEOMETRIES)
-        test_on = _test_geometries(geometry, interval, window, train_on)
-        ds = _load_dataset(dirs, json_out, list(dict.fromkeys([*train_on, *test_on])))
+        test_on = _test_geometries(geometry, interval, window, VALIDATE_GEOMETRIES)
+        ds = _load_dataset(dirs, json_out, test_on, train_on)
+        if not (geometry or interval):
+            # by default, the validated geometries these traces are long enough for
+            test_on = [g for g in test_on if g.tag in set(ds.geometry)]
         scores = _cross_validate(ds, _candidates(candidate), unknown_below, json_out,
-                                 [g.tag for g in train_on], [g.tag for g in test_on])
+                                 train_on=[g.tag for g in train_on],
+                                 test_on=[g.tag for g in test_on])
         windows = sum(1 for t in ds.geometry if t in {g.tag for g in test_on})
         if json_out:
             emit_json({"data": [str(d) for d in dirs], "runs": len(ds.runs),
@@ -282,28 +303,33 @@ def register(app: typer.Typer) -> None:
         no_shipped: bool = _NO_SHIPPED,
         candidate: list[str] | None = _CANDIDATE,
         geometry: list[str] | None = _TRAIN_ON,
+        validate: list[str] | None = _VALIDATE,
         unknown_below: float = _UNKNOWN,
         json_out: bool = JSON_OPTION,
     ) -> None:
         """Train on the site's labelled traces (--data) plus the shipped
-        ones, as windows of every --geometry, choose the estimator by its mean
-        leave-one-run-out macro-F1 over the geometries, and write the model
-        (numpy arrays + JSON schema recording the geometries) with its model
-        card."""
+        ones, as windows of each --geometry; cross-validate (leave one run
+        out) on every --validate geometry, choose the estimator by its mean
+        macro-F1 over them, and write the model (numpy arrays + JSON schema
+        recording the geometries it was validated on) with its model card."""
         sklearn_version = _need_sklearn()
         from hosttune.models import card as card_mod
         from hosttune.models import train
         from hosttune.models.recording import hosttune_version
-        from hosttune.models.resample import TRAIN_GEOMETRIES
+        from hosttune.models.resample import TRAIN_GEOMETRIES, VALIDATE_GEOMETRIES
 
         geometries = _geometries(geometry, TRAIN_GEOMETRIES)
+        validated = _geometries(validate, VALIDATE_GEOMETRIES)
 
         dirs = [p.resolve() for p in (data or [])]
         if not no_shipped and _shipped_data().resolve() not in dirs:
             dirs.append(_shipped_data().resolve())
         if not dirs:
             raise fail("no data: give --data DIR or drop --no-shipped", 2)
-        ds = _load_dataset(dirs, json_out, geometries)
+        ds = _load_dataset(dirs, json_out, validated, geometries)
+        if not ds.train_tags:
+            raise fail("no trace gives a window of the training geometries "
+                       f"({', '.join(g.tag for g in geometries)})")
         shipped = _shipped_data().resolve()
         ds.sources = ["models/data (shipped with hosttune)" if Path(d).resolve() == shipped
                       else str(d) for d in ds.sources]
@@ -316,9 +342,11 @@ def register(app: typer.Typer) -> None:
         card = train.model_card(ds, chosen, scores, sklearn_version=sklearn_version,
                                 hosttune_version=hosttune_version(),
                                 unknown_below=unknown_below)
-        tested = [g for g in geometries if g.tag in set(ds.geometry)]
+        tested = [g for g in validated if g.tag in set(ds.geometry)]
         schema, arrays = train.export(est, imp, ds.features, unknown_below=unknown_below,
-                                      card=card, geometries=tested)
+                                      card=card, geometries=tested,
+                                      trained_on=[g for g in geometries
+                                                  if g.tag in ds.train_tags])
         target = output or site_model()
         try:
             npz, js = train.save(target, schema, arrays)
@@ -328,7 +356,7 @@ def register(app: typer.Typer) -> None:
         md.write_text(card_mod.render(schema))
         result = {"model": str(npz.with_suffix("")), "chosen": chosen,
                   "macro_f1": round(scores[chosen].macro_f1, 4), "runs": len(ds.runs),
-                  "windows": len(ds.y), "files": [str(npz), str(js), str(md)]}
+                  "windows": card["data"]["windows"], "files": [str(npz), str(js), str(md)]}
         if json_out:
             emit_json(result)
             return
