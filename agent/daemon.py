@@ -519,11 +519,41 @@ class Daemon:
             after = Score(objective=watch.probe.value)
         why = harm(before, after, objective, self.config.auto.regression)
         self.watch = None
+        self._record_outcome(watch, before, after)
         if why is None:
             self.store.add_event("kept", "no harm measured", {
                 "txn": watch.txn, "before": before.to_dict(), "after": after.to_dict()})
             return
         self._revert(watch, why, before, after)
+
+    def _record_outcome(self, watch: Watch, before: Score, after: Score) -> None:
+        """With an objective configured, the watch measured what the change did:
+        keep it in outcomes.db, where `hosttune recommend` learns from this
+        host's own results (the old values as the 1.0 point beside it). Without
+        one, the PSI/CPU signals judge harm but measure no speed-up, so nothing
+        is recorded rather than a guess."""
+        objective = self.config.objective
+        b, a = before.objective, after.objective
+        if not (objective.metric or objective.command) or b is None or a is None:
+            return
+        if b <= 0 or a <= 0:
+            return
+        effect = a / b if objective.higher_is_better else b / a
+        new = {str(c["knob"]): str(c["value"]) for c in watch.changes}
+        old = {str(c["knob"]): str(c["before"]) for c in watch.changes if "before" in c}
+        try:
+            from hosttune.models.outcomes import Outcome, OutcomeError, OutcomeStore
+        except ImportError:
+            return  # a build without the recommender's learning part
+        what = objective.metric or objective.command or ""
+        store = OutcomeStore(self.paths.state_dir / "outcomes.db")
+        try:
+            if old.keys() == new.keys():
+                store.record(Outcome(watch.workload, "plan", old, 1.0, what))
+            store.record(Outcome(watch.workload, "plan", new, effect, what))
+        except OutcomeError as exc:
+            self.log("warning", f"could not record the outcome of transaction {watch.txn}: "
+                     f"{exc}", txn=watch.txn)
 
     def _revert(self, watch: Watch, why: str, before: Score, after: Score) -> None:
         try:

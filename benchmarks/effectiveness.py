@@ -16,7 +16,8 @@ Configurations:
   profiles/*/tuned.conf (only what this host exposes: no cpufreq governor,
   no sched_* sysctls, no energy_perf_bias here);
 - recommend: the plan `hosttune recommend --workload CLASS` makes while the
-  workload runs (so it sees the workload's processes and I/O);
+  workload runs (so it sees the workload's processes and I/O), from the
+  kernel defaults and from a host already on tuned's hpc-compute values;
 - tune: `hosttune tune` with --budget trials over THP, swappiness, the dirty
   ratios and readahead, keeping its best setting, then measured like the rest;
 - random: the same number of random settings in the same space, its best
@@ -211,7 +212,11 @@ def tuned_by_hosttune(workload: str, scale: float, knobs: list[str], *, budget: 
         raise SystemExit(f"effectiveness: hosttune tune failed: {out.stderr.strip()[-500:]}")
     report = json.loads(out.stdout)
     kept = {k: read_knob(k) for k in knobs}
-    return kept, f"{len(report['trials']) - 1} trials, kept={report['kept']}"
+    prunes = sum(1 for t in report["trials"] if t["origin"] == "prune")
+    dropped = f", put back {'+'.join(k.split(':')[-1] for k in report['dropped'])}" \
+        if report.get("dropped") else ""
+    return kept, (f"{len(report['trials']) - 1 - prunes} trials + {prunes} pruning"
+                  f"{dropped}, kept={report['kept']}")
 
 
 def random_best(workload: str, scale: float, knobs: list[str], *, defaults: dict[str, str],
@@ -264,12 +269,20 @@ def bench_workload(workload: str, args: argparse.Namespace, disk: str,
             for name, (values, _source) in tuned_profiles(disk).items():
                 configs.append((name, {**defaults, **values}, _changed(values, defaults)))
         if "recommend" in args.configs:
-            write_knobs(defaults)
-            rec, other = recommended_values(workload, args.scale, knobs, env)
-            note = _changed(rec, defaults) if rec else "no change"
-            if other:
-                note += f" (also: {', '.join(other)})"
-            configs.append(("hosttune recommend", {**defaults, **rec}, note))
+            # From the kernel defaults, and from a host already on the best
+            # general profile (hpc-compute): what recommend changes there.
+            hpc = {**defaults, **tuned_profiles(disk)["tuned hpc-compute"][0]}
+            for name, start in (("hosttune recommend", defaults),
+                                ("hpc-compute + hosttune recommend", hpc)):
+                write_knobs(start)
+                rec, other = recommended_values(workload, args.scale, knobs, env)
+                rec = {k: v for k, v in rec.items() if start.get(k) != v}
+                note = _changed({**start, **rec}, defaults)
+                if start is hpc:
+                    note = f"recommend changed {_changed(rec, start) if rec else 'nothing'}"
+                if other:
+                    note += f" (also: {', '.join(other)})"
+                configs.append((name, {**start, **rec}, note))
         if "tune" in args.configs:
             write_knobs(defaults)
             kept, how = tuned_by_hosttune(workload, args.scale, knobs, budget=args.budget,
@@ -337,14 +350,23 @@ def main(argv: list[str] | None = None) -> int:
           f"{os.cpu_count()} CPUs")
     print("# throughput / kernel defaults of the same round (higher is better): "
           "median over rounds, lowest-highest in brackets")
+    ratios: dict[str, list[float]] = {}
     for workload in args.workloads.split(","):
         start = time.monotonic()
         rows = bench_workload(workload, args, disk, env)
+        for row in rows:
+            ratios.setdefault(row.name, []).append(row.ratio)
         print(f"\n## {workload} ({CLASSES[workload]}), {time.monotonic() - start:.0f} s")
         print("| configuration | ratio | range | setting |\n|---|---:|---|---|")
         for row in rows:
             print(f"| {row.name} | {row.ratio:.2f} | {row.low:.2f}-{row.high:.2f} | {row.note} |",
                   flush=True)
+    # One setting for every workload is what a fixed profile is: the
+    # geometric mean over the workloads shows what each costs where it is wrong.
+    print("\n## all workloads: geometric mean of the ratios, and the worst\n"
+          "| configuration | geometric mean | worst |\n|---|---:|---:|")
+    for name, values in ratios.items():
+        print(f"| {name} | {statistics.geometric_mean(values):.2f} | {min(values):.2f} |")
     return 0
 
 

@@ -6,6 +6,7 @@ Kept out of the CLI module so the daemon can serve the same answer."""
 from __future__ import annotations
 
 import importlib
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,12 +59,42 @@ class RecommendReport:
         return lines
 
 
+def daemon_workload() -> tuple[str | None, str]:
+    """The class a running hosttuned believes in: it has watched the host for
+    several windows with hysteresis, which a few seconds here cannot match.
+    None (and why, or "" when no daemon answers) when it has no settled class."""
+    from hosttune.agent.client import DaemonClient, DaemonError, DaemonUnavailable
+    from hosttune.agent.errors import PermissionRefused
+
+    try:
+        status = DaemonClient(timeout=2.0).request("status")
+    except (DaemonUnavailable, DaemonError, PermissionRefused):
+        return None, ""
+    workload = status.get("workload") if isinstance(status, dict) else None
+    if not isinstance(workload, dict):
+        return None, ""
+    label = workload.get("label")
+    if not isinstance(label, str) or label == "unknown":
+        return None, "hosttuned has not settled on a workload class yet"
+    confidence = workload.get("confidence")
+    conf = f", confidence {confidence:.2f}" if isinstance(confidence, (int, float)) else ""
+    since = workload.get("since")
+    held = ""
+    if isinstance(since, (int, float)) and since > 0:
+        held = f", held since {time.strftime('%H:%M:%S', time.localtime(since))}"
+    return label, f"classified by hosttuned over its windows{conf}{held}"
+
+
 def classify(host: Host, window: float) -> tuple[str | None, str]:
-    """The shipped classifier's answer on a window of live telemetry, or None
-    and why there is none. Looked up by name: the recommender works (on the
-    'unknown' priors) in a build that ships no model."""
+    """The running daemon's settled class, else the shipped classifier's
+    answer on a window of live telemetry, or None and why there is none.
+    Looked up by name: the recommender works (on the 'unknown' priors) in a
+    build that ships no model."""
     if not host.is_live:
         return None, "a captured host tree has no live telemetry to classify"
+    label, how = daemon_workload()
+    if label is not None:
+        return label, how
     try:
         serving: Any = importlib.import_module("hosttune.models.serving")
         recognise: Any = importlib.import_module("hosttune.models.recognise")

@@ -56,6 +56,7 @@ class TuneRequest:
     dry_run: bool = False
     root: Path = Path("/")
     state_dir: Path | None = None
+    prune: bool = True
 
 
 class Terminated(KeyboardInterrupt):
@@ -253,7 +254,7 @@ def trial_row(trial: Trial, baseline: dict[str, str]) -> dict[str, Any]:
             "effect": trial.effect, "score": trial.score, "scores": trial.scores,
             "values": trial.values,
             "changed": {k: v for k, v in trial.values.items() if baseline.get(k) != v},
-            "error": trial.error}
+            "without": trial.without, "error": trial.error}
 
 
 def run_tune(req: TuneRequest, echo: Callable[[str], None] | None) -> dict[str, Any]:
@@ -282,7 +283,7 @@ def run_tune(req: TuneRequest, echo: Callable[[str], None] | None) -> dict[str, 
     baseline = actuator_reader.current(knobs)
     plan_info: dict[str, Any] = {
         "objective": objective.describe(), "knobs": knobs, "baseline": baseline,
-        "budget": req.budget, "repeats": req.repeats, "keep": req.keep}
+        "budget": req.budget, "repeats": req.repeats, "keep": req.keep, "prune": req.prune}
     if dry:
         start, used = _prior_start(host, space, baseline, req.workload)
         plan_info.update(prior_start=start, prior_rules=used)
@@ -310,6 +311,8 @@ def run_tune(req: TuneRequest, echo: Callable[[str], None] | None) -> dict[str, 
         effect = f"{trial.effect:.3f}x" if trial.effect is not None else "-"
         changed = {k: v for k, v in trial.values.items() if baseline.get(k) != v}
         what = ", ".join(f"{k}={v}" for k, v in changed.items()) or "(baseline)"
+        if trial.without:
+            what = f"without {trial.without}: {what}"
         echo(f"  trial {trial.index:>2} {trial.origin:<8} {trial.status:<9} {effect:>8}  "
              f"{what}{'  ' + trial.error if trial.error else ''}")
 
@@ -330,7 +333,7 @@ def run_tune(req: TuneRequest, echo: Callable[[str], None] | None) -> dict[str, 
             result = run_tuning(space=space, baseline_values=baseline, objective=watched,
                                 actuator=actuator, budget=req.budget, repeats=req.repeats,
                                 start_after_baseline=priors_seen_running, seed=req.seed,
-                                keep=req.keep,
+                                keep=req.keep, prune=req.prune,
                                 workload=req.workload, outcomes=outcomes, on_trial=show)
     finally:
         # reached on success and on every exception after run_tuning reverted
@@ -338,8 +341,13 @@ def run_tune(req: TuneRequest, echo: Callable[[str], None] | None) -> dict[str, 
             session.unlink()
     report = {**plan_info, "dry_run": False, "kept": result.kept,
               "best": trial_row(result.best, baseline) if result.best else None,
-              "trials": [trial_row(t, baseline) for t in result.trials]}
+              "trials": [trial_row(t, baseline) for t in result.trials],
+              "needed": result.needed, "dropped": result.dropped}
     if echo:
+        for knob, effect in result.needed.items():
+            echo(f"{knob} is needed: {effect:.3f}x without it")
+        if result.dropped:
+            echo("put back (no measurable gain): " + ", ".join(result.dropped))
         if result.kept and result.best is not None:
             echo(f"kept trial {result.best.index}: {result.best.effect:.3f}x the baseline")
         elif result.best is not None:

@@ -97,9 +97,11 @@ class Change:
     knob: str
     after: str
     reason: str = ""
+    before: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"knob": self.knob, "value": self.after, "reason": self.reason}
+        data = {"knob": self.knob, "value": self.after, "reason": self.reason}
+        return data if self.before is None else {**data, "before": self.before}
 
 
 @dataclass
@@ -156,7 +158,7 @@ class FixtureEngine:
             time.sleep(self.slow_unknown)
         if workload != "training":
             return None
-        plan = Plan([Change("sysctl:vm.swappiness", "10", "keep the dataset cached")],
+        plan = Plan([Change("sysctl:vm.swappiness", "10", "keep the dataset cached", "60")],
                     workload=workload)
         return Proposal(workload=workload, plan=plan, report={"rules": ["swappiness"]})
 
@@ -440,6 +442,13 @@ def test_objective_command_judges_the_change(tmp_path: Path, tree: tuple[Path, W
     finally:
         daemon.request_stop()
         thread.join(timeout=10)
+    # what the watch measured is where `hosttune recommend` learns from
+    from hosttune.models.outcomes import OutcomeStore
+
+    outcomes = OutcomeStore(tmp_path / "state" / "outcomes.db").outcomes("training")
+    assert [(o.source, o.knobs, round(o.effect, 3)) for o in outcomes] == [
+        ("plan", {"sysctl:vm.swappiness": "60"}, 1.0),
+        ("plan", {"sysctl:vm.swappiness": "10"}, 0.5)]
 
 
 def test_a_class_believed_while_a_plan_is_computed_gets_its_own(
@@ -459,6 +468,27 @@ def test_a_class_believed_while_a_plan_is_computed_gets_its_own(
         _wait(lambda: daemon.applied, 4, "the training plan applied")
         assert daemon.recommendation is not None
         assert daemon.recommendation.workload == "training"
+    finally:
+        daemon.request_stop()
+        thread.join(timeout=10)
+
+
+def test_recommend_takes_the_class_hosttuned_settled_on(
+        tmp_path: Path, tree: tuple[Path, World], monkeypatch: pytest.MonkeyPatch) -> None:
+    from hosttune.models.recommend_run import classify, daemon_workload
+
+    root, world = tree
+    monkeypatch.setenv("HOSTTUNE_RUN_DIR", str(tmp_path / "run"))
+    assert daemon_workload() == (None, "")  # no daemon: recommend classifies by itself
+    world.busy = 0.9
+    daemon, thread = _start(tmp_path, root, cfg.with_mode(AUTO, "observe"))
+    try:
+        _wait(lambda: daemon.tracker.stable == "training", 10, "a settled class")
+        label, how = classify(Host(), 1.0)
+        assert label == "training"
+        assert "classified by hosttuned" in how and "confidence" in how
+        # a captured tree is never classified from the live daemon
+        assert classify(Host(root), 1.0)[0] is None
     finally:
         daemon.request_stop()
         thread.join(timeout=10)

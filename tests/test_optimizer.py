@@ -170,7 +170,44 @@ def test_run_tuning_keeps_best_records_outcomes_and_reverts_failures(tmp_path: P
     assert result.kept and act.values == result.best.values
     failed = [t for t in result.trials if t.status == "failed"]
     assert all("refused" in t.error for t in failed)
-    assert len(store.outcomes("training")) == 10 - len(failed)
+    measured = [t for t in result.trials[1:] if t.status != "failed"]
+    assert len(store.outcomes("training")) == len(measured)
+    # every knob of the peak matters here: pruning measured each and kept all
+    changed = {k for k, v in result.best.values.items() if START[k] != v}
+    assert not result.dropped and set(result.needed) == changed
+    assert all(effect < result.best.effect * 0.97 for effect in result.needed.values())
+
+
+class OnlyThpMatters(SyntheticObjective):
+    def measure(self) -> float:
+        thp = {"always": 1.5, "madvise": 1.0, "never": 0.9}[self.actuator.values["thp:enabled"]]
+        return thp * (1 + self.rng.normal(0, 0.01))
+
+
+def test_pruning_puts_back_the_knobs_that_do_not_matter() -> None:
+    act = DictActuator(START)
+    prior = {"sysctl:vm.dirty_ratio": "60", "block:vda:read_ahead_kb": "4096",
+             "thp:enabled": "always"}
+    result = run_tuning(space=SPACE, baseline_values=START, objective=OnlyThpMatters(act),
+                        actuator=act, budget=4, repeats=2, start=[prior], seed=3)
+    assert result.kept and result.best is not None
+    assert act.values == {**START, "thp:enabled": "always"}
+    assert sorted(result.dropped) == ["block:vda:read_ahead_kb", "sysctl:vm.dirty_ratio"]
+    assert list(result.needed) == ["thp:enabled"] and result.needed["thp:enabled"] < 1.1
+    prunes = [t for t in result.trials if t.origin == "prune"]
+    assert [t.without for t in prunes] == ["(none: the best again)", "sysctl:vm.dirty_ratio",
+                                           "block:vda:read_ahead_kb", "thp:enabled"]
+
+
+def test_no_prune_keeps_the_best_as_found() -> None:
+    act = DictActuator(START)
+    prior = {"sysctl:vm.dirty_ratio": "60", "block:vda:read_ahead_kb": "4096",
+             "thp:enabled": "always"}
+    result = run_tuning(space=SPACE, baseline_values=START, objective=OnlyThpMatters(act),
+                        actuator=act, budget=4, repeats=2, start=[prior], seed=3, prune=False)
+    assert result.kept and not result.dropped and not result.needed
+    assert all(t.origin != "prune" for t in result.trials)
+    assert act.values == result.best.values if result.best else False
 
 
 def test_run_tuning_revert_mode_and_interrupt_leave_baseline() -> None:

@@ -129,6 +129,15 @@ def test_dirty_ratio_only_for_checkpoint_classes_and_not_with_dirty_bytes() -> N
                                                            knobs=with_bytes))
 
 
+def test_checkpoint_writes_take_thp_back_to_madvise_only_from_always() -> None:
+    rule = "thp-madvise-checkpoint-writes"
+    assert rule in fired(HostState(workload="checkpoint_io",
+                                   knobs=base_knobs(thp__enabled="always")))
+    assert rule not in fired(HostState(workload="checkpoint_io", knobs=base_knobs()))
+    assert rule not in fired(HostState(workload="training", processes=(torch_proc(),),
+                                       knobs=base_knobs(thp__enabled="always")))
+
+
 def test_governor_rule_needs_the_knob() -> None:
     assert "governor-performance" not in fired(HostState(workload="training",
                                                          knobs=base_knobs()))

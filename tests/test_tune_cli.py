@@ -66,14 +66,22 @@ def test_tune_on_a_fixture_host_keeps_the_best_and_records_outcomes(tmp_path: Pa
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     report = json.loads(out)
-    assert len(report["trials"]) == 9
+    # the baseline, 8 trials, then the best again and one trial without each
+    # knob it changed (pruning); both knobs matter here, so both are kept
+    searched = [t for t in report["trials"] if t["origin"] not in ("baseline", "prune")]
+    prunes = [t for t in report["trials"] if t["origin"] == "prune"]
+    assert len(searched) == 8 and report["trials"][0]["origin"] == "baseline"
+    changed = report["trials"][report["trials"].index(prunes[0])]["changed"]
+    assert len(prunes) == 1 + len(changed)
     assert report["kept"] and report["best"]["effect"] > 1.0
+    assert not report["dropped"] and set(report["needed"]) == set(changed)
     final = knob_files(root)
     assert final["vm/swappiness"] == report["best"]["values"]["sysctl:vm.swappiness"]
     assert not list((tmp_path / "state").glob("tune-session*.json"))
     from hosttune.models.outcomes import OutcomeStore
 
-    assert len(OutcomeStore(tmp_path / "state" / "outcomes.db").outcomes("training")) == 8
+    outcomes = OutcomeStore(tmp_path / "state" / "outcomes.db").outcomes("training")
+    assert len(outcomes) == len(report["trials"]) - 1
 
 
 @needs_root

@@ -245,6 +245,56 @@ class Tuner(Protocol):
         ...
 
 
+class FileTuner:
+    """A family whose knobs are one kernel file each (`_path(key)` names it):
+    sysctl, thp and block. Subclasses parse and validate; reading, writing and
+    the read-back check are the same for all of them."""
+
+    family = ""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    def _path(self, key: str) -> str:
+        raise NotImplementedError
+
+    def available(self, key: str) -> bool:
+        try:
+            path = self._path(key)
+        except KnobError:
+            return False
+        return self.host.exists(path) and not self.host.is_dir(path)
+
+    def _raw(self, key: str) -> str:
+        """The file's text, stripped; KnobError naming the knob and the path."""
+        from hosttune.agent.errors import HostReadError
+
+        path = self._path(key)
+        if not self.available(key):
+            raise KnobError(f"{self.family}:{key}", f"unavailable: this host has no {path}")
+        try:
+            return self.host.read_str(path)
+        except HostReadError as exc:
+            # kernel.sched_* and a few others answer EPERM to reads on recent kernels.
+            raise KnobError(f"{self.family}:{key}", f"cannot read {path}: {exc.message}"
+                            ) from exc
+
+    def read(self, key: str) -> str:
+        return self._raw(key)
+
+    def apply(self, key: str, value: str) -> None:
+        self.host.write_text(self._path(key), value)
+
+    def verify(self, key: str, value: str) -> bool:
+        return self.equal(self.read(key), value)
+
+    def equal(self, a: str, b: str) -> bool:
+        return a.strip() == b.strip()
+
+    def advise(self, key: str, value: str) -> list[str]:
+        return []
+
+
 def tuners_for(host: Host) -> dict[str, Tuner]:
     """Every tuner family, bound to `host`."""
     from hosttune.tuners.block import BlockTuner

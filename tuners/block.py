@@ -8,20 +8,16 @@ from __future__ import annotations
 
 import re
 
-from hosttune.agent.errors import HostReadError, KnobError, ParseError
-from hosttune.agent.host import Host
-from hosttune.tuners.base import parse_choice, validate_choice_or_count
+from hosttune.agent.errors import KnobError, ParseError
+from hosttune.tuners.base import FileTuner, parse_choice, validate_choice_or_count
 
 SETTINGS = ("read_ahead_kb", "scheduler", "nr_requests", "rq_affinity", "max_sectors_kb",
             "nomerges", "add_random", "iostats")
 _DEV_RE = re.compile(r"^[A-Za-z0-9_.!\-]+$")
 
 
-class BlockTuner:
+class BlockTuner(FileTuner):
     family = "block"
-
-    def __init__(self, host: Host) -> None:
-        self.host = host
 
     def _path(self, key: str) -> str:
         device, sep, setting = key.partition(":")
@@ -31,20 +27,6 @@ class BlockTuner:
             raise KnobError(f"block:{key}", f"unknown block setting {setting!r} "
                                             f"({', '.join(SETTINGS)})")
         return f"/sys/block/{device}/queue/{setting}"
-
-    def available(self, key: str) -> bool:
-        try:
-            return self.host.exists(self._path(key))
-        except KnobError:
-            return False
-
-    def _raw(self, key: str) -> str:
-        if not self.available(key):
-            raise KnobError(f"block:{key}", f"unavailable: this host has no {self._path(key)}")
-        try:
-            return self.host.read_str(self._path(key))
-        except HostReadError as exc:
-            raise KnobError(f"block:{key}", str(exc)) from exc
 
     def read(self, key: str) -> str:
         raw = self._raw(key)
@@ -62,14 +44,3 @@ class BlockTuner:
             options = parse_choice(raw, source=self.host.describe(self._path(key)))[1]
         return validate_choice_or_count(f"block:{key}", value, options)
 
-    def apply(self, key: str, value: str) -> None:
-        self.host.write_text(self._path(key), value)
-
-    def verify(self, key: str, value: str) -> bool:
-        return self.equal(self.read(key), value)
-
-    def equal(self, a: str, b: str) -> bool:
-        return a.strip() == b.strip()
-
-    def advise(self, key: str, value: str) -> list[str]:
-        return []

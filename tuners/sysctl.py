@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import re
 
-from hosttune.agent.errors import HostReadError, KnobError
+from hosttune.agent.errors import KnobError
 from hosttune.agent.host import Host
+from hosttune.tuners.base import FileTuner
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+(?:[./][A-Za-z0-9_\-:@+]+)*$")
 
 
-class SysctlTuner:
+class SysctlTuner(FileTuner):
     family = "sysctl"
-
-    def __init__(self, host: Host) -> None:
-        self.host = host
 
     def _path(self, key: str) -> str:
         if not _KEY_RE.match(key):
@@ -25,22 +23,8 @@ class SysctlTuner:
         except ValueError:
             raise KnobError(f"sysctl:{key}", f"not a sysctl key: {key!r}") from None
 
-    def available(self, key: str) -> bool:
-        try:
-            path = self._path(key)
-        except KnobError:
-            return False
-        return self.host.exists(path) and not self.host.is_dir(path)
-
     def read(self, key: str) -> str:
-        path = self._path(key)
-        if not self.available(key):
-            raise KnobError(f"sysctl:{key}", f"this kernel has no {path}")
-        try:
-            return " ".join(self.host.read_text(path).split())
-        except HostReadError as exc:
-            # kernel.sched_* and a few others answer EPERM to reads on recent kernels.
-            raise KnobError(f"sysctl:{key}", f"cannot read {path}: {exc.message}") from exc
+        return " ".join(self._raw(key).split())
 
     def validate(self, key: str, value: str) -> str:
         knob = f"sysctl:{key}"
@@ -61,20 +45,11 @@ class SysctlTuner:
             return " ".join(str(int(f)) for f in fields)
         return " ".join(fields)
 
-    def apply(self, key: str, value: str) -> None:
-        self.host.write_text(self._path(key), value)
-
-    def verify(self, key: str, value: str) -> bool:
-        return self.equal(self.read(key), value)
-
     def equal(self, a: str, b: str) -> bool:
         fa, fb = a.split(), b.split()
         if len(fa) == len(fb) and all(_is_int(x) for x in fa + fb):
             return [int(x) for x in fa] == [int(y) for y in fb]
         return fa == fb
-
-    def advise(self, key: str, value: str) -> list[str]:
-        return []
 
 
 def _is_int(text: str) -> bool:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import re
 
-from hosttune.agent.errors import HostReadError, KnobError, ParseError
-from hosttune.agent.host import Host
-from hosttune.tuners.base import parse_choice, validate_choice_or_count
+from hosttune.agent.errors import KnobError, ParseError
+from hosttune.tuners.base import FileTuner, parse_choice, validate_choice_or_count
 
 THP_DIR = "/sys/kernel/mm/transparent_hugepage"
 _KEY_RE = re.compile(r"^[a-z0-9_\-]+(?:\.[a-z0-9_\-]+)?$", re.IGNORECASE)
@@ -26,31 +25,13 @@ _MODES = {
 }
 
 
-class ThpTuner:
+class ThpTuner(FileTuner):
     family = "thp"
-
-    def __init__(self, host: Host) -> None:
-        self.host = host
 
     def _path(self, key: str) -> str:
         if not _KEY_RE.match(key):
             raise KnobError(f"thp:{key}", f"not a THP key: {key!r}")
         return f"{THP_DIR}/{key.replace('.', '/')}"
-
-    def available(self, key: str) -> bool:
-        try:
-            path = self._path(key)
-        except KnobError:
-            return False
-        return self.host.exists(path) and not self.host.is_dir(path)
-
-    def _raw(self, key: str) -> str:
-        if not self.available(key):
-            raise KnobError(f"thp:{key}", f"this kernel has no {self._path(key)}")
-        try:
-            return self.host.read_str(self._path(key))
-        except HostReadError as exc:
-            raise KnobError(f"thp:{key}", exc.message) from exc
 
     def options(self, key: str) -> tuple[str, ...] | None:
         """The modes a mode file offers, or None for a numeric file."""
@@ -73,15 +54,6 @@ class ThpTuner:
 
     def validate(self, key: str, value: str) -> str:
         return validate_choice_or_count(f"thp:{key}", value, self.options(key))
-
-    def apply(self, key: str, value: str) -> None:
-        self.host.write_text(self._path(key), value)
-
-    def verify(self, key: str, value: str) -> bool:
-        return self.equal(self.read(key), value)
-
-    def equal(self, a: str, b: str) -> bool:
-        return a.strip() == b.strip()
 
     def advise(self, key: str, value: str) -> list[str]:
         if key == "enabled" and value == "always":

@@ -36,6 +36,9 @@ _WINDOW = typer.Option(10.0, "--window", min=0.1,
 _WORKLOAD = typer.Option("unknown", "--workload", "-w",
                          help="Workload class the outcomes are recorded under.")
 _SEED = typer.Option(0, "--seed", help="Random seed of the optimiser.")
+_PRUNE = typer.Option(True, "--prune/--no-prune",
+                      help="Before keeping the best setting, measure it without each knob it "
+                           "changes and put back those that do not help (one trial per knob).")
 _DRY = typer.Option(False, "--dry-run", help="Show the search, change nothing.")
 _ROOT = typer.Option(Path("/"), "--root", hidden=True,
                      help="Tune a host tree (tests): knobs are files under it.")
@@ -59,6 +62,7 @@ def tune_command(  # noqa: PLR0917 (typer maps parameters to options)
     window: float = _WINDOW,
     workload: str = _WORKLOAD,
     seed: int = _SEED,
+    prune: bool = _PRUNE,
     dry_run: bool = _DRY,
     root: Path = _ROOT,
     json_out: bool = JSON_OPTION,
@@ -79,7 +83,7 @@ def tune_command(  # noqa: PLR0917 (typer maps parameters to options)
         objective=objective, metric=metric, lower_is_better=lower_is_better, budget=budget,
         repeats=repeats, knobs=list(knobs or []), keep=keep, metric_file=metric_file,
         prometheus=prometheus, prometheus_metric=prometheus_metric, window=window,
-        workload=workload, seed=seed, dry_run=dry_run, root=root)
+        workload=workload, seed=seed, dry_run=dry_run, root=root, prune=prune)
     try:
         report = run_tune(request, echo=None if json_out else typer.echo)
     except HosttuneError as exc:
