@@ -2,8 +2,10 @@
 reads back: for bug reports ("attach `hosttune capture -o mybox`") and for
 test fixtures.
 
-Only kernel interfaces and sysctl configuration are copied: no process
-environments, no command lines, nothing under /etc but sysctl files. sysfs
+Only kernel interfaces and tuning configuration are copied: no process
+environments, no command lines but those of the peer tuning daemons (tuned,
+irqbalance, numad: their comm and cmdline say who owns what), nothing under
+/etc but sysctl files and tuned's and irqbalance's configuration. sysfs
 symlinks are kept as relative links so the tree resolves inside itself.
 """
 
@@ -30,6 +32,11 @@ SYSCTL_FILES = (
     "/proc/sys/net/ipv4/tcp_wmem",
 )
 CONFIG_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/lib/sysctl.d", "/usr/local/lib/sysctl.d")
+PEER_FILES = ("/etc/tuned/active_profile", "/etc/tuned/profile_mode",
+              "/etc/tuned/post_loaded_profile", "/etc/tuned/tuned-main.conf",
+              "/etc/default/irqbalance", "/etc/sysconfig/irqbalance")
+TUNED_PROFILE_DIRS = ("/usr/lib/tuned", "/etc/tuned")
+PEER_DAEMONS = ("tuned", "irqbalance", "numad")
 PCI_ATTRS = (
     "vendor", "device", "class", "subsystem_vendor", "subsystem_device", "numa_node",
     "local_cpulist", "local_cpus", "current_link_speed", "current_link_width",
@@ -114,9 +121,27 @@ class Capturer:
                 if name.endswith(".conf"):
                     self.copy(f"{d}/{name}")
 
+    def peers(self) -> None:
+        for path in PEER_FILES:
+            if self.host.exists(path):
+                self.copy(path)
+        for directory in TUNED_PROFILE_DIRS:
+            for name in self.host.listdir_optional(directory):
+                if self.host.exists(f"{directory}/{name}/tuned.conf"):
+                    self.copy(f"{directory}/{name}/tuned.conf")
+        for pid, comm in self.host.proc_comms().items():
+            if comm in PEER_DAEMONS:
+                self.copy(f"/proc/{pid}/comm")
+                self.copy(f"/proc/{pid}/cmdline")
+        # what tuned matches uname_regex against (the host name stays out)
+        for name in ("ostype", "osrelease", "version", "arch"):
+            if self.host.exists(f"/proc/sys/kernel/{name}"):
+                self.copy(f"/proc/sys/kernel/{name}")
+
     def cpus_and_nodes(self) -> None:
         base = "/sys/devices/system/cpu"
-        self.copy_dir_files(base, ("online", "possible", "present", "offline"))
+        self.copy_dir_files(base, ("online", "possible", "present", "offline", "isolated",
+                                   "nohz_full"))
         for name in self.host.listdir_optional(base):
             if not _CPU_RE.match(name):
                 continue
@@ -202,6 +227,7 @@ def capture(host: Host, out: Path) -> CaptureReport:
     cap = Capturer(host, out)
     cap.proc()
     cap.config()
+    cap.peers()
     cap.cpus_and_nodes()
     cap.mm()
     cap.pci()

@@ -1,4 +1,6 @@
-"""The kernel's CPU list format ("0-3,8,10-11") and hex masks ("ff,00000f0f")."""
+"""The kernel's CPU list format ("0-3,8,10-11") and hex masks ("ff,00000f0f"),
+and the wider CPU list syntax the kernel accepts in boot parameters
+(`isolcpus=`, `nohz_full=`, `rcu_nocbs=`, `irqaffinity=`)."""
 
 from __future__ import annotations
 
@@ -30,6 +32,53 @@ def parse_cpulist(text: str, *, source: str = "cpulist") -> tuple[int, ...]:
                 if value < 0:
                     raise ValueError
                 cpus.add(value)
+        except ValueError:
+            raise ParseError(source, f"bad CPU list element {part!r} in {text[:60]!r}") from None
+    return tuple(sorted(cpus))
+
+
+def parse_kernel_cpulist(text: str, *, last_cpu: int | None,
+                         source: str = "cpulist") -> tuple[int, ...]:
+    """A CPU list as bitmap_parselist() reads a boot parameter: ranges and
+    commas, "N" for the last CPU (`last_cpu`, nr_cpu_ids - 1), "all", and the
+    group form "0-15:2/4" (from each group of 4, the first 2: 0,1,4,5,...).
+    Documentation/admin-guide/kernel-parameters.rst, "cpu lists"."""
+    text = text.strip()
+    if not text:
+        return ()
+
+    def number(word: str) -> int:
+        if word == "N":
+            if last_cpu is None:
+                raise ValueError
+            return last_cpu
+        if not word.isdigit():
+            raise ValueError
+        return int(word)
+
+    if text.lower() == "all":
+        if last_cpu is None:
+            raise ParseError(source, "'all' needs to know the host's CPUs")
+        return tuple(range(last_cpu + 1))
+    cpus: set[int] = set()
+    for raw in text.split(","):
+        part = raw.strip()
+        try:
+            span, colon, group = part.partition(":")
+            lo_text, dash, hi_text = span.partition("-")
+            lo = number(lo_text)
+            hi = number(hi_text) if dash else lo
+            if hi < lo:
+                raise ValueError
+            used, size = 1, 1
+            if colon:
+                used_text, slash, size_text = group.partition("/")
+                if not (dash and slash):
+                    raise ValueError
+                used, size = number(used_text), number(size_text)
+                if size == 0 or used == 0 or used > size:
+                    raise ValueError
+            cpus.update(c for c in range(lo, hi + 1) if (c - lo) % size < used)
         except ValueError:
             raise ParseError(source, f"bad CPU list element {part!r} in {text[:60]!r}") from None
     return tuple(sorted(cpus))

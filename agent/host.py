@@ -306,6 +306,15 @@ class Host:
         """The kernel command line (/proc/cmdline), empty when absent."""
         return self.read_optional("/proc/cmdline") or ""
 
+    def uname(self) -> str:
+        """What `uname -a` shows, as os.uname() joined by spaces (tuned matches
+        its uname_regex against that); on a fixture tree, from its
+        /proc/sys/kernel files (arch exists from Linux 6.1)."""
+        if self.is_live:
+            return " ".join(os.uname())
+        names = ("ostype", "hostname", "osrelease", "version", "arch")
+        return " ".join(self.read_optional(f"/proc/sys/kernel/{n}") or "" for n in names)
+
     def proc_comms(self) -> dict[int, str]:
         """pid -> comm of every process; processes that exit meanwhile are skipped."""
         comms: dict[int, str] = {}

@@ -55,22 +55,37 @@ def read_knobs(host: Host, knobs: Iterable[str]) -> tuple[dict[str, str], dict[s
     return values, gaps
 
 
-def owned_knobs(host: Host, knobs: Iterable[str]) -> dict[str, str]:
-    """knob -> where the admin set it."""
-    from hosttune.tuners.ownership import owner_of, owners
+def owned_knobs(host: Host, knobs: Iterable[str],
+                notes: list[str] | None = None) -> dict[str, str]:
+    """knob -> who owns it and where ("owned by the administrator: set in
+    /etc/sysctl.d/90-ai.conf:3 (...)", "owned by a peer tuning daemon: tuned
+    profile ..."); what could not be read goes to `notes`."""
+    from hosttune.tuners.ownership import owner_of, owners_report
 
-    owned = owners(host)
+    owned, found_notes = owners_report(host)
+    if notes is not None:
+        notes.extend(found_notes)
     out: dict[str, str] = {}
     for knob in knobs:
         owner = owner_of(knob, owned)
         if owner is not None:
-            out[knob] = str(owner)
+            out[knob] = owner.why()
     return out
+
+
+def observe_isolation(host: Host, state: HostState) -> None:
+    """The CPUs the admin set apart at boot, and what set them apart."""
+    from hosttune.agent.isolation import cpu_isolation
+
+    isolation = cpu_isolation(host)
+    state.isolated = isolation.by_cpu()
+    state.notes.extend(isolation.notes)
 
 
 def observe(host: Host, *, workload: str, window: float = 1.0) -> HostState:
     state = HostState(workload=workload)
     observe_topology(host, state)
+    observe_isolation(host, state)
     _observe_telemetry(host, state, window)
     knobs = prior_knobs()
     knobs += [f"block:{d.name}:read_ahead_kb" for d in state.disks]
@@ -93,7 +108,10 @@ def observe(host: Host, *, workload: str, window: float = 1.0) -> HostState:
 
                 state.irq_affinity[irq] = parse_cpulist(text)
     try:
-        state.owned = owned_knobs(host, list(state.knobs))
+        # placement and IRQ knobs are proposed whether or not they were read
+        candidates = [*state.knobs, *(f"numa:pid:{p.pid}" for p in state.processes),
+                      *(f"irq:{irq}" for dev in state.devices for irq in dev.irqs)]
+        state.owned = owned_knobs(host, dict.fromkeys(candidates), state.notes)
     except HosttuneError as exc:
         state.gaps["ownership"] = str(exc)
     return state

@@ -2,15 +2,18 @@
 
 Starts from the expert priors (priors.yaml), adds topology-aware placement,
 and lets what was measured on this host (models.outcomes) override the
-priors for a class once there is enough evidence. Knobs the admin owns come
-out as advice, never as changes."""
+priors for a class once there is enough evidence. Knobs the admin or a peer
+daemon (tuned, irqbalance, numad) owns come out as advice, never as changes;
+CPUs isolated at boot get neither interrupts nor placed processes, and the
+reasons say which parameter isolated them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hosttune.models.placement import describe_cpus, plan_placement
+from hosttune.agent.isolation import explain_reserved
+from hosttune.models.placement import NodePlan, describe_cpus, plan_placement
 from hosttune.models.rules import Priors, evaluate, load_priors
 from hosttune.models.state import HostState, facts
 
@@ -92,6 +95,7 @@ def recommend(state: HostState, priors: Priors | None = None,
                     out.advice.append(rec)
         elif rule.action == "placement":
             for node_plan in plan_placement(state):
+                _plan_notes(node_plan, out)
                 for pl in node_plan.processes:
                     if not pl.needs_change:
                         continue
@@ -105,11 +109,13 @@ def recommend(state: HostState, priors: Priors | None = None,
                         knob=knob, before=None, after=placement_value(pl.node, pl.cpus),
                         reason=f"{pl.comm} (pid {pl.pid}) drives accelerators on node "
                                f"{pl.node}: run it on CPUs {describe_cpus(pl.cpus)} of that "
-                               f"node and keep its memory there.",
+                               f"node and keep its memory there."
+                               + _isolated_text(state, node_plan, pl.cpus),
                         evidence=(*ev, f"rule {rule.id}"), rule=rule.id, source=rule.source,
                         effect=rule.effect)
         elif rule.action == "irq_placement":
             for node_plan in plan_placement(state):
+                _plan_notes(node_plan, out)
                 for irq in node_plan.irqs:
                     if not irq.needs_change:
                         continue
@@ -120,7 +126,8 @@ def recommend(state: HostState, priors: Priors | None = None,
                         reason=f"IRQ {irq.irq} of {irq.role} {irq.device} (node {irq.node}) "
                                f"should be served on node {irq.node}'s CPUs "
                                f"{describe_cpus(irq.cpus)}, off the feeder cores "
-                               f"{describe_cpus(irq.feeders)}.",
+                               f"{describe_cpus(irq.feeders)}."
+                               + _isolated_text(state, node_plan, ()),
                         evidence=(f"{irq.device} is on node {irq.node}",
                                   f"affinity now {describe_cpus(irq.current)}",
                                   f"rule {rule.id}"),
@@ -132,15 +139,38 @@ def recommend(state: HostState, priors: Priors | None = None,
     for knob, rec in proposed.items():
         owner = state.owned.get(knob)
         if owner:
-            out.advice.append(_as_advice(rec, f"admin-owned ({owner})"))
+            why = owner if owner.startswith("owned by ") else f"admin-owned ({owner})"
+            out.advice.append(_as_advice(rec, why))
         else:
             out.changes.append(rec)
+    if state.isolated:
+        out.notes.append(f"{explain_reserved(state.isolated)}: hosttune places no interrupts "
+                         "and no AI processes there")
+    for note in state.notes:
+        if note not in out.notes:
+            out.notes.append(note)
     if not state.processes:
         out.notes.append("no AI process is running: process-specific rules (THP by "
                          "allocator, placement, IRQs) had nothing to look at")
     for collector, why in sorted(state.gaps.items()):
         out.notes.append(f"not observed: {collector}: {why}")
     return out
+
+
+def _isolated_text(state: HostState, node_plan: NodePlan, kept: tuple[int, ...]) -> str:
+    """" Left alone: CPUs 64-71 are isolated by isolcpus=64-71 on the kernel
+    command line." for a node with isolated CPUs (less those a process keeps
+    because it was pinned there)."""
+    left = tuple(c for c in node_plan.isolated if c not in kept)
+    if not left:
+        return ""
+    return f" Left alone: {explain_reserved(state.isolated, left)}."
+
+
+def _plan_notes(node_plan: NodePlan, out: Recommendations) -> None:
+    for note in node_plan.notes:
+        if note not in out.notes:
+            out.notes.append(note)
 
 
 def _apply_learned(state: HostState, learned: LearnedModel,

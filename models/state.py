@@ -68,6 +68,12 @@ class HostState:
     owned: dict[str, str] = field(default_factory=dict)
     # what could not be observed, for the report (collector -> reason)
     gaps: dict[str, str] = field(default_factory=dict)
+    # CPU -> what set it apart at boot ("by isolcpus=8-15 on the kernel
+    # command line"): no interrupts or placed work go there
+    isolated: dict[int, str] = field(default_factory=dict)
+    # what the reader should know about ownership and isolation (a tuned
+    # profile that could not be read, a boot parameter the kernel ignored)
+    notes: list[str] = field(default_factory=list)
 
     def accelerators(self) -> tuple[DeviceState, ...]:
         return tuple(d for d in self.devices if d.role == "accelerator")

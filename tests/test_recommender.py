@@ -141,3 +141,59 @@ def test_too_few_outcomes_leave_the_priors() -> None:
     rec = {c.knob: c for c in recs.changes}["sysctl:vm.dirty_ratio"]
     assert rec.rule == "dirty-ratio-checkpoint" and rec.after == "40"
     assert any("fewer than" in n for n in recs.notes)
+
+
+ISOLATED = {c: "by isolcpus=managed_irq,28-31 on the kernel command line" for c in range(28, 32)}
+
+
+def test_isolated_cpus_are_neither_housekeeping_nor_feeder_cores() -> None:
+    state = dgx_state(isolated=ISOLATED)
+    (node_plan,) = plan_placement(state)
+    assert node_plan.isolated == (28, 29, 30, 31)
+    feeders = set(node_plan.processes[0].cpus)
+    assert feeders and not feeders & set(ISOLATED)
+    # one in eight of the 12 usable cores, from the top: 27, not 31
+    for p in node_plan.irqs:
+        assert p.cpus and not set(p.cpus) & set(ISOLATED) and not set(p.cpus) & feeders
+    assert set(node_plan.irq_cpus) == {27}
+    recs = recommend(state)
+    place = next(c for c in recs.changes if c.knob == "numa:pid:4242")
+    assert ("Left alone: CPUs 28-31 are isolated by isolcpus=managed_irq,28-31 on the kernel "
+            "command line.") in place.reason
+    assert any(n.startswith("CPUs 28-31 are isolated by isolcpus=managed_irq,28-31")
+               for n in recs.notes)
+
+
+def test_a_process_pinned_to_isolated_cpus_keeps_them() -> None:
+    # pinned inside its node, isolated cores included: left as it is
+    inside = ProcessState(pid=7, comm="python", cpus=(28, 29), accel_devices=("/dev/nvidia6",))
+    (node_plan,) = plan_placement(dgx_state(processes=(inside,), isolated=ISOLATED))
+    assert node_plan.processes[0].cpus == (28, 29)
+    assert not node_plan.processes[0].needs_change
+    assert all(not set(p.cpus) & set(ISOLATED) for p in node_plan.irqs)
+    # pinned across both nodes: it moves to node 1 and keeps the isolated CPU
+    # there it was pinned to, and nothing else isolated is added
+    across = ProcessState(pid=8, comm="python", cpus=(0, 1, 30),
+                          accel_devices=("/dev/nvidia6",))
+    (node_plan,) = plan_placement(dgx_state(processes=(across,), isolated=ISOLATED))
+    cpus = set(node_plan.processes[0].cpus)
+    assert 30 in cpus and not cpus & {28, 29, 31} and cpus <= set(NODE1)
+
+
+def test_a_fully_isolated_node_gets_no_placement_and_says_so() -> None:
+    every = {c: "by nohz_full=16-31 on the kernel command line" for c in NODE1}
+    state = dgx_state(isolated=every)
+    (node_plan,) = plan_placement(state)
+    assert node_plan.processes == () and node_plan.irqs == ()
+    assert any("every CPU of node 1 is isolated" in n for n in node_plan.notes)
+    recs = recommend(state)
+    assert not any(c.knob.startswith(("numa:", "irq:")) for c in recs.changes)
+    assert any("every CPU of node 1 is isolated" in n for n in recs.notes)
+
+
+def test_peer_owned_knob_is_advice_with_the_peers_words() -> None:
+    why = ("owned by a peer tuning daemon: tuned profile throughput-performance sets "
+           "vm.swappiness=10 (/usr/lib/tuned/throughput-performance/tuned.conf:42)")
+    recs = recommend(dgx_state(owned={"sysctl:vm.swappiness": why}))
+    (advice,) = [a for a in recs.advice if a.knob == "sysctl:vm.swappiness"]
+    assert advice.why_advice == why

@@ -5,7 +5,13 @@ with what was asked: effective_affinity_list follows only at the next
 interrupt. Managed IRQs (multi-queue drivers) and per-CPU IRQs refuse the
 write with EIO or EPERM; that is reported as "cannot be moved". A running
 irqbalance would move the IRQ again; it is detected and its own setting
-(IRQBALANCE_BANNED_CPULIST) offered instead."""
+(IRQBALANCE_BANNED_CPULIST) offered instead (while it runs it owns IRQ
+affinity: tuners.peers).
+
+CPUs the admin set apart at boot (isolcpus=, nohz_full=, rcu_nocbs=; see
+agent.isolation) never get an interrupt from hosttune: `conflict` names the
+parameter, and the transaction refuses such a change unless an admin forces
+it by hand."""
 
 from __future__ import annotations
 
@@ -14,8 +20,8 @@ import errno
 from hosttune.agent.cpulist import format_cpulist, parse_cpulist
 from hosttune.agent.errors import HostReadError, HostWriteError, KnobError, ParseError
 from hosttune.agent.host import Host
-
-IRQBALANCE_CONFIGS = ("/etc/default/irqbalance", "/etc/sysconfig/irqbalance")
+from hosttune.agent.isolation import cpu_isolation
+from hosttune.tuners.peers import IRQBALANCE_CONFIGS, irqbalance_config, pids_of
 
 
 class IrqTuner:
@@ -94,19 +100,29 @@ class IrqTuner:
             return a.strip() == b.strip()
 
     def irqbalance_pids(self) -> list[int]:
-        return sorted(pid for pid, comm in self.host.proc_comms().items() if comm == "irqbalance")
+        return pids_of(self.host.proc_comms(), "irqbalance")
 
     def irqbalance_banned(self) -> tuple[str, str] | None:
-        """(config file, IRQBALANCE_BANNED_CPULIST value) if one is set."""
-        for path in IRQBALANCE_CONFIGS:
-            text = self.host.read_optional(path)
-            if text is None:
-                continue
-            for raw in text.splitlines():
-                line = raw.strip()
-                if line.startswith("IRQBALANCE_BANNED_CPULIST="):
-                    return path, line.split("=", 1)[1].strip().strip("\"'")
-        return None
+        """(config file, the banned CPU setting's value) if one is set."""
+        config = irqbalance_config(self.host)
+        if config.path is None or not config.banned_setting:
+            return None
+        return config.path, config.banned_setting.split("=", 1)[1].strip().strip("\"'")
+
+    def conflict(self, key: str, value: str, before: str) -> str | None:
+        """Why `value` may not be set: it names CPUs the admin isolated."""
+        try:
+            cpus = parse_cpulist(value)
+            if before and set(cpus) == set(parse_cpulist(before)):
+                return None  # left where it is: nothing is placed
+        except ParseError:
+            return None
+        isolation = cpu_isolation(self.host)
+        reserved = sorted(set(cpus) & isolation.cpus)
+        if not reserved:
+            return None
+        return (f"IRQ {key} would be served on isolated CPUs: {isolation.explain(reserved)}; "
+                "hosttune keeps interrupts off them")
 
     def advise(self, key: str, value: str) -> list[str]:
         pids = self.irqbalance_pids()

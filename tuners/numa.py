@@ -16,6 +16,10 @@ is why the anonymous pages are what `read` reports and `verify` checks.
 Rolling back re-pins the threads and moves the memory back to the nodes it
 was on (not page-for-page to the same node when it was spread over several).
 
+A process is never moved onto CPUs the admin isolated at boot (isolcpus=,
+nohz_full=, ...: agent.isolation) unless it already runs there: `conflict`
+names the parameter and the transaction refuses the change.
+
 A pid can be reused: `identity` (the process start time) lets the
 transaction refuse to roll back a different process that got the same pid.
 """
@@ -28,6 +32,7 @@ from dataclasses import dataclass
 from hosttune.agent.cpulist import format_cpulist, parse_cpulist
 from hosttune.agent.errors import HostReadError, KnobError, ParseError
 from hosttune.agent.host import Host
+from hosttune.agent.isolation import cpu_isolation
 
 _NODE_TOKEN = re.compile(r"^N(\d+)=(\d+)$")
 
@@ -219,6 +224,24 @@ class NumaTuner:
             ma, mb = set(pa.mems), set(pb.mems)
             return ma <= mb or mb <= ma
         return True
+
+    def conflict(self, key: str, value: str, before: str) -> str | None:
+        """Why `value` may not be set: it moves the process onto CPUs the
+        admin isolated that it does not run on now."""
+        try:
+            wanted = self.parse(key, value)
+            now = set(self.parse(key, before).cpus) if before else set()
+        except KnobError:
+            return None
+        online = set(self.online_cpus())
+        if online and now >= online:
+            now = set()  # allowed everywhere is not placed anywhere
+        isolation = cpu_isolation(self.host)
+        intruding = sorted((set(wanted.cpus) & isolation.cpus) - now)
+        if not intruding:
+            return None
+        return (f"process {self.pid_of(key)} would move onto isolated CPUs: "
+                f"{isolation.explain(intruding)}; hosttune does not place work there")
 
     def advise(self, key: str, value: str) -> list[str]:
         return []

@@ -9,11 +9,25 @@ lexicographic order of their names, and a later setting of a key wins.
 /etc/sysctl.conf is read last, as `sysctl --system` does (Debian also links
 it in as /etc/sysctl.d/99-sysctl.conf; the same file is not counted twice).
 Keys may use '/' as the separator (then '.' is part of a name) and globs
-(`net.ipv4.conf.*.rp_filter`); a leading '-' only silences errors.
+(`net.ipv4.conf.*.rp_filter`); a leading '-' before an assignment only
+silences errors. As systemd-sysctl applies them, a glob never sets a key that
+has an explicit line of its own, whatever the order: either an assignment,
+or an exclusion (`-net.ipv4.conf.eth0.rp_filter`, a '-' and no '='), which
+keeps the key out of every glob and sets nothing. A later line for the same
+key replaces an earlier one (an exclusion replaces an assignment and the
+other way round).
 
 The command line: `hugepages=`, `hugepagesz=`, `default_hugepagesz=` own the
 hugepage pools of the sizes they name; `transparent_hugepage=` owns
-thp:enabled and `transparent_hugepage_shmem=` thp:shmem_enabled.
+thp:enabled and `transparent_hugepage_shmem=` thp:shmem_enabled;
+`irqaffinity=` (the admin chose the default IRQ CPUs) owns the affinity of
+every IRQ. CPUs set apart by `isolcpus=`/`nohz_full=` are not knobs: the
+tuners keep off them (agent.isolation).
+
+Peer daemons (tuners.peers: tuned, irqbalance, numad) own what they set
+while they run. With tuned's `reapply_sysctl` (the default) the sysctl.d
+files are applied after tuned's [sysctl] settings, so a key both set is
+reported as the file's.
 """
 
 from __future__ import annotations
@@ -22,6 +36,7 @@ import fnmatch
 import os
 from dataclasses import dataclass
 
+from hosttune.agent.bootparams import kernel_params
 from hosttune.agent.errors import HostReadError
 from hosttune.agent.host import Host
 
@@ -32,16 +47,28 @@ SYSCTL_CONF = "/etc/sysctl.conf"
 
 @dataclass(frozen=True)
 class Owner:
-    """Where the administrator set a knob."""
+    """Who owns a knob, and where they set it."""
 
-    kind: str  # "file" (sysctl configuration) or "cmdline" (kernel command line)
+    # "file" (sysctl configuration), "cmdline" (kernel command line), "config"
+    # (hosttune's own overrides), "peer" (a tuning daemon: `where` is the whole
+    # sentence), or "excluded": an exact entry that keeps the knob out of the
+    # patterns of kind `value` (a sysctl.d exclusion line, irqbalance --banirq).
+    kind: str
     where: str  # "/etc/sysctl.d/90-ai.conf:3" or "hugepages=16"
     value: str | None = None
 
     def __str__(self) -> str:
         if self.kind == "cmdline":
             return f"kernel command line ({self.where})"
+        if self.kind == "peer":
+            return self.where
         return f"{self.where} ({self.value})" if self.value is not None else self.where
+
+    def why(self) -> str:
+        """The reason a change of this knob is refused or only advised."""
+        if self.kind == "peer":
+            return f"owned by a peer tuning daemon: {self}"
+        return f"owned by the administrator: set in {self}"
 
     def to_dict(self) -> dict[str, str | None]:
         return {"kind": self.kind, "where": self.where, "value": self.value, "text": str(self)}
@@ -91,12 +118,27 @@ def sysctl_settings(host: Host) -> dict[str, Owner]:
                 continue
             key, sep, value = line.partition("=")
             key = key.strip()
-            if not sep or not key or key.startswith("!"):
+            if not sep and not key.startswith("-"):
+                continue  # systemd-sysctl: "Line is not an assignment, ignoring"
+            key = normalise_sysctl_key(key[1:].strip() if key.startswith("-") else key)
+            if not key:
                 continue
-            key = normalise_sysctl_key(key.lstrip("-"))
+            if sep:
+                owner = Owner("file", f"{path}:{number}", f"{key} = {value.strip()}")
+            else:
+                owner = Owner("excluded", f"{path}:{number}", "file")
+            earlier = settings.get(key)
+            if earlier is not None and _same_setting(earlier, owner):
+                continue  # systemd keeps the first of equal assignments
             settings.pop(key, None)  # re-insert: later wins and keeps file order
-            settings[key] = Owner("file", f"{path}:{number}", f"{key} = {value.strip()}")
+            settings[key] = owner
     return settings
+
+
+def _same_setting(a: Owner, b: Owner) -> bool:
+    if a.kind != b.kind:
+        return False
+    return a.kind == "excluded" or a.value == b.value
 
 
 def _size_kb(text: str) -> int | None:
@@ -114,9 +156,7 @@ def _size_kb(text: str) -> int | None:
 def cmdline_settings(host: Host) -> dict[str, Owner]:
     """knob (or glob) -> the kernel command line parameter that owns it."""
     owned: dict[str, Owner] = {}
-    tokens = host.cmdline().split()
-    if "--" in tokens:
-        tokens = tokens[: tokens.index("--")]
+    tokens = kernel_params(host)
     default_kb = 2048
     size_kb: int | None = None
     for token in tokens:
@@ -138,24 +178,55 @@ def cmdline_settings(host: Host) -> dict[str, Owner]:
             owned["thp:enabled"] = Owner("cmdline", token)
         elif name == "transparent_hugepage_shmem":
             owned["thp:shmem_enabled"] = Owner("cmdline", token)
+        elif name == "irqaffinity" and value:
+            owned["irq:*"] = Owner("cmdline", token)
     return owned
+
+
+def owners_report(host: Host) -> tuple[dict[str, Owner], list[str]]:
+    """`owners(host)` and notes on what could not be read (a malformed tuned
+    profile, a peer daemon that runs without a profile, ...)."""
+    from hosttune.tuners.peers import peer_owners
+
+    peers = peer_owners(host)
+    files = {f"sysctl:{key}": owner for key, owner in sysctl_settings(host).items()}
+    owned: dict[str, Owner] = {}
+    # The one applied last is the one reported for a knob both set.
+    order = [peers.owned, files] if peers.tuned_reapplies_sysctl else [files, peers.owned]
+    for part in order:
+        for knob, owner in part.items():
+            if owner.kind == "excluded" and knob in owned and owned[knob].kind != "excluded":
+                continue  # an exclusion only keeps its own kind's patterns off
+            owned.pop(knob, None)
+            owned[knob] = owner
+    owned.update(cmdline_settings(host))
+    return owned, peers.notes
 
 
 def owners(host: Host) -> dict[str, Owner]:
     """Every knob name (or fnmatch pattern of knob names) the administrator
-    owns. Use `owner_of` to look one knob up: it matches the patterns too."""
-    owned = {f"sysctl:{key}": owner for key, owner in sysctl_settings(host).items()}
-    owned.update(cmdline_settings(host))
-    return owned
+    or a peer daemon owns. Use `owner_of` to look one knob up: it matches the
+    patterns too."""
+    return owners_report(host)[0]
+
+
+def _is_pattern(name: str) -> bool:
+    return any(c in name for c in "*?[")
 
 
 def owner_of(knob: str, owned: dict[str, Owner]) -> Owner | None:
-    """The owner of `knob` in `owners(host)`: the last entry, exact or a
-    pattern, that names it (entries keep the order they were read in, and the
-    setting read last is the one the kernel holds)."""
+    """The owner of `knob` in `owners(host)`. An exact entry wins over every
+    pattern (systemd-sysctl never lets a glob set a key named explicitly); an
+    exact "excluded" entry keeps the patterns of its kind off the knob. Among
+    patterns, the last one that matches (entries keep the order they were
+    read in, and the setting read last is the one the kernel holds)."""
+    exact = owned.get(knob)
+    if exact is not None and exact.kind != "excluded":
+        return exact
+    shut_out = exact.value if exact is not None else None
     found = None
     for pattern, owner in owned.items():
-        if pattern == knob or (any(c in pattern for c in "*?[")
-                               and fnmatch.fnmatchcase(knob, pattern)):
+        if (owner.kind not in ("excluded", shut_out) and _is_pattern(pattern)
+                and fnmatch.fnmatchcase(knob, pattern)):
             found = owner
     return found

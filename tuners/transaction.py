@@ -116,6 +116,13 @@ def _identity(tuner: Tuner, key: str) -> str:
     return ident(key) if ident is not None else ""
 
 
+def _conflict(tuner: Tuner, key: str, value: str, before: str) -> str | None:
+    """Why `value` would intrude on CPUs the admin set apart, if it would
+    (tuners that place work on CPUs have a `conflict` method)."""
+    check: Callable[[str, str, str], str | None] | None = getattr(tuner, "conflict", None)
+    return check(key, value, before) if check is not None else None
+
+
 def _mem_total_kb(host: Host) -> int | None:
     for line in (host.read_optional("/proc/meminfo") or "").splitlines():
         if line.startswith("MemTotal:"):
@@ -145,11 +152,17 @@ def _prepare(host: Host, changes: list[Change], journal: Journal, tuners: dict[s
             step.identity = _identity(tuner, key)
             if change.source in AUTONOMOUS and allowlist is not None:
                 allowlist_mod.check(allowlist, change.knob, step.after, mem_total_kb=mem_total)
+            if change.source != "rollback" and not (force and change.source == "admin"):
+                # CPUs the admin isolated at boot: an admin's own --force may
+                # overrule that, the rules, models and the optimizer never do.
+                conflict = _conflict(tuner, key, step.after, step.before)
+                if conflict:
+                    raise KnobError(change.knob, conflict + (
+                        " (--force to override)" if change.source == "admin" else ""))
             if change.source != "rollback" and not force:
                 owner = owner_of(change.knob, owned)
                 if owner is not None:
-                    raise KnobError(change.knob, f"owned by the administrator: set in {owner} "
-                                                 "(--force to override)")
+                    raise KnobError(change.knob, f"{owner.why()} (--force to override)")
                 ours = journal.hosttune_value(change.knob)
                 if ours is not None and not tuner.equal(step.before, ours):
                     raise KnobError(change.knob, f"changed by someone else since hosttune set it "

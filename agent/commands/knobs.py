@@ -314,7 +314,7 @@ def show_command(
             ours = journal.hosttune_value(knob) if journal is not None else None
             last = journal.last_change(knob) if journal is not None else None
             if owner is not None:
-                row["owner"] = f"admin: {owner}"
+                row["owner"] = f"{'peer' if owner.kind == 'peer' else 'admin'}: {owner}"
             elif _config_owner(knob, config_owned):
                 row["owner"] = f"admin: {_config_owner(knob, config_owned)}"
             elif ours is not None and last is not None:
