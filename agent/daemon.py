@@ -50,6 +50,10 @@ READ_OPS = frozenset({"ping", "status", "telemetry", "history", "recommendation"
 ADMIN_OPS = frozenset({"apply", "rollback", "reload"})
 # A recommendation is refreshed this often even when the workload holds still.
 REFRESH_WINDOWS = 20
+# Exit status for a configuration that does not load (sysexits' EX_CONFIG,
+# systemd's "CONFIG"): the unit's RestartPreventExitStatus= stops a restart
+# loop that could only fail the same way.
+EXIT_CONFIG = 78
 
 
 @dataclass
@@ -885,7 +889,7 @@ def main(argv: list[str] | None = None) -> int:
             config = cfg.with_mode(config, args.mode)
     except ConfigError as exc:
         print(f"hosttuned: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_CONFIG
     log = Log(config.log_level)
     from hosttune.agent.engine import HostEngine
     from hosttune.agent.host import Host

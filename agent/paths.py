@@ -12,7 +12,7 @@ from pathlib import Path
 class Paths:
     state_dir: Path  # journal, history store (StateDirectory=hosttune)
     run_dir: Path  # control socket, lock (RuntimeDirectory=hosttune)
-    config: Path  # hosttune.yaml (ConfigurationDirectory=hosttune)
+    config: Path  # hosttune.yaml (read-only to the daemon)
 
     @property
     def journal(self) -> Path:

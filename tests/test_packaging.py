@@ -48,12 +48,8 @@ def _need(*tools: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def deb() -> Path:
-    _need("dpkg-buildpackage", "dh", "lintian")
-    _run(TOP / "packaging" / "build-deb")
-    path = TOP / "dist" / f"hosttune_{_version()}_all.deb"
-    assert path.is_file()
-    return path
+def deb(built_deb: Path) -> Path:
+    return built_deb  # conftest's: one build for this module and test_nspawn
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +85,9 @@ def test_deb_layout_and_metadata(deb: Path) -> None:
         assert path in files, path
     assert _run("dpkg-deb", "-f", deb, "Package").stdout.strip() == "hosttune"
     depends = _run("dpkg-deb", "-f", deb, "Depends").stdout
+    # procps: /bin/kill, the unit's ExecReload (not in a minimal Debian)
     for dep in ("python3-psutil", "python3-numpy", "python3-pyroute2", "python3-systemd",
-                "python3-yaml", "python3-typer"):
+                "python3-yaml", "python3-typer", "procps"):
         assert dep in depends
     conffiles = _run("dpkg-deb", "-I", deb, "conffiles").stdout.split()
     assert conffiles == ["/etc/hosttune/hosttune.yaml"]
@@ -167,7 +164,7 @@ def test_rpm_metadata_and_scripts(rpm: Path) -> None:
     assert config == ["/etc/hosttune/hosttune.yaml"]
     requires = _run("rpm", "-qpR", rpm).stdout
     for dep in ("python3-psutil", "python3-numpy", "python3-pyroute2", "python3-systemd",
-                "python3-pyyaml", "python3-typer"):
+                "python3-pyyaml", "python3-typer", "/usr/bin/kill"):
         assert dep in requires
     scripts = _run("rpm", "-qp", "--scripts", rpm).stdout
     preun = scripts.split("preuninstall scriptlet")[1].split("scriptlet")[0]

@@ -98,7 +98,8 @@ def test_unit_has_what_the_daemon_relies_on() -> None:
     assert one("ProtectSystem") == "strict"
     assert set(one("ReadWritePaths").split()) == {"/proc/sys", "/sys", "/var/lib/hosttune"}
     assert one("RuntimeDirectory") == one("StateDirectory") == "hosttune"
-    assert one("ConfigurationDirectory") == "hosttune"
+    # it would make /etc/hosttune writable to the daemon under ProtectSystem=strict
+    assert not _directives("ConfigurationDirectory")
     assert one("NoNewPrivileges") == "yes" and one("PrivateTmp") == "yes"
     assert one("ProtectHome") == "yes"
     # These would make the knobs hosttune exists to change read-only.
