@@ -350,6 +350,9 @@ def run_tune(req: TuneRequest, echo: Callable[[str], None] | None) -> dict[str, 
             echo("put back (no measurable gain): " + ", ".join(result.dropped))
         if result.kept and result.best is not None:
             echo(f"kept trial {result.best.index}: {result.best.effect:.3f}x the baseline")
+        elif result.best is not None and result.best.values == baseline:
+            echo("every change of the best setting was put back (none helped measurably); "
+                 "host left at its baseline")
         elif result.best is not None:
             echo(f"best trial {result.best.index} ({result.best.effect:.3f}x) not kept "
                  f"({'--keep revert' if req.keep == 'revert' else 'within the noise'}); "

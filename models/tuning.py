@@ -309,7 +309,10 @@ def run_tuning(
                 t.status = "interrupted"
         raise
     kept = False
-    if keep == "best" and best is not None and (best.effect or 0.0) > 1 + min_gain:
+    # Pruning can put back every knob: then the gain was noise, and there is
+    # nothing to keep.
+    if (keep == "best" and best is not None and (best.effect or 0.0) > 1 + min_gain
+            and best.values != baseline.values):
         actuator.apply(best.values)
         kept = True
     return TuningResult(trials=trials, baseline=baseline, best=best, kept=kept,

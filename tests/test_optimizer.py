@@ -231,3 +231,23 @@ def test_run_tuning_revert_mode_and_interrupt_leave_baseline() -> None:
         run_tuning(space=SPACE, baseline_values=START, objective=Interrupting(act),
                    actuator=act, budget=5, start=[{**START, "thp:enabled": "always"}])
     assert act.values == START
+
+
+class NothingMatters(SyntheticObjective):
+    """Noise only, with one lucky reading: the search 'finds' a gain that is not there."""
+
+    def measure(self) -> float:
+        self.calls = getattr(self, "calls", 0) + 1
+        return 1.3 if self.calls == 3 else 1.0 + self.rng.normal(0, 0.005)
+
+
+def test_a_gain_that_pruning_takes_apart_entirely_is_not_kept() -> None:
+    act = DictActuator(START)
+    prior = {"sysctl:vm.dirty_ratio": "60", "block:vda:read_ahead_kb": "4096",
+             "thp:enabled": "always"}
+    result = run_tuning(space=SPACE, baseline_values=START, objective=NothingMatters(act),
+                        actuator=act, budget=3, repeats=1, start=[prior], seed=3,
+                        prune_tolerance=0.5)
+    assert result.best is not None and result.best.values == START
+    assert sorted(result.dropped) == sorted(prior)
+    assert not result.kept and act.values == START
