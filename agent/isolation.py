@@ -54,12 +54,16 @@ class Reservation:
     """CPUs one boot parameter (or the kernel's own list) sets apart."""
 
     cpus: tuple[int, ...]
-    param: str  # the parameter as written ("isolcpus=managed_irq,8-15") or a sysfs path
-    kind: str  # "cmdline" or "kernel"
+    # the parameter as written ("isolcpus=managed_irq,8-15"), a sysfs path,
+    # or for a peer daemon the whole phrase ("by tuned profile ... (...)")
+    param: str
+    kind: str  # "cmdline", "kernel" or "peer"
 
     def by(self) -> str:
         if self.kind == "cmdline":
             return f"by {self.param} on the kernel command line"
+        if self.kind == "peer":
+            return self.param
         return f"according to the kernel ({self.param})"
 
     def to_dict(self) -> dict[str, object]:

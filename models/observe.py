@@ -75,9 +75,9 @@ def owned_knobs(host: Host, knobs: Iterable[str],
 
 def observe_isolation(host: Host, state: HostState) -> None:
     """The CPUs the admin set apart at boot, and what set them apart."""
-    from hosttune.agent.isolation import cpu_isolation
+    from hosttune.tuners.ownership import cpu_reservations
 
-    isolation = cpu_isolation(host)
+    isolation = cpu_reservations(host)
     state.isolated = isolation.by_cpu()
     state.notes.extend(isolation.notes)
 

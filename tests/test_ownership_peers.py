@@ -4,12 +4,17 @@ irqbalance and numad, on fixture trees."""
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hosttune.agent.host import Host
-from hosttune.tuners.ownership import Owner, owner_of, owners, owners_report
+from hosttune.agent.isolation import cpu_isolation
+from hosttune.tuners.irq import IrqTuner
+from hosttune.tuners.ownership import Owner, cpu_reservations, owner_of, owners, owners_report
 from hosttune.tuners.peers import banned_irqs, peer_owners
 
 TUNED_PEER = Path(__file__).parent / "fixtures" / "hosts" / "tuned-peer"
@@ -251,3 +256,72 @@ def test_numad_owns_process_placement(tmp_path: Path) -> None:
 def test_nothing_running_nothing_owned(tmp_path: Path) -> None:
     owned, notes = owners_report(Host(tmp_path))
     assert owned == {} and notes == []
+
+
+# -- odd files never raise -----------------------------------------------------------------
+
+_ODD = st.text(alphabet=st.sampled_from(list("[]=#;-_,. \n\t$}{!^:/0123456789Nal\"'x")),
+               max_size=80)
+
+
+@settings(max_examples=60, deadline=None)
+@given(profile=_ODD, active=_ODD, cmdline=_ODD, irqbalance=_ODD, sysctl=_ODD)
+def test_odd_files_give_notes_not_tracebacks(profile: str, active: str, cmdline: str,
+                                             irqbalance: str, sysctl: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        shutil.copytree(TUNED_PEER, root / "h", symlinks=True)
+        root = root / "h"
+        put(root, "/etc/tuned/ai-training/tuned.conf", profile)
+        put(root, "/etc/tuned/active_profile", active or "ai-training")
+        put(root, "/proc/cmdline", cmdline)
+        put(root, "/etc/default/irqbalance", irqbalance)
+        put(root, "/etc/sysctl.d/50-odd.conf", sysctl)
+        put(root, "/sys/devices/system/cpu/isolated", cmdline[:12])
+        host = Host(root)
+        owned, notes = owners_report(host)
+        assert all(isinstance(n, str) for n in notes)
+        for knob in ("sysctl:vm.swappiness", "irq:41", "numa:pid:1", "thp:enabled"):
+            owner_of(knob, owned)
+        cpu_reservations(host)
+        iso = cpu_isolation(host)
+        # every reserved CPU is explained by the parameter or file that reserved it
+        assert set(iso.by_cpu()) == set(iso.cpus)
+        assert bool(iso.explain()) == bool(iso.cpus)
+
+
+def test_tuned_isolated_cores_set_cpus_apart(tmp_path: Path) -> None:
+    # cpu-partitioning's way: [variables] include= a NAME=VALUE file, then
+    # [scheduler] isolated_cores=${isolated_cores}
+    root = tuned_tree(tmp_path)
+    put(root, "/etc/tuned/active_profile", "cpu-partitioning\n")
+    put(root, "/usr/lib/tuned/cpu-partitioning/tuned.conf",
+        "[main]\ninclude=throughput-performance\n"
+        "[variables]\ninclude=/etc/tuned/cpu-partitioning-variables.conf\n"
+        "isolated_cores = ${isolated_cores}\n"
+        "isolated_cores_assert_check = \\\\${isolated_cores}\n"
+        "[scheduler]\nisolated_cores=${isolated_cores}\n")
+    put(root, "/etc/tuned/cpu-partitioning-variables.conf",
+        "# Examples:\n# isolated_cores=2,4-7\nisolated_cores=1-3,^2\n")
+    iso = cpu_reservations(Host(root))
+    assert iso.cpus == frozenset({1, 3})
+    assert iso.explain([1]) == (
+        "CPU 1 is isolated by tuned profile cpu-partitioning (isolated_cores=1-3,^2, "
+        "/usr/lib/tuned/cpu-partitioning/tuned.conf:8)")
+    tuner = IrqTuner(Host(root))
+    put(root, "/proc/irq/40/smp_affinity_list", "0-3\n")
+    assert "tuned profile cpu-partitioning" in (tuner.conflict("40", "0-1", "0-3") or "")
+    # tuned not running: its scheduler plugin keeps nothing apart
+    shutil.rmtree(root / "proc/4100")
+    assert cpu_reservations(Host(root)).cpus == frozenset()
+
+
+def test_tuned_isolated_cores_it_cannot_read_is_a_note(tmp_path: Path) -> None:
+    root = tuned_tree(tmp_path)
+    put(root, "/etc/tuned/ai-training/tuned.conf",
+        "[variables]\ninclude=missing-variables.conf\n[scheduler]\nisolated_cores=${isolated_cores}\n")
+    iso = cpu_reservations(Host(root))
+    assert iso.cpus == frozenset()
+    assert any("isolated_cores='${isolated_cores}'" in n for n in iso.notes), iso.notes
+    _, notes = owners_report(Host(root))
+    assert any("/etc/tuned/ai-training/missing-variables.conf" in n for n in notes)

@@ -9,7 +9,8 @@ irqbalance would move the IRQ again; it is detected and its own setting
 affinity: tuners.peers).
 
 CPUs the admin set apart at boot (isolcpus=, nohz_full=, rcu_nocbs=; see
-agent.isolation) never get an interrupt from hosttune: `conflict` names the
+agent.isolation) or through a running tuned's isolated_cores
+(tuners.ownership.cpu_reservations) never get an interrupt from hosttune: `conflict` names the
 parameter, and the transaction refuses such a change unless an admin forces
 it by hand."""
 
@@ -20,7 +21,7 @@ import errno
 from hosttune.agent.cpulist import format_cpulist, parse_cpulist
 from hosttune.agent.errors import HostReadError, HostWriteError, KnobError, ParseError
 from hosttune.agent.host import Host
-from hosttune.agent.isolation import cpu_isolation
+from hosttune.tuners.ownership import cpu_reservations
 from hosttune.tuners.peers import IRQBALANCE_CONFIGS, irqbalance_config, pids_of
 
 
@@ -117,7 +118,7 @@ class IrqTuner:
                 return None  # left where it is: nothing is placed
         except ParseError:
             return None
-        isolation = cpu_isolation(self.host)
+        isolation = cpu_reservations(self.host)
         reserved = sorted(set(cpus) & isolation.cpus)
         if not reserved:
             return None

@@ -16,8 +16,9 @@ is why the anonymous pages are what `read` reports and `verify` checks.
 Rolling back re-pins the threads and moves the memory back to the nodes it
 was on (not page-for-page to the same node when it was spread over several).
 
-A process is never moved onto CPUs the admin isolated at boot (isolcpus=,
-nohz_full=, ...: agent.isolation) unless it already runs there: `conflict`
+A process is never moved onto CPUs the admin isolated (isolcpus=,
+nohz_full=, ..., a running tuned's isolated_cores:
+tuners.ownership.cpu_reservations) unless it already runs there: `conflict`
 names the parameter and the transaction refuses the change.
 
 A pid can be reused: `identity` (the process start time) lets the
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from hosttune.agent.cpulist import format_cpulist, parse_cpulist
 from hosttune.agent.errors import HostReadError, KnobError, ParseError
 from hosttune.agent.host import Host
-from hosttune.agent.isolation import cpu_isolation
+from hosttune.tuners.ownership import cpu_reservations
 
 _NODE_TOKEN = re.compile(r"^N(\d+)=(\d+)$")
 
@@ -236,7 +237,7 @@ class NumaTuner:
         online = set(self.online_cpus())
         if online and now >= online:
             now = set()  # allowed everywhere is not placed anywhere
-        isolation = cpu_isolation(self.host)
+        isolation = cpu_reservations(self.host)
         intruding = sorted((set(wanted.cpus) & isolation.cpus) - now)
         if not intruding:
             return None

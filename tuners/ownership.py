@@ -34,11 +34,12 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hosttune.agent.bootparams import kernel_params
 from hosttune.agent.errors import HostReadError
 from hosttune.agent.host import Host
+from hosttune.agent.isolation import CpuIsolation, Reservation, cpu_isolation
 
 SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d",
                "/lib/sysctl.d")
@@ -201,6 +202,19 @@ def owners_report(host: Host) -> tuple[dict[str, Owner], list[str]]:
             owned[knob] = owner
     owned.update(cmdline_settings(host))
     return owned, peers.notes
+
+
+def cpu_reservations(host: Host) -> CpuIsolation:
+    """The CPUs set apart for latency-critical work: by boot parameters and
+    the kernel (agent.isolation), then by a running peer daemon (tuned's
+    isolated_cores)."""
+    from hosttune.tuners.peers import peer_owners
+
+    boot = cpu_isolation(host)
+    peers = peer_owners(host)
+    extra = tuple(Reservation(cpus, why, "peer") for cpus, why in peers.isolated)
+    return replace(boot, reserved=boot.reserved + extra,
+                   notes=boot.notes + tuple(n for n in peers.notes if "isolated_cores" in n))
 
 
 def owners(host: Host) -> dict[str, Owner]:

@@ -11,7 +11,10 @@ does not fight them.
   section name): [sysctl] keys, [vm] THP and dirty settings, [disk]
   readahead and elevator, [cpu] governor and EPP, [sysfs] THP and block
   queue paths. A file tuned could not parse owns nothing (tuned would not
-  load the profile either) and is named in a note.
+  load the profile either) and is named in a note. [variables] are
+  evaluated as tuned does (in order, `include=` files first where they
+  stand); a [scheduler] unit's `isolated_cores` (cpu-partitioning) sets
+  CPUs apart like isolcpus= does.
 - irqbalance: when running, it owns IRQ affinity, except IRQs it was told to
   leave alone (--banirq) and unless banned CPUs are configured
   (IRQBALANCE_BANNED_CPULIST / IRQBALANCE_BANNED_CPUS), the admin's way of
@@ -24,10 +27,16 @@ raises on odd files: what cannot be read is a note."""
 from __future__ import annotations
 
 import configparser
+import posixpath
 import re
 from dataclasses import dataclass, field
 
-from hosttune.agent.cpulist import format_cpulist, parse_cpulist, parse_cpumask
+from hosttune.agent.cpulist import (
+    format_cpulist,
+    parse_cpulist,
+    parse_cpumask,
+    parse_kernel_cpulist,
+)
 from hosttune.agent.errors import HostReadError, ParseError
 from hosttune.agent.host import Host
 from hosttune.tuners.ownership import Owner, normalise_sysctl_key
@@ -46,7 +55,9 @@ _UNIT_OPTIONS = frozenset((
 _SAFE_NAME = re.compile(r"^[a-zA-Z0-9_.-]+$")
 _SECTION = re.compile(r"^\[(.+)\]")
 _BANIRQ = re.compile(r"^(?:--banirq=|-i)(\d+)$")
-_VARIABLE = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
+# ${NAME}; "\${NAME}" is tuned's escape and stays as it is
+_VARIABLE = re.compile(r"(?<!\\)\$\{(\w+)\}")
+_VARIABLE_NAME = re.compile(r"^\w+$")
 
 
 @dataclass
@@ -55,6 +66,9 @@ class PeerReport:
 
     owned: dict[str, Owner] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # CPUs a peer keeps for latency-critical work (tuned's [scheduler]
+    # isolated_cores, as cpu-partitioning sets it): (CPUs, what says so)
+    isolated: list[tuple[tuple[int, ...], str]] = field(default_factory=list)
     # tuned re-applies the sysctl.d files after its own [sysctl] settings
     # (reapply_sysctl, on by default): those files then win over tuned.
     tuned_reapplies_sysctl: bool = True
@@ -424,14 +438,69 @@ def _tuned(host: Host, comms: dict[int, str], report: PeerReport) -> None:
         return
     active = " ".join(names)
     merged = _merge(profiles)
-    variables = {k: v.value for k, v in merged.get("variables", {}).items() if k != "include"}
+    variables = _variables(host, merged.get("variables", {}), report.notes)
     for unit, options in merged.items():
         if not _enabled(options) or not _unit_applies(host, unit, options, variables,
                                                       report.notes):
             continue
         plugin = options["type"].value if "type" in options else unit
+        if plugin == "scheduler" and "isolated_cores" in options:
+            _isolated_cores(host, active, options["isolated_cores"], variables, report)
         for knob, said, setting in _unit_knobs(plugin, options):
             via = "" if setting.profile == active else f" (through {setting.profile})"
             where = setting.path + (f":{setting.line}" if setting.line else "")
             report.owned[knob] = Owner(
                 "peer", f"tuned profile {active}{via} sets {said} ({where})", said)
+
+
+def _variables(host: Host, options: dict[str, _Setting], notes: list[str]) -> dict[str, str]:
+    """A profile's [variables] as tuned evaluates them: in order, each value
+    expanded with the variables defined before it; `include=FILE` (relative
+    to the profile's directory) adds the NAME=VALUE lines of that file there."""
+    values: dict[str, str] = {}
+    for name, setting in options.items():
+        if name == "include":
+            base = setting.path.rsplit("/", 1)[0]
+            path = posixpath.normpath(posixpath.join(base, _expand(setting.value, values)))
+            text = host.read_optional(path)
+            if text is None:
+                notes.append(f"tuned variables file {path} (included from {setting.path}) is "
+                             "missing")
+                continue
+            for raw in text.splitlines():
+                line = raw.strip()
+                key, sep, value = line.partition("=")
+                key = key.strip()
+                if line.startswith("#") or not sep or not _VARIABLE_NAME.match(key):
+                    continue
+                values[key] = _expand(_env_value(value.split(" #", 1)[0]), values)
+        elif _VARIABLE_NAME.match(name):
+            values[name] = _expand(setting.value, values)
+    return values
+
+
+def _isolated_cores(host: Host, active: str, setting: _Setting, variables: dict[str, str],
+                    report: PeerReport) -> None:
+    """tuned's scheduler plugin keeps processes and IRQs off `isolated_cores`
+    (a CPU list; `^N` leaves N out)."""
+    text = _expand(setting.value, variables)
+    where = setting.path + (f":{setting.line}" if setting.line else "")
+    if not text.strip():
+        return
+    plus = ",".join(p for p in text.split(",") if not p.strip().startswith("^"))
+    minus = ",".join(p.strip()[1:] for p in text.split(",") if p.strip().startswith("^"))
+    last = None
+    online = host.read_optional("/sys/devices/system/cpu/online")
+    try:
+        if online:
+            cpus = parse_cpulist(online)
+            last = cpus[-1] if cpus else None
+        chosen = set(parse_kernel_cpulist(plus, last_cpu=last, source=where))
+        chosen -= set(parse_kernel_cpulist(minus, last_cpu=last, source=where))
+    except ParseError as exc:
+        report.notes.append(f"tuned profile {active}: isolated_cores={text!r} ({where}): "
+                            f"{exc.message}; the CPUs it isolates are unknown")
+        return
+    if chosen:
+        report.isolated.append((tuple(sorted(chosen)), f"by tuned profile {active} "
+                                f"(isolated_cores={text}, {where})"))
