@@ -209,7 +209,9 @@ class ControlServer:
         while not self._stop.is_set():
             now = time.monotonic()
             deadlines = [c.deadline for c in self._conns.values()]
-            wait = max(0.0, min([*deadlines, now + 0.5]) - now)
+            # Idle, it sleeps until a client or the wake pipe (stop, a job's
+            # answer) needs it: no polling while nobody is connected.
+            wait = max(0.0, min(deadlines) - now) if deadlines else None
             for key, events in self._sel.select(wait):
                 try:
                     if key.data == "listen":

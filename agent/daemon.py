@@ -898,7 +898,8 @@ def main(argv: list[str] | None = None) -> int:
     # here, against ~1.5 ms for everything else): once a minute is enough to
     # know which processes are AI work.
     engine = HostEngine(Host(args.root), paths.state_dir, backends=config.backends,
-                        process_every=max(1, round(60 / config.interval)))
+                        process_every=max(1, round(60 / config.interval)),
+                        pcie_every=config.accelerators.pcie_every)
     daemon = Daemon(paths, config, engine, log, Notifier())
     daemon.install_signals()
     try:

@@ -97,11 +97,12 @@ def rows_matrix(rows: Sequence[Mapping[str, float]]) -> tuple[list[str], list[li
 
 class HostEngine:
     def __init__(self, host: Host, state_dir: Path, *, backends: Sequence[str] = (),
-                 process_every: int = 5) -> None:
+                 process_every: int = 5, pcie_every: int = 1) -> None:
         self.host = host
         self.state_dir = state_dir
         self.backends = tuple(backends)
         self.process_every = process_every
+        self.pcie_every = pcie_every
         self.notes: list[str] = []
         self._sampler: Any = None
         self._rates: Any = None
@@ -133,7 +134,8 @@ class HostEngine:
             from hosttune.agent.accel.select import AccelCollector, backends_from_config
 
             collectors.append(AccelCollector(
-                self.host, backends=backends_from_config(self.backends)))
+                self.host, backends=backends_from_config(self.backends),
+                pcie_every=self.pcie_every))
         except (ImportError, HosttuneError, TypeError) as exc:
             self.notes.append(f"accelerator telemetry off: {exc}")
         self._sampler = Sampler(self.host, collectors, process_every=self.process_every)
@@ -267,6 +269,10 @@ class HostEngine:
         return _outcome(result)
 
     def recover(self) -> list[str]:
+        if self._journal is None and not (self.state_dir / "journal.db").exists():
+            # No journal, no transaction to finish: a daemon that has never
+            # changed the host (observe mode) does not load the tuners at all.
+            return []
         transaction, journal = self._tx()
         results = transaction.recover(self.host, journal)
         return [str(getattr(r, "message", r)) for r in (results or [])]

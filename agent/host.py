@@ -33,6 +33,7 @@ class KeptFile:
         self._host = host
         self._fd: int | None = None
         self._buf = bytearray(_KEPT_BUFFER)
+        self._view = memoryview(self._buf)
 
     def read(self) -> str:
         if self._fd is None:
@@ -42,20 +43,23 @@ class KeptFile:
                 raise self._host.read_error(self.path, exc) from exc
         # preadv into a buffer kept between reads: os.pread would allocate
         # (and for a large size mmap and unmap) a new bytes object each time,
-        # which costs more than the read itself.
-        buf = self._buf
+        # which costs more than the read itself. The text is decoded straight
+        # from the buffer, without a copy of the bytes first.
+        view = self._view
         total = 0
         try:
             while True:
-                got = os.preadv(self._fd, [memoryview(buf)[total:]], total)
+                got = os.preadv(self._fd, [view[total:]], total)
                 total += got
-                if total < len(buf) or got == 0:
+                if total < len(view) or got == 0:
                     break
-                buf.extend(bytes(len(buf)))
+                view.release()  # a bytearray with a view on it cannot grow
+                self._buf.extend(bytes(len(self._buf)))
+                view = self._view = memoryview(self._buf)
         except OSError as exc:
             self.close()
             raise self._host.read_error(self.path, exc) from exc
-        return buf[:total].decode("utf-8", "replace")
+        return str(view[:total], "utf-8", "replace")
 
     def close(self) -> None:
         if self._fd is not None:

@@ -6,8 +6,10 @@ installed (apt-get install tuned).
 
     .venv/bin/python benchmarks/daemon_cost.py [--duration 180] [--no-tuned]
 
-hosttuned runs as installed (default configuration: observe mode, 5 s
-interval) with its state, socket and config in a temporary directory; the
+hosttuned runs as installed (the shipped config/hosttune.yaml: observe mode,
+5 s interval; `--no-config` runs it without a file) with its state, socket
+and config in a temporary directory, and the shipped workload model
+(models/artifacts; `--site-model` gives another; the run prints which); the
 figures exclude the first `--warmup` seconds (imports, first model load),
 which are reported separately.
 
@@ -56,11 +58,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def rss_bytes(pid: int) -> int:
+def rss_parts(pid: int) -> dict[str, int]:
+    """VmRSS and its parts, in bytes. RssFile (shared libraries' pages) moves
+    with the page cache: the kernel maps the pages around a fault that are
+    already cached, so the same daemon shows a few MB more right after its
+    libraries were installed or read than after they were evicted."""
+    out = {}
     for line in HOST.read_text(f"/proc/{pid}/status").splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile"):
+            out[key] = int(rest.split()[0]) * 1024
+    return out
 
 
 def tree_pids(pid: int) -> list[int]:
@@ -80,6 +88,8 @@ class Measured:
         self.cpu0 = 0.0
         self.t0 = 0.0
         self.rss: list[int] = []
+        self.anon: list[int] = []
+        self.file: list[int] = []
         self.start_cpu = 0.0
 
     def pid(self) -> int:
@@ -91,7 +101,10 @@ class Measured:
         self.start_cpu = self.cpu0
 
     def poll(self) -> None:
-        self.rss.append(rss_bytes(self.pid()))
+        parts = rss_parts(self.pid())
+        self.rss.append(parts.get("VmRSS", 0))
+        self.anon.append(parts.get("RssAnon", 0))
+        self.file.append(parts.get("RssFile", 0))
 
     def result(self) -> dict[str, Any]:
         elapsed = time.monotonic() - self.t0
@@ -104,6 +117,8 @@ class Measured:
             "startup_cpu_s": round(self.start_cpu, 3),
             "rss_mb_median": round(statistics.median(self.rss) / 2**20, 1),
             "rss_mb_max": round(max(self.rss) / 2**20, 1),
+            "rss_anon_mb_median": round(statistics.median(self.anon) / 2**20, 1),
+            "rss_file_mb_median": round(statistics.median(self.file) / 2**20, 1),
         }
 
 
@@ -111,9 +126,16 @@ def boot_values() -> dict[str, str]:
     return {p: HOST.read_str(p) for p in BOOT_VALUES}
 
 
-def start_hosttuned(tmp: Path, site_model: Path | None
+SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "config" / "hosttune.yaml"
+
+
+def start_hosttuned(tmp: Path, site_model: Path | None, config: bool
                     ) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
     exe = Path(sys.executable).parent / "hosttuned"
+    if config:
+        # As installed: the package puts this file in /etc/hosttune, so the
+        # daemon parses YAML at start (PyYAML stays loaded: ~1 MB).
+        shutil.copy(SHIPPED_CONFIG, tmp / "hosttune.yaml")
     if site_model is not None:
         # Where `hosttune model train` puts a site model; the daemon prefers it.
         dest = tmp / "state" / "models"
@@ -182,7 +204,11 @@ def main() -> int:
     ap.add_argument("--no-tuned", action="store_true", help="measure hosttuned only")
     ap.add_argument("--site-model", type=Path, metavar="STEM",
                     help="a model from `hosttune model train -o STEM` for the daemon to load "
-                    "(default: the shipped model, if this build has one)")
+                    "(default: the shipped one, models/artifacts/workload-v1; the run "
+                    "prints which model the daemon loaded)")
+    ap.add_argument("--no-config", action="store_true",
+                    help="start hosttuned without a configuration file (defaults, no YAML "
+                    "parsed); default: the shipped config/hosttune.yaml, as installed")
     ap.add_argument("--json", action="store_true", help="print JSON")
     args = ap.parse_args()
 
@@ -194,7 +220,7 @@ def main() -> int:
         notes: list[str] = []
         results: list[dict[str, Any]] = []
         try:
-            hproc, env = start_hosttuned(tmp, args.site_model)
+            hproc, env = start_hosttuned(tmp, args.site_model, not args.no_config)
             procs.append(hproc)
             measured = [Measured("hosttuned", hproc, lambda: hproc.pid)]
             if not args.no_tuned:
@@ -232,7 +258,11 @@ def main() -> int:
                 st = json.loads(status.stdout)
                 results[0]["interval_s"] = st["sampling"]["interval_s"]
                 results[0]["samples"] = st["sampling"]["samples"]
-                results[0]["model_loaded"] = bool(st.get("engine", {}).get("model"))
+                engine = st.get("engine", {})
+                model = engine.get("model")
+                results[0]["model_loaded"] = bool(model)
+                results[0]["model"] = (f"{model.get('source')} ({model.get('kind')})" if model
+                                       else f"none: {engine.get('model_error')}")
                 results[0]["workload"] = st["workload"]["label"]
                 notes += [f"hosttuned: {n}" for n in st.get("notes", [])]
         finally:
@@ -257,15 +287,17 @@ def main() -> int:
         print(json.dumps({"results": results, "notes": notes}, indent=2))
         return 0
     print(f"{'daemon':<10} {'CPU-s/min':>10} {'CPU-s/hour':>11} {'RSS MB':>7} "
-          f"{'RSS max':>8} {'startup CPU-s':>14}  measured")
+          f"{'RSS max':>8} {'anon':>6} {'file':>6} {'startup CPU-s':>14}  measured")
     for r in results:
         print(f"{r['daemon']:<10} {r['cpu_s_per_min']:>10.4f} {r['cpu_s_per_hour']:>11.2f} "
-              f"{r['rss_mb_median']:>7.1f} {r['rss_mb_max']:>8.1f} {r['startup_cpu_s']:>14.2f}"
-              f"  {r['seconds']:.0f} s")
+              f"{r['rss_mb_median']:>7.1f} {r['rss_mb_max']:>8.1f} "
+              f"{r['rss_anon_mb_median']:>6.1f} {r['rss_file_mb_median']:>6.1f} "
+              f"{r['startup_cpu_s']:>14.2f}  {r['seconds']:.0f} s")
     h = results[0]
     if "samples" in h:
         print(f"hosttuned: interval {h['interval_s']:g} s, {h['samples']} samples, "
               f"model loaded: {h['model_loaded']}, workload: {h['workload']}")
+        print(f"hosttuned model: {h['model']}")
     for note in notes:
         print(f"note: {note}")
     print("budget (DESIGN.md): RSS <= 40 MB, <= 0.05 CPU-s/min")

@@ -21,7 +21,6 @@ against a different one.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import math
 import warnings
@@ -252,6 +251,10 @@ def feature_names() -> tuple[str, ...]:
 
 def feature_set_id(names: Sequence[str] | None = None) -> str:
     """A short hash naming a feature set (version and names, in order)."""
+    # Here, not at the top: hashlib loads OpenSSL (~3.5 MB resident), and the
+    # daemon computes features every window but never this id.
+    import hashlib
+
     names = feature_names() if names is None else names
     text = f"v{FEATURE_VERSION}:" + ",".join(names)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -53,7 +53,8 @@ CHILD = textwrap.dedent("""
 
     args = json.loads(sys.argv[1])
     coll = AccelCollector(Host(args["root"]), args.get("backends"),
-                          deadline=args.get("deadline", 5.0))
+                          deadline=args.get("deadline", 5.0),
+                          pcie_every=args.get("pcie_every", 1))
     passes = []
     for _ in range(args.get("passes", 1)):
         values = {}
@@ -67,6 +68,13 @@ CHILD = textwrap.dedent("""
         "processes": [[p.pid, p.device, p.memory_bytes] for p in coll.processes()],
         "log": lines,
     }
+    if args.get("count"):
+        # the fake library's own tally (not an NVML function): the same
+        # library pynvml loaded, found again by its soname
+        import ctypes
+        lib = ctypes.CDLL("libnvidia-ml.so.1")
+        lib.fake_nvml_calls.restype = ctypes.c_ulong
+        out["calls"] = {fn: lib.fake_nvml_calls(fn.encode()) for fn in args["count"]}
     print(json.dumps(out))
     sys.stdout.flush()
     # a deliberately hung NVML call may still sleep in a daemon thread
@@ -282,3 +290,35 @@ def test_gpu_lost_before_start_is_left_to_sysfs(fake_nvml_dir: Path) -> None:
     values = out["passes"][0]["values"]
     assert values["accel.0.util"] == pytest.approx(0.1)
     assert values["accel.1.pcie_link_gen"] == 5 and "accel.1.util" not in values
+
+
+PCIE = "nvmlDeviceGetPcieThroughput"
+UTIL = "nvmlDeviceGetUtilizationRates"
+
+
+def test_pcie_throughput_is_read_every_nth_pass_only(fake_nvml_dir: Path) -> None:
+    out = run_child(fake_nvml_dir, {"FAKE_NVML_GPUS": "8"}, passes=7, pcie_every=3,
+                    count=[PCIE, UTIL])
+    # passes 0, 3 and 6 read it: 8 GPUs, two directions each
+    assert out["calls"] == {PCIE: 3 * 8 * 2, UTIL: 7 * 8}
+    for n, p in enumerate(out["passes"]):
+        v = p["values"]
+        for i in range(8):
+            assert (f"accel.{i}.pcie_tx_bytes" in v) == (n % 3 == 0), (n, i)
+            assert (f"accel.{i}.pcie_rx_bytes" in v) == (n % 3 == 0), (n, i)
+            assert v[f"accel.{i}.util"] == pytest.approx(0.1 * (i + 1))
+    assert out["passes"][3]["values"]["accel.1.pcie_rx_bytes"] == 2001 * 1024
+
+
+def test_pcie_throughput_never_read_when_off(fake_nvml_dir: Path) -> None:
+    out = run_child(fake_nvml_dir, {"FAKE_NVML_GPUS": "2"}, passes=3, pcie_every=0,
+                    count=[PCIE, UTIL])
+    assert out["calls"] == {PCIE: 0, UTIL: 3 * 2}
+    assert not any("pcie_tx_bytes" in k or "pcie_rx_bytes" in k
+                   for p in out["passes"] for k in p["values"])
+    assert out["passes"][0]["values"]["accel.1.pcie_link_gen"] == 5  # the rest still read
+
+
+def test_pcie_throughput_every_pass_by_default(fake_nvml_dir: Path) -> None:
+    out = run_child(fake_nvml_dir, {"FAKE_NVML_GPUS": "2"}, passes=2, count=[PCIE])
+    assert out["calls"] == {PCIE: 2 * 2 * 2}

@@ -42,9 +42,11 @@ def test_values_are_read() -> None:
         "mode: auto\ninterval: 2.5\nallowlist:\n  sysctl:vm.swappiness: {min: 1, max: 30}\n"
         "  thp:enabled: {choices: [always, madvise]}\n  sysctl:vm.dirty_ratio: false\n"
         "overrides: [sysctl:vm.max_map_count]\nmetrics: {enabled: true, port: 9100}\n"
-        "objective: {metric: cpu.util, higher_is_better: false}\n",
+        "objective: {metric: cpu.util, higher_is_better: false}\n"
+        "accelerators: {pcie_every: 0}\n",
         "x.yaml",
     )
+    assert c.accelerators.pcie_every == 0
     assert c.mode == "auto" and c.interval == 2.5
     assert c.allowlist["sysctl:vm.swappiness"] == {"min": 1, "max": 30}
     assert c.allowlist["sysctl:vm.dirty_ratio"] is None
@@ -85,6 +87,9 @@ def test_values_are_read() -> None:
         ("allowlist:\n  hugepages:*: {max_memory_fraction: 2}\n",
          "allowlist.hugepages:*.max_memory_fraction", 2, "out of range"),
         ("backends: [nvidia, cuda]\n", "backends", 1, "not one of"),
+        ("accelerators:\n  pcie_every: -1\n", "accelerators.pcie_every", 2, "out of range"),
+        ("accelerators:\n  pcie_every: 2.5\n", "accelerators.pcie_every", 2,
+         "expected an integer"),
         ("metrics:\n  enabled: true\n  address: example.com\n", "metrics.address", 2,
          "not an IP address"),
         ("socket:\n  group: 'Bad Group'\n", "socket.group", 2, "not valid"),

@@ -390,9 +390,9 @@ def recover(host: Host, journal: Journal, *, force: bool = False, lock_timeout: 
             tuners: dict[str, Tuner] | None = None) -> list[TxnResult]:
     """Roll back every transaction a killed process left unfinished. Call it
     at the start of anything that may write (CLI commands, the daemon)."""
-    tuners = tuners if tuners is not None else tuners_for(host)
     if not journal.open_transactions():
         return []
+    tuners = tuners if tuners is not None else tuners_for(host)
     require_root(host)
     with journal.locked(lock_timeout):
         return _recover_locked(host, journal, tuners, force=force)

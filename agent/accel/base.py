@@ -149,6 +149,10 @@ class AccelBackend(Protocol):
     def close(self) -> None:
         ...
 
+    # Optional: a backend whose throughput reads are slow (NVML's PCIe
+    # throughput) offers `read_throughput_every(passes: int) -> None`, which
+    # AccelCollector calls once after opening it.
+
 
 def normalize_pci_address(text: str) -> str:
     """Vendor tools print bus ids in several shapes ("00000000:3B:00.0" from

@@ -60,9 +60,13 @@ class _Gpu:
 class NvidiaBackend:
     name = "nvidia"
 
-    def __init__(self, nvml: ModuleType | None = None, *, cpu_count: int | None = None) -> None:
+    def __init__(self, nvml: ModuleType | None = None, *, cpu_count: int | None = None,
+                 pcie_every: int = 1) -> None:
         """`nvml` is the pynvml module (tests pass the real one loaded against
-        a fake libnvidia-ml); None imports it."""
+        a fake libnvidia-ml); None imports it. `pcie_every`: see
+        `read_throughput_every`."""
+        self.read_throughput_every(pcie_every)
+        self._passes = 0
         if nvml is None:
             try:
                 import pynvml
@@ -142,6 +146,17 @@ class NvidiaBackend:
                 gpu.xids_seen.add(xid)
                 log.warning("accel: NVIDIA GPU %d (%s) reported Xid %d", gpu.local, gpu.address,
                             xid)
+
+    def read_throughput_every(self, passes: int) -> None:
+        """Read PCIe throughput on every `passes`-th sampling pass (the first
+        pass included), all GPUs on the same pass; 0: never. NVML measures it
+        by watching the link for 20 ms per GPU and direction, so one read of
+        8 GPUs holds a pass for ~320 ms, against well under a millisecond for
+        everything else. The passes in between leave the two metrics absent
+        (unknown), so a window's mean is the mean of real readings."""
+        if passes < 0:
+            raise ValueError("passes must be >= 0")
+        self.pcie_every = passes
 
     # -- helpers -----------------------------------------------------------
 
@@ -257,6 +272,9 @@ class NvidiaBackend:
         processes: list[AccelProcess] = []
         if self._events is not None:
             self._drain_xid_events()
+        every = self.pcie_every
+        pcie = every > 0 and self._passes % every == 0
+        self._passes += 1
         for gpu in self._gpus:
             h = gpu.handle
             i = gpu.index
@@ -286,10 +304,11 @@ class NvidiaBackend:
             put("temp_c", nvml.nvmlDeviceGetTemperature, h, nvml.NVML_TEMPERATURE_GPU)
             put("sm_clock_mhz", nvml.nvmlDeviceGetClockInfo, h, nvml.NVML_CLOCK_SM)
             put("mem_clock_mhz", nvml.nvmlDeviceGetClockInfo, h, nvml.NVML_CLOCK_MEM)
-            put("pcie_tx_bytes", nvml.nvmlDeviceGetPcieThroughput, h,
-                nvml.NVML_PCIE_UTIL_TX_BYTES, scale=1024.0)
-            put("pcie_rx_bytes", nvml.nvmlDeviceGetPcieThroughput, h,
-                nvml.NVML_PCIE_UTIL_RX_BYTES, scale=1024.0)
+            if pcie:
+                put("pcie_tx_bytes", nvml.nvmlDeviceGetPcieThroughput, h,
+                    nvml.NVML_PCIE_UTIL_TX_BYTES, scale=1024.0)
+                put("pcie_rx_bytes", nvml.nvmlDeviceGetPcieThroughput, h,
+                    nvml.NVML_PCIE_UTIL_RX_BYTES, scale=1024.0)
             put("pcie_link_gen", nvml.nvmlDeviceGetCurrPcieLinkGeneration, h)
             put("pcie_link_width", nvml.nvmlDeviceGetCurrPcieLinkWidth, h)
             put("ecc_errors", nvml.nvmlDeviceGetTotalEccErrors, h,

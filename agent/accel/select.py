@@ -162,9 +162,16 @@ class AccelCollector:
     def __init__(
         self, host: Host, backends: Sequence[str] | None = None, *,
         deadline: float = DEFAULT_DEADLINE_S, open_timeout: float = DEFAULT_OPEN_TIMEOUT_S,
-        factories: Mapping[str, Factory] | None = None,
+        factories: Mapping[str, Factory] | None = None, pcie_every: int = 1,
     ) -> None:
+        """`pcie_every`: backends whose PCIe throughput reads are slow (NVML:
+        20 ms per GPU and direction) read it on every Nth pass only; 0: never.
+        1 (every pass) suits a view someone asked for; the daemon passes the
+        configuration's `accelerators.pcie_every`."""
         validate_backends(backends)
+        if pcie_every < 0:
+            raise ValueError("pcie_every must be >= 0")
+        self.pcie_every = pcie_every
         self.host = host
         self.deadline = deadline
         self.open_timeout = open_timeout
@@ -220,6 +227,9 @@ class AccelCollector:
             seen = counts.get(vendor, 0)
             if outcome.state == "ok":
                 backend, devices = outcome.value
+                throttle = getattr(backend, "read_throughput_every", None)
+                if callable(throttle):
+                    throttle(self.pcie_every)
                 opened.append((backend, worker, devices))
                 continue
             if outcome.state == "timeout":

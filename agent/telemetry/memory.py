@@ -98,22 +98,11 @@ def _keyed(lines: list[str], layout: Layout | None,
            find: Callable[[str], tuple[str, str] | None]) -> dict[str, float]:
     """'<head>: value [kB]' lines whose head `find` maps to (prefix, metric
     name), going straight to the known lines when `layout` still fits."""
+    if layout is not None:
+        known = layout.values(lines)
+        if known is not None:
+            return known
     out: dict[str, float] = {}
-    if layout is not None and layout.usable(lines):
-        for i, prefix, name in layout.spots:
-            line = lines[i]
-            if not line.startswith(prefix):
-                break
-            try:  # _kb_value() inlined: this loop runs every sample
-                value = (float(line[len(prefix):-3]) * 1024 if line.endswith(" kB")
-                         else float(line[len(prefix):]))
-            except ValueError:
-                continue
-            if value - value == 0:
-                out[name] = value
-        else:
-            return out
-        out = {}
     spots: dict[str, tuple[int, str]] = {}
     for i, line in enumerate(lines):
         head, sep, rest = line.partition(":")
@@ -130,7 +119,7 @@ def _keyed(lines: list[str], layout: Layout | None,
         else:
             out.pop(name, None)
     if layout is not None:
-        layout.record(lines, spots)
+        layout.record(lines, spots, kb=True)
     return out
 
 
@@ -229,15 +218,16 @@ class NumaMemoryCollector:
                  f"{NODE_DIR}/node{node}/numastat") else None)
             for node in self._nodes
         ]
+        self._described = {path: host.describe(path) for path in self.paths()}
 
     def collect(self, values: dict[str, float]) -> None:
         out: dict[str, float] = {}
+        describe = self._described
         for node, meminfo, numastat in self._files:
-            out.update(parse_node_meminfo(meminfo.read(), node,
-                                          self._host.describe(meminfo.path), self._layouts[node]))
+            out.update(parse_node_meminfo(meminfo.read(), node, describe[meminfo.path],
+                                          self._layouts[node]))
             if numastat is not None:
-                out.update(parse_numastat(numastat.read(), node,
-                                          self._host.describe(numastat.path)))
+                out.update(parse_numastat(numastat.read(), node, describe[numastat.path]))
         if self._nodes:
             out["node.count"] = float(len(self._nodes))
         values.update(out)

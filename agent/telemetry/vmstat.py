@@ -26,21 +26,11 @@ def parse_vmstat(text: str, path: str = VMSTAT, layout: Layout | None = None) ->
     that lacks some keys (THP off, no NUMA) simply does not report them.
     `layout` (kept by the collector between reads) skips the other lines."""
     lines = text.splitlines()
+    if layout is not None:
+        known = layout.values(lines)
+        if known is not None:
+            return known
     out: dict[str, float] = {}
-    if layout is not None and layout.usable(lines):
-        for i, prefix, name in layout.spots:
-            line = lines[i]
-            if not line.startswith(prefix):
-                break
-            try:  # _value() inlined: the one loop that runs every sample
-                value = float(line[len(prefix):])
-            except ValueError:
-                continue
-            if value - value == 0:  # finite: nan and inf give nan
-                out[name] = value
-        else:
-            return out
-        out = {}
     spots: dict[str, tuple[int, str]] = {}
     seen_any = False
     names = _NAMES
