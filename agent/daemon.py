@@ -116,6 +116,7 @@ class Daemon:
         self.server: Any = None
         self.metrics: Any = None
         self.engine_info: dict[str, Any] = {}
+        self.geometry_warning: str | None = None
         self._instance_fd: int | None = None
 
     # -- signals and lifecycle ---------------------------------------------------
@@ -146,6 +147,7 @@ class Daemon:
                            max_age_hours=self.config.retention.max_age_hours)
         self._recover()
         self.engine_info = self.engine.prepare()
+        self._check_geometry()
         for event in self.store.events(limit=1000, kind="revert"):
             for change in event.detail.get("changes", []):
                 self.avoid.add((event.detail.get("workload", ""), change.get("knob", ""),
@@ -199,6 +201,24 @@ class Daemon:
         for message in messages:
             self.log("warning", f"recovered: {message}", journal=str(self.paths.journal))
             self.store.add_event("recovered", message)
+
+    def _check_geometry(self) -> None:
+        """Logs once when the configured interval and window lie outside the
+        rows and windows the loaded model was validated on: its answers there
+        have no measured accuracy."""
+        geometry = (self.engine_info.get("model") or {}).get("geometry")
+        problem = None
+        if geometry:
+            from hosttune.models.serving import geometry_problem
+
+            problem = geometry_problem(geometry, self.config.interval,
+                                       self.config.interval * self.config.window)
+        if problem and problem != self.geometry_warning:
+            self.log("warning", f"{problem}; set interval and window inside that range or "
+                     "retrain the model with `hosttune model train --geometry "
+                     "INTERVAL/WINDOW`", interval=f"{self.config.interval:g}",
+                     window=str(self.config.window))
+        self.geometry_warning = problem
 
     def _start_server(self) -> None:
         from hosttune.agent.control import ControlServer
@@ -591,6 +611,8 @@ class Daemon:
             self._start_metrics()
         if new.mode != "auto" and self.watch is not None:
             self.watch = None
+        if (new.interval, new.window) != (old.interval, old.window):
+            self._check_geometry()
         self.log("info", f"configuration reloaded: {new.mode} mode, interval "
                  f"{new.interval:g} s", config=str(path), mode=new.mode)
         self.store.add_event("reload", f"configuration reloaded ({new.mode} mode)")
@@ -756,7 +778,8 @@ class Daemon:
                     "txn": self.watch.txn, "windows_left": self.watch.windows_left},
                 "auto_blocked": self.auto_blocked,
                 "engine": dict(self.engine_info),
-                "notes": list(self.engine.notes),
+                "notes": list(self.engine.notes)
+                + ([self.geometry_warning] if self.geometry_warning else []),
                 "socket": {} if self.server is None else {
                     "clients": self.server.clients, "served": self.server.served,
                     "rejected": self.server.rejected},

@@ -116,7 +116,8 @@ class HostEngine:
         model = self._ensure_model()
         info: dict[str, Any] = {"root": str(self.host.root), "model": None if model is None else {
             "source": str(getattr(model, "source", "")), "kind": getattr(model, "kind", ""),
-            "classes": list(getattr(model, "classes", []))}}
+            "classes": list(getattr(model, "classes", [])),
+            "geometry": getattr(model, "geometry", None)}}
         if model is None:
             info["model_error"] = self._model_error
         return info

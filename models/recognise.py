@@ -67,15 +67,22 @@ def classify_rows(model: WorkloadModel, columns: list[str], matrix: Array) -> Pr
 
 def classify_trace(
     model: WorkloadModel, path: str | Path, window: float = features.WINDOW_SECONDS,
+    *, interval: float | None = None,
 ) -> tuple[Prediction | None, list[WindowResult]]:
     """Every window of a trace, and the verdict over the whole trace: the
     mean of the windows' probabilities (unknown below the model's
-    threshold; None for a trace too short for one window)."""
+    threshold; None for a trace too short for one window). With `interval`
+    (a whole multiple of the trace's row interval), the rows are first
+    merged to what a sampler at that interval would have recorded; a
+    ValueError says when it is not such a multiple."""
     import numpy as np
 
+    from hosttune.models.resample import resample
     from hosttune.models.trace import read_trace
 
     trace = read_trace(path)
+    if interval is not None:
+        trace = resample(trace, interval)
     matrix = trace.matrix()
     results: list[WindowResult] = []
     for a, b in features.window_bounds(trace.elapsed, window, stride=window):

@@ -118,6 +118,14 @@ class WorkloadModel:
         card = self.schema.get("card", {})
         return card if isinstance(card, dict) else {}
 
+    @property
+    def geometry(self) -> dict[str, Any]:
+        """The row intervals and window lengths the model was validated on."""
+        return validated_geometry(self.schema)
+
+    def geometry_problem(self, interval: float, window_seconds: float) -> str | None:
+        return geometry_problem(self.geometry, interval, window_seconds)
+
     # -- evaluation -----------------------------------------------------------
 
     def prepare(self, X: Array) -> Array:
@@ -237,6 +245,67 @@ class WorkloadModel:
         if contrib is not None:
             contrib -= contrib.mean(axis=2, keepdims=True)
         return proba, contrib
+
+
+# A schema without "geometries" predates them: such models were trained and
+# cross-validated on 10 s windows of 1 s rows only.
+_LEGACY_GEOMETRY: dict[str, Any] = {
+    "validated": ["1s/10s"], "interval_seconds": [1.0, 1.0], "window_seconds": [10.0, 10.0],
+}
+
+
+def validated_geometry(schema: dict[str, Any]) -> dict[str, Any]:
+    """`{"validated": [tags], "interval_seconds": [lo, hi], "window_seconds":
+    [lo, hi]}` of a model schema."""
+    found = schema.get("geometries")
+    if not isinstance(found, dict):
+        return dict(_LEGACY_GEOMETRY)
+    try:
+        out: dict[str, Any] = {key: [float(found[key][0]), float(found[key][1])]
+                               for key in ("interval_seconds", "window_seconds")}
+    except (KeyError, IndexError, TypeError, ValueError):
+        return dict(_LEGACY_GEOMETRY)
+    out["validated"] = [str(t) for t in found.get("validated", [])]
+    return out
+
+
+def geometry_problem(geometry: dict[str, Any], interval: float,
+                     window_seconds: float) -> str | None:
+    """None when windows of `window_seconds` of rows every `interval` seconds
+    lie within what the model was validated on, else a sentence saying how
+    they differ (its accuracy there is unmeasured)."""
+    from hosttune.models.features import MIN_ROWS
+
+    lo_i, hi_i = geometry["interval_seconds"]
+    lo_w, hi_w = geometry["window_seconds"]
+    eps = 1e-6
+    inside = (lo_i - eps <= interval <= hi_i + eps and lo_w - eps <= window_seconds <= hi_w + eps
+              and window_seconds / interval >= MIN_ROWS - eps)
+    if inside:
+        return None
+
+    def span(lo: float, hi: float) -> str:
+        return f"{lo:g}" if lo == hi else f"{lo:g}-{hi:g}"
+
+    return (f"the workload model was validated on rows every {span(lo_i, hi_i)} s in windows "
+            f"of {span(lo_w, hi_w)} s (at least {MIN_ROWS} rows); this classifies "
+            f"{window_seconds:g} s windows of {interval:g} s rows, where its accuracy is "
+            "unmeasured")
+
+
+def schema_geometry(path: str | Path | None = None) -> dict[str, Any]:
+    """The validated geometry of a model from its JSON schema alone (no
+    arrays, no numpy): for checks that must stay cheap."""
+    _, json_path = model_files(path if path is not None else shipped_model())
+    where = str(json_path.with_suffix(""))
+    try:
+        schema = json.loads(json_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"no model schema at {json_path}", subject=where) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"cannot read {json_path}: {exc}", subject=where) from None
+    _check_schema(schema, where)
+    return validated_geometry(schema)
 
 
 def _softmax(logits: Array) -> Array:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hosttune.agent.errors import HosttuneError, ModelError
+from hosttune.models.resample import TRAIN_GEOMETRIES, VALIDATE_GEOMETRIES, Geometry
 
 if TYPE_CHECKING:
     import numpy as np
@@ -62,6 +63,26 @@ class Dataset:
     runs: dict[str, str]  # run -> label
     files: dict[str, str]  # run -> sha256 of its trace
     sources: list[str] = field(default_factory=list)
+    # the geometry tag (`Geometry.tag`) of each window, the geometries loaded
+    # and those of them a model is fitted on
+    geometry: list[str] = field(default_factory=list)
+    geometries: list[Geometry] = field(default_factory=list)
+    train_geometries: list[Geometry] = field(default_factory=list)
+
+    @property
+    def train_tags(self) -> list[str]:
+        """Tags of the geometries to fit on that have windows (all when unset)."""
+        present = list(dict.fromkeys(self.geometry))
+        if not self.train_geometries:
+            return present
+        return [g.tag for g in self.train_geometries if g.tag in present]
+
+    def tag_mask(self, tags: Sequence[str]) -> Any:
+        import numpy as np
+
+        if not self.geometry:
+            return np.ones(len(self.y), dtype=bool)
+        return np.isin(np.array(self.geometry), list(tags))
 
     @property
     def classes(self) -> list[str]:
@@ -81,26 +102,74 @@ def _sha256(path: Path) -> str:
 
 
 def trace_windows(path: Path, seconds: float | None = None) -> tuple[str, Array]:
-    """(label, feature matrix with one row per window) of one trace."""
-    import numpy as np
-
+    """(label, feature matrix with one row per window) of one trace, at its
+    own row interval."""
     from hosttune.models import features
     from hosttune.models.trace import read_trace
 
     trace = read_trace(path)
+    return trace.label, _windows(trace, seconds if seconds is not None
+                                 else features.WINDOW_SECONDS, full_only=False)
+
+
+def _windows(trace: Any, seconds: float, *, full_only: bool) -> Array:
+    import numpy as np
+
+    from hosttune.models import features
+    from hosttune.models.resample import row_interval
+
     matrix = trace.matrix()
-    bounds = features.window_bounds(
-        trace.elapsed, seconds if seconds is not None else features.WINDOW_SECONDS
-    )
-    rows = [features.window_features(trace.columns, matrix[a:b]) for a, b in bounds]
     width = len(features.feature_names())
-    return trace.label, np.array(rows, dtype=np.float64).reshape(len(rows), width)
+    if full_only and trace.elapsed:
+        # a trace shorter than the window would give one short window: that
+        # is not this geometry, so it gives none
+        interval = row_interval(trace.elapsed, trace.header.get("interval"))
+        if trace.elapsed[-1] - trace.elapsed[0] + interval < seconds - 1e-6:
+            return np.zeros((0, width))
+    bounds = features.window_bounds(trace.elapsed, seconds)
+    rows = [features.window_features(trace.columns, matrix[a:b]) for a, b in bounds]
+    return np.array(rows, dtype=np.float64).reshape(len(rows), width)
+
+
+def geometry_windows(path: Path, geometries: Sequence[Geometry]) -> tuple[str, list[Array]]:
+    """(label, one feature matrix per geometry) of one trace: its rows merged
+    to each geometry's interval (`resample`, every phase, so a long-interval
+    sampler starting at any second is seen) and cut into full windows every
+    `features.STRIDE_SECONDS`. A geometry the trace cannot give (rows longer
+    than its interval, or not a divisor of it) gets no windows."""
+    import numpy as np
+
+    from hosttune.models import features
+    from hosttune.models.resample import resample, row_interval
+    from hosttune.models.trace import read_trace
+
+    trace = read_trace(path)
+    own = row_interval(trace.elapsed, trace.header.get("interval"))
+    width = len(features.feature_names())
+    out: list[Array] = []
+    for g in geometries:
+        k = round(g.interval / own)
+        if k < 1 or abs(k * own - g.interval) > 0.05 * own:
+            out.append(np.zeros((0, width)))
+            continue
+        parts = [_windows(resample(trace, g.interval, phase=p), g.window, full_only=True)
+                 for p in range(k)]
+        out.append(np.vstack(parts))
+    return trace.label, out
 
 
 def load_dataset(
-    dirs: Sequence[str | Path], progress: Callable[[int, int], None] | None = None
+    dirs: Sequence[str | Path], progress: Callable[[int, int], None] | None = None,
+    geometries: Sequence[Geometry] = VALIDATE_GEOMETRIES,
+    train_geometries: Sequence[Geometry] = TRAIN_GEOMETRIES,
 ) -> Dataset:
+    """Every trace of `dirs`, as windows of each of `geometries` and
+    `train_geometries` (rows merged to the geometry's interval, see
+    `geometry_windows`); `fit` and `cross_validate` train on the windows of
+    `train_geometries`."""
     import numpy as np
+
+    geometries = list(dict.fromkeys([*train_geometries, *geometries]))
 
     from hosttune.models import features
 
@@ -129,6 +198,7 @@ def load_dataset(
     X_parts: list[Array] = []
     y: list[str] = []
     groups: list[str] = []
+    tags: list[str] = []
     runs: dict[str, str] = {}
     files: dict[str, str] = {}
     for i, (run, path, expected) in enumerate(entries):
@@ -138,21 +208,24 @@ def load_dataset(
         if expected is not None and digest != expected:
             raise HosttuneError("file does not match the sha256 in manifest.json",
                                 subject=str(path))
-        label, X = trace_windows(path)
+        label, per_geometry = geometry_windows(path, geometries)
         if not label:
             raise HosttuneError("trace has no label in its header", subject=str(path))
-        if X.shape[0]:
-            X_parts.append(X)
-            y.extend([label] * X.shape[0])
-            groups.extend([run] * X.shape[0])
-            runs[run] = label
-            files[run] = digest
+        for g, X in zip(geometries, per_geometry, strict=True):
+            if X.shape[0]:
+                X_parts.append(X)
+                y.extend([label] * X.shape[0])
+                groups.extend([run] * X.shape[0])
+                tags.extend([g.tag] * X.shape[0])
+                runs[run] = label
+                files[run] = digest
         if progress is not None:
             progress(i + 1, len(entries))
     width = len(features.feature_names())
     X_all = np.vstack(X_parts) if X_parts else np.zeros((0, width))
     return Dataset(X=X_all, y=y, groups=groups, features=list(features.feature_names()),
-                   runs=runs, files=files, sources=sources)
+                   runs=runs, files=files, sources=sources, geometry=tags,
+                   geometries=list(geometries), train_geometries=list(train_geometries))
 
 
 def impute_values(X: Array) -> Array:
@@ -216,33 +289,59 @@ class Scores:
     unknown_below: float = DEFAULT_UNKNOWN_BELOW
     coverage: float = math.nan  # share of windows answered (confidence >= threshold)
     answered_accuracy: float = math.nan  # accuracy on those
+    windows: int = 0
+    trained_on: list[str] = field(default_factory=list)  # geometry tags of training windows
+    # the same scores on the windows of each tested geometry alone
+    geometries: dict[str, Scores] = field(default_factory=dict)
+
+    @property
+    def geometry_macro_f1(self) -> float:
+        """Mean macro-F1 over the tested geometries (each counts once, however
+        many windows it has)."""
+        if not self.geometries:
+            return self.macro_f1
+        return sum(g.macro_f1 for g in self.geometries.values()) / len(self.geometries)
 
     def as_dict(self) -> dict[str, Any]:
         def r(x: float) -> float:
             return round(x, 4)
 
-        return {
+        out: dict[str, Any] = {
             "model": self.model, "classes": self.classes, "accuracy": r(self.accuracy),
             "macro_f1": r(self.macro_f1), "run_accuracy": r(self.run_accuracy),
             "folds": self.folds, "unknown_below": self.unknown_below,
             "coverage": r(self.coverage), "answered_accuracy": r(self.answered_accuracy),
+            "windows": self.windows,
             "per_class": {c: {k: (r(v) if k != "support" else int(v)) for k, v in d.items()}
                           for c, d in self.per_class.items()},
             "confusion": self.confusion,
         }
+        if self.trained_on:
+            out["trained_on"] = list(self.trained_on)
+        if self.geometries:
+            # per geometry the summary and per-class scores; the model's schema
+            # is in memory wherever it serves, so no confusion matrix each
+            out["geometries"] = {
+                tag: {k: v for k, v in g.as_dict().items()
+                      if k not in ("confusion", "classes", "model")}
+                for tag, g in self.geometries.items()
+            }
+        return out
 
 
 def cross_validate(
     ds: Dataset, name: str, *, unknown_below: float = DEFAULT_UNKNOWN_BELOW,
     progress: Callable[[int, int], None] | None = None,
+    train_on: Sequence[str] | None = None, test_on: Sequence[str] | None = None,
 ) -> Scores:
     """Leave-one-run-out: every run is tested by a model that never saw any
-    of its windows."""
+    of its windows. Each fold trains on the other runs' windows of the
+    geometries `train_on` (tags; default: the dataset's training ones) and tests the
+    held-out run's windows of `test_on` (default: all); the result pools the
+    tested windows and holds each geometry's own scores in `geometries`."""
     import numpy as np
 
     require_sklearn()
-    from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
-    from sklearn.model_selection import LeaveOneGroupOut
 
     classes = ds.classes
     if len(classes) < 2:
@@ -253,12 +352,24 @@ def cross_validate(
             f"leave-one-run-out needs at least two runs of every class; only one of "
             f"{', '.join(thin)}: record more", subject="dataset",
         )
+    tags = np.array(ds.geometry if ds.geometry else [""] * len(ds.y))
+    present = list(dict.fromkeys(tags.tolist()))
+    train_tags = list(train_on) if train_on is not None else ds.train_tags
+    test_tags = list(test_on) if test_on is not None else present
+    for tag in (*train_tags, *test_tags):
+        if tag not in present:
+            raise HosttuneError(f"no windows of geometry {tag} in the dataset (has "
+                                f"{', '.join(present)})", subject="geometry")
     y = np.array(ds.y)
     groups = np.array(ds.groups)
+    train_mask = np.isin(tags, train_tags)
+    test_mask = np.isin(tags, test_tags)
     pred = np.empty(len(y), dtype=object)
     conf = np.zeros(len(y))
-    splits = list(LeaveOneGroupOut().split(ds.X, y, groups))
-    for i, (tr, te) in enumerate(splits):
+    run_names = sorted(set(groups[test_mask].tolist()))
+    for i, run in enumerate(run_names):
+        tr = np.flatnonzero(train_mask & (groups != run))
+        te = np.flatnonzero(test_mask & (groups == run))
         imp = impute_values(ds.X[tr])
         est = make_estimator(name)
         est.fit(apply_impute(ds.X[tr], imp), y[tr])
@@ -267,40 +378,58 @@ def cross_validate(
         pred[te] = [est_classes[k] for k in np.argmax(proba, axis=1)]
         conf[te] = proba.max(axis=1)
         if progress is not None:
-            progress(i + 1, len(splits))
-    p, r, f, s = precision_recall_fscore_support(y, pred.astype(str), labels=classes,
-                                                 zero_division=0)
+            progress(i + 1, len(run_names))
+    def score(mask: Any) -> Scores:
+        return _scores(y[mask], pred[mask], conf[mask], groups[mask], model=name,
+                       classes=classes, runs=ds.runs, unknown_below=unknown_below)
+
+    pooled = score(test_mask)
+    pooled.trained_on = train_tags
+    if any(test_tags):
+        pooled.geometries = {tag: score(tags == tag) for tag in test_tags}
+    return pooled
+
+
+def _scores(y: Any, pred: Any, conf: Any, groups: Any, *, model: str, classes: list[str],
+            runs: dict[str, str], unknown_below: float) -> Scores:
+    import numpy as np
+    from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+
+    labels = pred.astype(str)
+    p, r, f, s = precision_recall_fscore_support(y, labels, labels=classes, zero_division=0)
     per_class = {c: {"precision": float(p[k]), "recall": float(r[k]), "f1": float(f[k]),
                      "support": float(s[k])} for k, c in enumerate(classes)}
     votes_right = 0
-    run_names = sorted(set(ds.groups))
+    run_names = sorted(set(groups.tolist()))
     for run in run_names:
-        mask = groups == run
-        values, counts = np.unique(pred[mask].astype(str), return_counts=True)
-        votes_right += int(values[np.argmax(counts)] == ds.runs[run])
+        values, counts = np.unique(labels[groups == run], return_counts=True)
+        votes_right += int(values[np.argmax(counts)] == runs[run])
     answered = conf >= unknown_below
     return Scores(
-        model=name, classes=classes,
-        accuracy=float((pred == y).mean()),
-        macro_f1=float(f1_score(y, pred.astype(str), labels=classes, average="macro",
-                                zero_division=0)),
+        model=model, classes=classes,
+        accuracy=float((labels == y).mean()),
+        macro_f1=float(f1_score(y, labels, labels=classes, average="macro", zero_division=0)),
         per_class=per_class,
-        confusion=confusion_matrix(y, pred.astype(str), labels=classes).tolist(),
-        run_accuracy=votes_right / len(run_names), folds=len(splits),
+        confusion=confusion_matrix(y, labels, labels=classes).tolist(),
+        run_accuracy=votes_right / len(run_names), folds=len(run_names),
         unknown_below=unknown_below,
         coverage=float(answered.mean()),
-        answered_accuracy=float((pred[answered] == y[answered]).mean()) if answered.any()
+        answered_accuracy=float((labels[answered] == y[answered]).mean()) if answered.any()
         else math.nan,
+        windows=len(y),
     )
 
 
 def fit(ds: Dataset, name: str) -> tuple[Any, Array]:
-    """(fitted estimator, impute values) on every window of the dataset."""
+    """(fitted estimator, impute values) on every window of the dataset's
+    training geometries."""
     import numpy as np
 
-    imp = impute_values(ds.X)
+    mask = ds.tag_mask(ds.train_tags)
+    X = ds.X[mask]
+    imp = impute_values(X)
     est = make_estimator(name)
-    est.fit(apply_impute(ds.X, imp), np.array(ds.y))
+    est.fit(apply_impute(X, imp), np.array(ds.y)[mask])
     return est, imp
 
 
@@ -310,13 +439,19 @@ def fit(ds: Dataset, name: str) -> tuple[Any, Array]:
 def export(
     est: Any, impute: Array, features: Sequence[str], *,
     unknown_below: float = DEFAULT_UNKNOWN_BELOW, card: dict[str, Any] | None = None,
+    geometries: Sequence[Geometry] = VALIDATE_GEOMETRIES,
+    trained_on: Sequence[Geometry] = TRAIN_GEOMETRIES,
 ) -> tuple[dict[str, Any], dict[str, Array]]:
     """(schema, arrays) of a fitted estimator, in the format
-    `hosttune.models.serving` reads."""
+    `hosttune.models.serving` reads. `geometries` are those it was
+    cross-validated on (its folds fitted on `trained_on`); the schema records
+    both and the range of the validated ones, and the daemon warns when it
+    classifies outside that range."""
     import numpy as np
 
     from hosttune.models import features as feats
     from hosttune.models import serving
+    from hosttune.models.resample import geometry_range
 
     classes = [str(c) for c in est.classes_]
     arrays: dict[str, Array] = {"impute": np.asarray(impute, dtype=np.float64)}
@@ -326,6 +461,9 @@ def export(
         "feature_set": feats.feature_set_id(features),
         "feature_version": feats.FEATURE_VERSION,
         "window_seconds": feats.WINDOW_SECONDS, "unknown_below": unknown_below,
+        "geometries": {"validated": [g.tag for g in geometries],
+                       "trained": [g.tag for g in trained_on],
+                       **geometry_range(geometries)},
     }
     kind = type(est).__name__
     if kind == "Pipeline":
@@ -502,7 +640,9 @@ def model_card(
 
     import numpy as np
 
-    counts = {c: int(np.sum(np.array(ds.y) == c)) for c in ds.classes}
+    fitted = ds.tag_mask(ds.train_tags)
+    counts = {c: int(np.sum((np.array(ds.y) == c) & fitted)) for c in ds.classes}
+    per_geometry = {g.tag: sum(1 for t in ds.geometry if t == g.tag) for g in ds.geometries}
     run_counts = {c: sum(1 for lab in ds.runs.values() if lab == c) for c in ds.classes}
     return {
         "name": "workload classifier",
@@ -514,10 +654,16 @@ def model_card(
         "python_version": platform.python_version(),
         "data": {
             "sha256": ds.data_hash, "sources": ds.sources, "runs": len(ds.runs),
-            "windows": len(ds.y), "windows_per_class": counts, "runs_per_class": run_counts,
+            "windows": int(ds.tag_mask(ds.train_tags).sum()), "windows_per_class": counts,
+            "runs_per_class": run_counts, "windows_per_geometry": per_geometry,
+            "trained_on": ds.train_tags,
         },
         "evaluation": "leave-one-run-out cross-validation (no window of a run in both "
-                      "train and test); imputation learned on training folds only",
+                      "train and test); imputation learned on training folds only; each "
+                      "fold is fitted on the training geometries and scored on every "
+                      "validated geometry (rows every INTERVAL s in WINDOW s windows; 5 s "
+                      "rows merged from the recorded 1 s ones as a 5 s sampler would have "
+                      "recorded them, at every phase)",
         "scores": {name: s.as_dict() for name, s in scores.items()},
         "unknown_below": unknown_below,
         "limitations": LIMITATIONS,
@@ -536,5 +682,10 @@ LIMITATIONS = [
     "dominant phase of each window or 'unknown'.",
     "Serving traffic came over loopback; network features therefore count every "
     "interface including lo.",
-    "Windows are 10 s; the classifier says nothing about what happened before the window.",
+    "Trained on 10 s windows of 1 s rows; validated also on 30 s of 1 s rows and on 30 s "
+    "and 60 s windows of 5 s rows (the daemon's default is 30 s of 5 s). The 5 s rows are "
+    "merged from 1 s recordings, not recorded at 5 s: the busiest-CPU aggregate is the mean "
+    "of per-second maxima, and the AI-process summaries are refreshed every 5 s where the "
+    "daemon rescans once a minute. The classifier says nothing about what happened before "
+    "the window.",
 ]

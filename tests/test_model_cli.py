@@ -34,6 +34,13 @@ def test_train_writes_arrays_schema_and_card(trained: tuple[Path, Path]) -> None
     assert npz.exists() and js.exists() and md.exists()
     schema = json.loads(js.read_text())
     card = schema["card"]
+    # 30 s traces: no full 60 s window, so 5/60 is neither trained nor claimed
+    assert schema["geometries"] == {"validated": ["1s/10s", "1s/30s", "5s/30s"],
+                                    "trained": ["1s/10s"],
+                                    "interval_seconds": [1.0, 5.0],
+                                    "window_seconds": [10.0, 30.0]}
+    assert card["data"]["windows"] == card["data"]["windows_per_geometry"]["1s/10s"]
+    assert set(card["scores"]["logistic"]["geometries"]) == {"1s/10s", "1s/30s", "5s/30s"}
     assert card["sklearn_version"] == sklearn.__version__
     assert set(card["scores"]) == {"logistic", "random_forest", "gradient_boosting"}
     assert card["data"]["runs"] == 9 and len(card["data"]["sha256"]) == 64
@@ -61,6 +68,26 @@ def test_evaluate_cross_validates(trained: tuple[Path, Path],
     assert sum(map(sum, s["confusion"])) == out["windows"]
 
 
+def test_evaluate_at_the_daemon_geometry(trained: tuple[Path, Path],
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Train each fold on 10 s windows of 1 s rows, score 30 s windows of 5 s
+    rows (merged from the 1 s traces): one per run fits in 30 rows."""
+    data, _ = trained
+    assert main(["model", "evaluate", "--data", str(data), "-c", "logistic",
+                 "--train-geometry", "1/10", "--interval", "5", "--window", "30",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["train_geometries"] == ["1s/10s"] and out["geometries"] == ["5s/30s"]
+    s = out["scores"]["logistic"]
+    assert out["windows"] == 9 and sum(map(sum, s["confusion"])) == 9
+    assert s["trained_on"] == ["1s/10s"] and set(s["geometries"]) == {"5s/30s"}
+    assert 0 <= s["geometries"]["5s/30s"]["coverage"] <= 1
+    assert main(["model", "evaluate", "--data", str(data), "--interval", "5"]) == 2
+    assert "together" in capsys.readouterr().err
+    assert main(["model", "evaluate", "--data", str(data), "-g", "5/x"]) == 2
+    assert "bad geometry" in capsys.readouterr().err
+
+
 def test_holdout_and_classify_a_trace(trained: tuple[Path, Path], tmp_path: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     _, stem = trained
@@ -79,6 +106,17 @@ def test_holdout_and_classify_a_trace(trained: tuple[Path, Path], tmp_path: Path
     assert pred["evidence"] and len(pred["windows"]) == 2
     assert main(["classify", "-m", str(stem), "--trace", str(fresh / "io-new.csv.gz")]) == 0
     assert "evidence:" in capsys.readouterr().out
+    # as the daemon would see it: 5 s rows, 20 s windows (25 rows: one window)
+    assert main(["classify", "-m", str(stem), "--trace", str(fresh / "io-new.csv.gz"),
+                 "-i", "5", "-w", "20", "--json"]) == 0
+    pred = json.loads(capsys.readouterr().out)
+    assert pred["label"] == "io" and len(pred["windows"]) == 1
+    assert main(["classify", "-m", str(stem), "--trace", str(fresh / "io-new.csv.gz"),
+                 "-i", "2.5"]) == 2
+    assert "whole multiple" in capsys.readouterr().err
+    assert main(["model", "evaluate", "--holdout", "--data", str(fresh), "-m", str(stem),
+                 "--interval", "5", "--window", "20", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["right"] == 2
 
 
 def test_classify_the_live_host_without_sklearn(trained: tuple[Path, Path]) -> None:

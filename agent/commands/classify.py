@@ -11,7 +11,10 @@ import typer
 from hosttune.agent.commands.output import JSON_OPTION, emit_json, fail
 
 _WINDOW = typer.Option(10.0, "--window", "-w", help="Seconds of telemetry to classify.")
-_INTERVAL = typer.Option(1.0, "--interval", "-i", help="Seconds between samples.")
+_INTERVAL = typer.Option(None, "--interval", "-i",
+                         help="Seconds between samples (default 1). With --trace: merge the "
+                              "trace's rows to this interval first, as a sampler at it would "
+                              "have recorded them (e.g. -i 5 -w 30 is what the daemon sees).")
 _TRACE = typer.Option(None, "--trace", "-t",
                       help="Classify this recorded trace instead of the live host.")
 _MODEL = typer.Option(None, "--model", "-m", help="Model file (default: site model, else "
@@ -35,7 +38,7 @@ def register(app: typer.Typer) -> None:
     @app.command("classify")
     def classify(
         window: float = _WINDOW,
-        interval: float = _INTERVAL,
+        interval: float | None = _INTERVAL,
         trace: Path | None = _TRACE,
         model: Path | None = _MODEL,
         json_out: bool = JSON_OPTION,
@@ -46,16 +49,18 @@ def register(app: typer.Typer) -> None:
         from hosttune.agent.commands.model import load_model
         from hosttune.agent.errors import HosttuneError
 
-        if window <= 0 or interval <= 0:
+        if window <= 0 or (interval is not None and interval <= 0):
             raise fail("--window and --interval must be positive", 2)
         m = load_model(model)
         if trace is not None:
             from hosttune.models.recognise import classify_trace
 
             try:
-                overall, windows = classify_trace(m, trace, window)
+                overall, windows = classify_trace(m, trace, window, interval=interval)
             except HosttuneError as exc:
                 raise fail(str(exc)) from None
+            except ValueError as exc:
+                raise fail(f"{trace}: {exc}", 2) from None
             if overall is None:
                 raise fail(f"{trace}: too short for one {window:g} s window")
             if json_out:
@@ -72,6 +77,8 @@ def register(app: typer.Typer) -> None:
 
         from hosttune.models.recognise import classify_rows, live_window
 
+        interval = 1.0 if interval is None else interval
+
         with Progress(TextColumn("sampling the host"), BarColumn(), transient=True,
                       disable=json_out) as bar:
             task = bar.add_task("sample", total=window)
@@ -86,7 +93,11 @@ def register(app: typer.Typer) -> None:
             raise fail(f"a {window:g} s window at {interval:g} s holds fewer than "
                        f"{MIN_ROWS} samples; widen --window")
         pred = classify_rows(m, columns, matrix)
+        warning = m.geometry_problem(interval, window)
         if json_out:
-            emit_json({"model": m.source, "window_seconds": window, **pred.as_dict()})
+            emit_json({"model": m.source, "window_seconds": window, **pred.as_dict(),
+                       "geometry_warning": warning})
             return
         _render(pred, f"this host, last {window:g} s")
+        if warning:
+            typer.echo(f"note: {warning}", err=True)

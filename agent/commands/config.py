@@ -24,22 +24,28 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Check a configuration file; errors name the key and the line."""
         from hosttune.agent import config as cfg
+        from hosttune.agent.commands.model import geometry_warning
         from hosttune.agent.errors import ConfigError
         from hosttune.agent.paths import Paths
 
         path = file if file is not None else Paths.from_env().config
         try:
-            cfg.load(path, missing_ok=False)
+            config = cfg.load(path, missing_ok=False)
         except ConfigError as exc:
             if json_out:
                 emit_json({"valid": False, "file": str(path), "error": str(exc),
                            "key": exc.key, "line": exc.line})
                 raise typer.Exit(1) from None
             raise
+        # valid, but the model's accuracy is unmeasured for such windows: say so
+        warning = geometry_warning(config.interval, config.window)
         if json_out:
-            emit_json({"valid": True, "file": str(path)})
+            emit_json({"valid": True, "file": str(path), "warnings": [warning] if warning else []})
         else:
             typer.echo(f"{path}: valid")
+            if warning:
+                typer.echo(f"warning: interval {config.interval:g} s x window {config.window}: "
+                           f"{warning}", err=True)
 
     @group.command("show")
     def show(

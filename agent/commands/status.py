@@ -51,6 +51,9 @@ def direct_status() -> dict[str, Any]:
         config = cfg.load(paths.config)
         out["mode"] = config.mode
         out["config"] = config.source or "defaults"
+        from hosttune.agent.commands.model import geometry_warning
+
+        out["geometry_warning"] = geometry_warning(config.interval, config.window)
     except HosttuneError as exc:
         out["mode"] = None
         out["config_error"] = str(exc)
@@ -99,6 +102,8 @@ def render(status: dict[str, Any]) -> list[str]:
             lines.append("host now: " + ", ".join(f"{k} {_fmt(v)}" for k, v in sample.items()))
         for event in status.get("recent_events", []):
             lines.append(f"  {_ago(event['wall'])}: {event['kind']}: {event['message']}")
+        if status.get("geometry_warning"):
+            lines.append(f"note: {status['geometry_warning']}")
         return lines
     wl = status["workload"]
     lines.append(f"hosttuned: running (pid {status['pid']}, up "
