@@ -39,6 +39,9 @@ RECIPE = 1
 BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "python3")
 CACHE = Path(os.environ.get("HOSTTUNE_NSPAWN_CACHE", "/var/cache/hosttune-nspawn"))
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+# Our throwaway cgroups are this prefix and the pid of the process that made them.
+CGROUP_PREFIX = "hosttune-nspawn-"
+MACHINE_PREFIX = "hosttune-t"
 INSIDE_ENV = ("PATH=" + SYSTEM_PATH, "LANG=C.UTF-8", "HOME=/root", "TERM=dumb",
               "SYSTEMD_PAGER=", "SYSTEMD_COLORS=0", "PYTHONDONTWRITEBYTECODE=1")
 
@@ -235,6 +238,26 @@ def make_cgroup_children(name: str) -> list[Path]:
     return made
 
 
+def remove_stale_children(prefix: str) -> list[Path]:
+    """Children named `prefix<pid>` whose pid (the test run that made them)
+    is gone: a run killed with SIGKILL could not tear its container down, so
+    the next one does. Returns what it removed."""
+    mounts = _cgroup_mounts()
+    stale: list[Path] = []
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _num, controllers, path = line.split(":", 2)
+        if controllers not in mounts:
+            continue
+        for child in (mounts[controllers] / path.lstrip("/")).glob(f"{prefix}*"):
+            owner = child.name[len(prefix):]
+            if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+                stale.append(child)
+                shutil.rmtree(f"/run/systemd/nspawn/propagate/{MACHINE_PREFIX}{owner}",
+                              ignore_errors=True)
+    remove_cgroup_children(stale)
+    return stale
+
+
 def _cgroup_pids(top: Path) -> set[int]:
     pids: set[int] = set()
     for dirpath, _dirs, _files in os.walk(top):
@@ -280,13 +303,16 @@ class Container:
         self.proc: subprocess.Popen[bytes] | None = None
         self.pid1: int | None = None
         self.cgroups: list[Path] = []
-        self._nspawn_run_before = Path("/run/systemd/nspawn").exists()
+        self._nspawn_run_before = True
 
     # starting
 
     def start(self, timeout: float = 90.0) -> str:
         """Boot; returns `systemctl is-system-running` once booted."""
-        self.cgroups = make_cgroup_children(f"hosttune-nspawn-{self.name}")
+        stale = remove_stale_children(CGROUP_PREFIX)
+        # a killed run made nspawn's /run directories: this one removes them
+        self._nspawn_run_before = Path("/run/systemd/nspawn").exists() and not stale
+        self.cgroups = make_cgroup_children(f"{CGROUP_PREFIX}{os.getpid()}")
         procs = " ".join(str(c / "cgroup.procs") for c in self.cgroups)
         cmd = ["systemd-nspawn", "--quiet", "--register=no", "--keep-unit",
                "--private-network", "--boot", "--volatile=overlay", "--link-journal=no",

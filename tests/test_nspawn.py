@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from nspawn_box import Container, cached_root, host_mirror, root_packages
+from nspawn_box import MACHINE_PREFIX, Container, cached_root, host_mirror, root_packages
 
 pytestmark = [pytest.mark.packaging, pytest.mark.nspawn]
 
@@ -78,7 +78,8 @@ def box(built_deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[B
     t0 = time.monotonic()
     with cached_root(root_packages(built_deb), mirror) as (root, made):
         timings["debootstrap (cold)" if made else "root from cache"] = time.monotonic() - t0
-        c = Container(root, tmp_path_factory.mktemp("nspawn"), name=f"hosttune-t{os.getpid()}",
+        c = Container(root, tmp_path_factory.mktemp("nspawn"),
+                      name=f"{MACHINE_PREFIX}{os.getpid()}",
                       bind_ro=[(built_deb, "/opt/hosttune.deb")])
         problems = yield from _booted(c, built_deb, timings)
     assert not problems, problems
