@@ -157,13 +157,17 @@ class HostEngine:
         if self._model is None and self._model_error is None:
             try:
                 serving: Any = importlib.import_module("hosttune.models.serving")
+                lite: Any = importlib.import_module("hosttune.models.lite")
                 # The site's own model (`hosttune model train` writes it there)
                 # wins over the shipped one, as for `hosttune classify`.
                 site = self.state_dir / "models" / "workload"
-                if serving.model_files(site)[0].exists():
-                    self._model = serving.load(site)
-                else:
-                    self._model = serving.load()
+                target = site if serving.model_files(site)[0].exists() else None
+                try:
+                    # A random forest is evaluated without numpy (the same
+                    # numbers; numpy alone is ~15 MB of the daemon's memory).
+                    self._model = lite.load_lite(target)
+                except lite.LiteUnsupported:
+                    self._model = serving.load(target)
             except (ImportError, HosttuneError, OSError) as exc:
                 self._model_error = f"no workload model: {exc}"
                 self.notes.append(self._model_error)
@@ -178,7 +182,10 @@ class HostEngine:
             return Verdict("unknown", 0.0, reason=self._model_error or "no model")
         features: Any = importlib.import_module("hosttune.models.features")
         trace: Any = importlib.import_module("hosttune.models.trace")
-        min_rows, window_features = features.MIN_ROWS, features.window_features
+        lite: Any = importlib.import_module("hosttune.models.lite")
+        min_rows = features.MIN_ROWS
+        window_features = (features.lite_window_features if isinstance(model, lite.LiteForest)
+                           else features.window_features)
         # The rows the model was trained on: trace rows, each a sample's values
         # merged with its rates against the previous sample.
         rows = [trace.trace_row({**cur.values, **r})

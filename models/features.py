@@ -74,7 +74,98 @@ class Window:
         return i is not None and bool(self._np.isfinite(self.matrix[:, i]).any())
 
 
-def _mean(a: Array) -> float:
+class Vec(list[float]):
+    """One column of a window as plain floats, for the numpy-free path of
+    the daemon (hosttune.models.lite). Supports what `_compute` does with a
+    column: element-wise + and -, `.size`, indexing; the statistics below
+    compute on it in numpy's own order of additions, so the features equal
+    the numpy ones bit for bit (tests/test_lite.py)."""
+
+    @property
+    def size(self) -> int:
+        return len(self)
+
+    def __add__(self, other: object) -> Vec:  # type: ignore[override]
+        assert isinstance(other, Vec)
+        return Vec(a + b for a, b in zip(self, other, strict=True))
+
+    def __sub__(self, other: object) -> Vec:
+        assert isinstance(other, Vec)
+        return Vec(a - b for a, b in zip(self, other, strict=True))
+
+
+class LiteWindow:
+    """`Window` over plain lists: `matrix` is a list of rows."""
+
+    def __init__(self, columns: Sequence[str], matrix: Sequence[Sequence[float]]) -> None:
+        self.index = {name: i for i, name in enumerate(columns)}
+        self.matrix = matrix
+        self.rows = len(matrix)
+
+    def col(self, name: str) -> Vec:
+        i = self.index.get(name)
+        if i is None:
+            return Vec([math.nan] * self.rows)
+        return Vec(float(row[i]) for row in self.matrix)
+
+    def has(self, name: str) -> bool:
+        i = self.index.get(name)
+        return i is not None and any(math.isfinite(row[i]) for row in self.matrix)
+
+
+def pairwise_sum(a: Sequence[float]) -> float:
+    """numpy's float64 add.reduce of a 1-D array, in its order: fewer than 8
+    items one after the other; up to 128 in 8 interleaved partial sums; more
+    split in halves (numpy's pairwise_sum, loops_utils.h.src)."""
+    n = len(a)
+    if n < 8:
+        total = -0.0
+        for x in a:
+            total += x
+        return total
+    if n <= 128:
+        r = list(a[:8])
+        i = 8
+        end = n - n % 8
+        while i < end:
+            for j in range(8):
+                r[j] += a[i + j]
+            i += 8
+        total = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+        while i < n:
+            total += a[i]
+            i += 1
+        return total
+    half = n // 2
+    half -= half % 8
+    return pairwise_sum(a[:half]) + pairwise_sum(a[half:])
+
+
+def _nan_zeroed(a: Sequence[float]) -> tuple[list[float], int]:
+    out = [0.0 if math.isnan(x) else x for x in a]
+    return out, sum(1 for x in a if not math.isnan(x))
+
+
+def _vec_mean(a: Vec) -> float:
+    """np.nanmean: NaNs as 0 in the sum, divided by the count of the rest."""
+    zeroed, count = _nan_zeroed(a)
+    return pairwise_sum(zeroed) / count if count else math.nan
+
+
+def _vec_std(a: Vec) -> float:
+    """np.nanstd (ddof 0), step by step as numpy's _nanvar does it."""
+    zeroed, count = _nan_zeroed(a)
+    if not count:
+        return math.nan
+    avg = pairwise_sum(zeroed) / count
+    dev = [0.0 if math.isnan(x) else (x - avg) for x in a]
+    var = pairwise_sum([d * d for d in dev]) / count
+    return math.nan if math.isnan(var) else math.sqrt(var)
+
+
+def _mean(a: Array | Vec) -> float:
+    if isinstance(a, Vec):
+        return _vec_mean(a) if a.size else math.nan
     import numpy as np
 
     with warnings.catch_warnings():
@@ -82,7 +173,9 @@ def _mean(a: Array) -> float:
         return float(np.nanmean(a)) if a.size else math.nan
 
 
-def _std(a: Array) -> float:
+def _std(a: Array | Vec) -> float:
+    if isinstance(a, Vec):
+        return _vec_std(a) if a.size else math.nan
     import numpy as np
 
     with warnings.catch_warnings():
@@ -90,7 +183,10 @@ def _std(a: Array) -> float:
         return float(np.nanstd(a)) if a.size else math.nan
 
 
-def _max(a: Array) -> float:
+def _max(a: Array | Vec) -> float:
+    if isinstance(a, Vec):
+        found = [x for x in a if not math.isnan(x)]
+        return max(found) if found else math.nan
     import numpy as np
 
     with warnings.catch_warnings():
@@ -102,7 +198,7 @@ def _log(x: float) -> float:
     return math.log1p(max(0.0, x)) if math.isfinite(x) else math.nan
 
 
-def _cv(a: Array) -> float:
+def _cv(a: Array | Vec) -> float:
     """Coefficient of variation, 0 for a flat zero series."""
     m = _mean(a)
     if not math.isfinite(m):
@@ -116,16 +212,26 @@ def _ratio(num: float, den: float) -> float:
     return num / den
 
 
-def _frac_above(a: Array, threshold: float) -> float:
+def _frac_above(a: Array | Vec, threshold: float) -> float:
+    if isinstance(a, Vec):
+        kept = [x for x in a if math.isfinite(x)]
+        return sum(1 for x in kept if x > threshold) / len(kept) if kept else math.nan
     import numpy as np
 
     ok = np.isfinite(a)
     return float((a[ok] > threshold).mean()) if ok.any() else math.nan
 
 
-def _compute(w: Window) -> dict[str, float]:
+def _finite(a: Array | Vec) -> Array | Vec:
+    if isinstance(a, Vec):
+        return Vec(x for x in a if math.isfinite(x))
     import numpy as np
 
+    finite: Array = a[np.isfinite(a)]
+    return finite
+
+
+def _compute(w: Window | LiteWindow) -> dict[str, float]:
     ncpu = _mean(w.col("cpu.count"))
     if not math.isfinite(ncpu) or ncpu <= 0:
         ncpu = math.nan
@@ -153,7 +259,7 @@ def _compute(w: Window) -> dict[str, float]:
     used = w.col("mem.used_ratio")
     f["mem_used_ratio"] = _mean(used)
     span = max(1, w.rows - 1)
-    finite = used[np.isfinite(used)]
+    finite = _finite(used)
     # change per row (interval) of the used fraction, x1000 to keep it O(1)
     f["mem_used_slope"] = (
         1000.0 * float(finite[-1] - finite[0]) / span if finite.size >= 2 else math.nan
@@ -247,6 +353,18 @@ def _names() -> tuple[str, ...]:
 def feature_names() -> tuple[str, ...]:
     """The feature set, in model input order."""
     return _names()
+
+
+def lite_feature_names() -> tuple[str, ...]:
+    """`feature_names()` without numpy."""
+    probe = LiteWindow(["cpu.count"], [[1.0]] * MIN_ROWS)
+    return tuple(_compute(probe))
+
+
+def lite_window_features(columns: Sequence[str], matrix: Sequence[Sequence[float]]
+                         ) -> list[float]:
+    """`window_features` without numpy: the same numbers, as a list."""
+    return list(_compute(LiteWindow(columns, matrix)).values())
 
 
 def feature_set_id(names: Sequence[str] | None = None) -> str:
