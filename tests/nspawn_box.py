@@ -303,15 +303,12 @@ class Container:
         self.proc: subprocess.Popen[bytes] | None = None
         self.pid1: int | None = None
         self.cgroups: list[Path] = []
-        self._nspawn_run_before = True
 
     # starting
 
     def start(self, timeout: float = 90.0) -> str:
         """Boot; returns `systemctl is-system-running` once booted."""
-        stale = remove_stale_children(CGROUP_PREFIX)
-        # a killed run made nspawn's /run directories: this one removes them
-        self._nspawn_run_before = Path("/run/systemd/nspawn").exists() and not stale
+        remove_stale_children(CGROUP_PREFIX)
         self.cgroups = make_cgroup_children(f"{CGROUP_PREFIX}{os.getpid()}")
         procs = " ".join(str(c / "cgroup.procs") for c in self.cgroups)
         cmd = ["systemd-nspawn", "--quiet", "--register=no", "--keep-unit",
@@ -414,13 +411,14 @@ class Container:
         left = remove_cgroup_children(self.cgroups)
         problems += [f"cgroup left: {c}" for c in left]
         # nspawn keeps a mount propagation directory per machine (and lock
-        # files) under /run/systemd/nspawn, and leaves the directories.
+        # files) under /run/systemd/nspawn, and leaves the directories behind.
+        # Empty, they hold nothing (nspawn makes them again); while another
+        # container runs they are not empty and stay.
         shutil.rmtree(f"/run/systemd/nspawn/propagate/{self.name}", ignore_errors=True)
-        if not self._nspawn_run_before:
-            for empty in ("/run/systemd/nspawn/propagate", "/run/systemd/nspawn/locks",
-                          "/run/systemd/nspawn"):
-                with contextlib.suppress(OSError):  # not empty: another nspawn runs
-                    os.rmdir(empty)
+        for empty in ("/run/systemd/nspawn/propagate", "/run/systemd/nspawn/locks",
+                      "/run/systemd/nspawn"):
+            with contextlib.suppress(OSError):
+                os.rmdir(empty)
         return problems
 
 
