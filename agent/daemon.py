@@ -215,8 +215,8 @@ class Daemon:
                                        self.config.interval * self.config.window)
         if problem and problem != self.geometry_warning:
             self.log("warning", f"{problem}; set interval and window inside that range or "
-                     "retrain the model with `hosttune model train --geometry "
-                     "INTERVAL/WINDOW`", interval=f"{self.config.interval:g}",
+                     "retrain the model validated there (`hosttune model train "
+                     "--validate INTERVAL/WINDOW`)", interval=f"{self.config.interval:g}",
                      window=str(self.config.window))
         self.geometry_warning = problem
 
