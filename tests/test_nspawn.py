@@ -129,19 +129,30 @@ def _cursor(c: Container) -> str:
     return str(json.loads(out.splitlines()[-1])["__CURSOR"])
 
 
-def _journal(c: Container, after: str) -> str:
-    """The unit's messages (the daemon's, and PID 1's about it) after `after`.
-    Filtered here: journalctl 252 with both -u and --after-cursor showed
-    entries from before the cursor when the cursor's own entry did not match."""
-    out = c.run("journalctl --no-pager -o json --output-fields=MESSAGE,UNIT,_SYSTEMD_UNIT "
-                f"--after-cursor={shlex.quote(after)}").stdout
-    lines = []
+def _entries(c: Container, after: str) -> list[dict[str, str]]:
+    """Journal entries after `after`, filtered by the caller: journalctl 252
+    with both a match (-u, -t) and --after-cursor showed entries from before
+    the cursor when the cursor's own entry did not match."""
+    out = c.run("journalctl --no-pager -o json --output-fields=MESSAGE,UNIT,_SYSTEMD_UNIT,"
+                f"SYSLOG_IDENTIFIER,PRIORITY --after-cursor={shlex.quote(after)}").stdout
+    entries = []
     for line in out.splitlines():
         entry = json.loads(line)
-        if f"{UNIT}.service" in (entry.get("UNIT"), entry.get("_SYSTEMD_UNIT")):
-            message = entry.get("MESSAGE")
-            lines.append(message if isinstance(message, str) else repr(message))
-    return "\n".join(lines)
+        message = entry.get("MESSAGE")
+        entry["MESSAGE"] = message if isinstance(message, str) else repr(message)
+        entries.append(entry)
+    return entries
+
+
+def _journal(c: Container, after: str) -> str:
+    """The unit's messages (the daemon's, and PID 1's about it) after `after`."""
+    return "\n".join(e["MESSAGE"] for e in _entries(c, after)
+                     if f"{UNIT}.service" in (e.get("UNIT"), e.get("_SYSTEMD_UNIT")))
+
+
+def _daemon_warnings(c: Container, after: str) -> list[str]:
+    return [e["MESSAGE"] for e in _entries(c, after)
+            if e.get("SYSLOG_IDENTIFIER") == "hosttuned" and int(e.get("PRIORITY", "6")) <= 4]
 
 
 def _wait_journal(c: Container, after: str, pattern: str, timeout: float = 20.0) -> str:
@@ -338,6 +349,34 @@ def test_reload_takes_a_good_file_and_refuses_a_bad_one(running: Box) -> None:
                      }, props
     log = _journal(c, cur)
     assert f"hosttuned: {CONFIG}: line 2: interval: expected a number" in log, log
+
+
+def test_shipped_model_classifies_and_recommends_on_debian_libraries(running: Box) -> None:
+    """The packaged code on Debian 12's numpy, yaml, psutil, typer: the model
+    loads, a window is classified and a plan is made, with no error logged."""
+    c = running.c
+    cur = _cursor(c)
+    # the model's validated geometry (1 s rows, 10 s windows), one window to believe
+    c.write(CONFIG, "mode: recommend\ninterval: 1\nwindow: 10\nhysteresis: 1\n")
+    c.run(f"systemctl restart {UNIT}", timeout=60)
+    deadline = time.monotonic() + 40
+    while True:
+        data = _status_json(c)
+        workload, rec = data["workload"], data["recommendation"]
+        assert isinstance(workload, dict)
+        window = workload["last_window"]
+        if window and rec is not None:
+            break
+        assert time.monotonic() < deadline, data
+        time.sleep(1)
+    engine = data["engine"]
+    assert isinstance(engine, dict) and isinstance(rec, dict)
+    model = engine["model"]
+    assert model["source"].startswith("/usr/lib/python3/dist-packages/hosttune/models/")
+    assert window["label"] in model["classes"] and window["confidence"] > 0, window
+    assert "error" not in rec, rec
+    assert data["notes"] == [], data["notes"]  # inside the model's validated geometry
+    assert _daemon_warnings(c, cur) == []
 
 
 def test_stop_is_clean(running: Box) -> None:
