@@ -15,7 +15,6 @@ numpy's own) is left to `serving`; `load_lite` says so with `LiteUnsupported`.
 from __future__ import annotations
 
 import ast
-import json
 import math
 import struct
 import sys
@@ -32,8 +31,8 @@ from hosttune.models.serving import (
     UNKNOWN,
     Evidence,
     Prediction,
-    _check_schema,
     model_files,
+    read_schema,
     shipped_model,
 )
 
@@ -191,15 +190,7 @@ def load_lite(path: str | Path | None = None) -> LiteForest:
     broken model (as serving.load), LiteUnsupported for one that needs numpy."""
     npz_path, json_path = model_files(path if path is not None else shipped_model())
     where = str(npz_path.with_suffix(""))
-    try:
-        schema = json.loads(json_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(f"no model schema at {json_path}", subject=where) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ModelError(f"cannot read {json_path}: {exc}", subject=where) from None
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{json_path} is not JSON: {exc}", subject=where) from None
-    _check_schema(schema, where)
+    schema = read_schema(json_path, where)
     if schema["kind"] != "trees" or schema.get("aggregation") != "mean_proba":
         raise LiteUnsupported(f"{schema['kind']} / {schema.get('aggregation')}")
     if list(schema["features"]) != list(lite_feature_names()):

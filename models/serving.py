@@ -298,13 +298,7 @@ def schema_geometry(path: str | Path | None = None) -> dict[str, Any]:
     arrays, no numpy): for checks that must stay cheap."""
     _, json_path = model_files(path if path is not None else shipped_model())
     where = str(json_path.with_suffix(""))
-    try:
-        schema = json.loads(json_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(f"no model schema at {json_path}", subject=where) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"cannot read {json_path}: {exc}", subject=where) from None
-    _check_schema(schema, where)
+    schema = read_schema(json_path, where)
     return validated_geometry(schema)
 
 
@@ -325,15 +319,7 @@ def load(path: str | Path | None = None, *, features: Sequence[str] | None = Non
 
     npz_path, json_path = model_files(path if path is not None else shipped_model())
     where = str(npz_path.with_suffix(""))
-    try:
-        schema = json.loads(json_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(f"no model schema at {json_path}", subject=where) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ModelError(f"cannot read {json_path}: {exc}", subject=where) from None
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{json_path} is not JSON: {exc}", subject=where) from None
-    _check_schema(schema, where)
+    schema = read_schema(json_path, where)
     if features is None:
         from hosttune.models.features import feature_names
 
@@ -358,6 +344,20 @@ def load(path: str | Path | None = None, *, features: Sequence[str] | None = Non
         raise ModelError(f"cannot read {npz_path}: {exc}", subject=where) from None
     _check_arrays(schema, arrays, where)
     return WorkloadModel(schema, arrays, where)
+
+
+def read_schema(json_path: Path, where: str) -> dict[str, Any]:
+    """A model's JSON schema, checked; ModelError naming the file otherwise."""
+    try:
+        schema = json.loads(json_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"no model schema at {json_path}", subject=where) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelError(f"cannot read {json_path}: {exc}", subject=where) from None
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{json_path} is not JSON: {exc}", subject=where) from None
+    _check_schema(schema, where)
+    return dict(schema)
 
 
 def _check_schema(schema: Any, where: str) -> None:
