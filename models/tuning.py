@@ -343,7 +343,9 @@ def _prune(best: Trial, baseline: dict[str, str], run_trial: Callable[..., Trial
     losses cannot add up knob by knob."""
     again = run_trial(dict(best.values), "prune", without="(none: the best again)")
     if again.effect is None or again.status != "ok":
-        return best  # it failed or regressed when repeated: keep the search's answer
+        # Failed or regressed when repeated: its gain was luck or the host
+        # changed under it. The repeat is the answer, and it will not be kept.
+        return again
     target = again.effect * (1 - tolerance)
     current = again
     for knob in [k for k, v in best.values.items() if baseline.get(k) != v]:

@@ -251,3 +251,30 @@ def test_a_gain_that_pruning_takes_apart_entirely_is_not_kept() -> None:
     assert result.best is not None and result.best.values == START
     assert sorted(result.dropped) == sorted(prior)
     assert not result.kept and act.values == START
+
+
+class LuckyThenWorse(SyntheticObjective):
+    """One lucky reading, and the same setting measured again is worse than the baseline."""
+
+    def measure(self) -> float:
+        self.calls = getattr(self, "calls", 0) + 1
+        if self.calls == 3:
+            return 1.3
+        return 0.8 if self.actuator.values == self.lucky else 1.0
+
+    def __init__(self, actuator: DictActuator) -> None:
+        super().__init__(actuator)
+        self.lucky: dict[str, str] = {}
+
+
+def test_a_best_that_regresses_when_measured_again_is_not_kept() -> None:
+    act = DictActuator(START)
+    objective = LuckyThenWorse(act)
+    result = run_tuning(space=SPACE, baseline_values=START, objective=objective,
+                        actuator=act, budget=3, repeats=1, seed=3,
+                        on_trial=lambda t: (setattr(objective, "lucky", dict(t.values))
+                                            if t.index == 2 else None))
+    again = result.trials[-1]
+    assert again.origin == "prune" and again.status == "regressed"
+    assert result.best is again and not result.kept and act.values == START
+    assert not result.dropped and not result.needed
