@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 
-from hosttune.agent.errors import HostReadError, KnobError
-from hosttune.agent.host import Host
+from hosttune.agent.errors import KnobError
+from hosttune.tuners.base import FileTuner
 
 _KEY_RE = re.compile(r"^(?:node(\d+):)?(\d+)kB$")
 
@@ -26,11 +26,8 @@ class HugepagesShortfall(KnobError):
         self.got = got
 
 
-class HugepagesTuner:
+class HugepagesTuner(FileTuner):
     family = "hugepages"
-
-    def __init__(self, host: Host) -> None:
-        self.host = host
 
     @staticmethod
     def parse_key(key: str) -> tuple[int | None, int]:
@@ -48,19 +45,14 @@ class HugepagesTuner:
             return f"/sys/kernel/mm/hugepages/hugepages-{size}kB/nr_hugepages"
         return f"/sys/devices/system/node/node{node}/hugepages/hugepages-{size}kB/nr_hugepages"
 
-    def available(self, key: str) -> bool:
-        try:
-            return self.host.exists(self._path(key))
-        except KnobError:
-            return False
-
     def read(self, key: str) -> str:
-        if not self.available(key):
-            raise KnobError(f"hugepages:{key}", f"this host has no {self._path(key)}")
+        raw = self._raw(key)
         try:
-            return str(self.host.read_int(self._path(key)))
-        except HostReadError as exc:
-            raise KnobError(f"hugepages:{key}", exc.message) from exc
+            return str(int(raw))
+        except ValueError:
+            raise KnobError(f"hugepages:{key}", f"{self.host.describe(self._path(key))}: "
+                                                f"expected a number of pages, got {raw[:40]!r}"
+                            ) from None
 
     def free(self, key: str) -> int | None:
         path = self._path(key).replace("nr_hugepages", "free_hugepages")
@@ -87,14 +79,8 @@ class HugepagesTuner:
         if got != asked:
             raise HugepagesShortfall(knob, asked, got)
 
-    def verify(self, key: str, value: str) -> bool:
-        return self.equal(self.read(key), value)
-
     def equal(self, a: str, b: str) -> bool:
         try:
             return int(a) == int(b)
         except ValueError:
             return a.strip() == b.strip()
-
-    def advise(self, key: str, value: str) -> list[str]:
-        return []

@@ -19,17 +19,14 @@ from __future__ import annotations
 import errno
 
 from hosttune.agent.cpulist import format_cpulist, parse_cpulist
-from hosttune.agent.errors import HostReadError, HostWriteError, KnobError, ParseError
-from hosttune.agent.host import Host
+from hosttune.agent.errors import HostWriteError, KnobError, ParseError
+from hosttune.tuners.base import FileTuner
 from hosttune.tuners.ownership import cpu_reservations
 from hosttune.tuners.peers import IRQBALANCE_CONFIGS, irqbalance_config, pids_of
 
 
-class IrqTuner:
+class IrqTuner(FileTuner):
     family = "irq"
-
-    def __init__(self, host: Host) -> None:
-        self.host = host
 
     @staticmethod
     def _irq(key: str) -> int:
@@ -40,20 +37,11 @@ class IrqTuner:
     def _path(self, key: str) -> str:
         return f"/proc/irq/{self._irq(key)}/smp_affinity_list"
 
-    def available(self, key: str) -> bool:
-        try:
-            return self.host.exists(self._path(key))
-        except KnobError:
-            return False
-
     def read(self, key: str) -> str:
-        if not self.available(key):
-            raise KnobError(f"irq:{key}", f"this host has no {self._path(key)}")
-        path = self._path(key)
+        raw = self._raw(key)
         try:
-            return format_cpulist(parse_cpulist(self.host.read_str(path),
-                                                source=self.host.describe(path)))
-        except (HostReadError, ParseError) as exc:
+            return format_cpulist(parse_cpulist(raw, source=self.host.describe(self._path(key))))
+        except ParseError as exc:
             raise KnobError(f"irq:{key}", str(exc)) from exc
 
     def effective(self, key: str) -> str | None:
@@ -90,9 +78,6 @@ class IrqTuner:
                 raise KnobError(f"irq:{key}", f"IRQ {key} cannot be moved (managed or per-CPU): "
                                               f"{exc.message}") from exc
             raise
-
-    def verify(self, key: str, value: str) -> bool:
-        return self.equal(self.read(key), value)
 
     def equal(self, a: str, b: str) -> bool:
         try:
