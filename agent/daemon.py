@@ -542,13 +542,13 @@ class Daemon:
             return
         if b <= 0 or a <= 0:
             return
-        effect = a / b if objective.higher_is_better else b / a
-        new = {str(c["knob"]): str(c["value"]) for c in watch.changes}
-        old = {str(c["knob"]): str(c["before"]) for c in watch.changes if "before" in c}
         try:
-            from hosttune.models.outcomes import Outcome, OutcomeError, OutcomeStore
+            from hosttune.models.outcomes import Outcome, OutcomeError, OutcomeStore, effect_of
         except ImportError:
             return  # a build without the recommender's learning part
+        effect = effect_of(a, b, lower_is_better=not objective.higher_is_better)
+        new = {str(c["knob"]): str(c["value"]) for c in watch.changes}
+        old = {str(c["knob"]): str(c["before"]) for c in watch.changes if "before" in c}
         what = objective.metric or objective.command or ""
         store = OutcomeStore(self.paths.state_dir / "outcomes.db")
         try:

@@ -57,6 +57,13 @@ class Outcome:
     ts: float = 0.0
 
 
+def effect_of(score: float, baseline: float, lower_is_better: bool) -> float:
+    """An outcome's effect: how many times better than the baseline (> 1 is better)."""
+    if lower_is_better:
+        return baseline / score if score > 0 else 0.0
+    return score / baseline if baseline else 0.0
+
+
 class OutcomeStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)

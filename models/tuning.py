@@ -29,7 +29,7 @@ from typing import Protocol
 
 from hosttune.agent.errors import HosttuneError
 from hosttune.models.optimizer import BayesOpt, Space
-from hosttune.models.outcomes import Outcome, OutcomeStore
+from hosttune.models.outcomes import Outcome, OutcomeStore, effect_of
 
 
 class ObjectiveError(HosttuneError):
@@ -211,12 +211,6 @@ class TuningResult:
     # was put back because the gain held without it
     needed: dict[str, float] = field(default_factory=dict)
     dropped: list[str] = field(default_factory=list)
-
-
-def effect_of(score: float, baseline: float, lower_is_better: bool) -> float:
-    if lower_is_better:
-        return baseline / score if score > 0 else 0.0
-    return score / baseline if baseline else 0.0
 
 
 def run_tuning(
