@@ -160,13 +160,14 @@ def locked_and_restored(knobs: list[str]) -> Iterator[dict[str, str]]:
 
 # -- running things -------------------------------------------------------------
 
-def run_once(workload: str, scale: float) -> float:
+def run_once(workload: str, scale: float) -> tuple[float, str]:
+    """The workload's throughput and the unit it printed it in."""
     out = subprocess.run([sys.executable, str(WORKLOAD_SCRIPT), workload, "--scale", str(scale)],
                          capture_output=True, text=True, check=True)
-    found = re.search(METRIC, out.stdout)
+    found = re.search(METRIC + r" (\S+)", out.stdout)
     if not found:
         raise SystemExit(f"effectiveness: {workload} printed no throughput: {out.stdout!r}")
-    return float(found.group(1))
+    return float(found.group(1)), found.group(2)
 
 
 def hosttune(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -226,7 +227,7 @@ def random_best(workload: str, scale: float, knobs: list[str], *, defaults: dict
     from hosttune.models.space import space_for
 
     def measure() -> float:
-        return statistics.median(run_once(workload, scale) for _ in range(repeats))
+        return statistics.median(run_once(workload, scale)[0] for _ in range(repeats))
 
     space = space_for(knobs)
     best, best_score = defaults, measure()
@@ -249,11 +250,6 @@ class Row(NamedTuple):
     low: float
     high: float
     note: str
-
-
-def unit_of(workload: str) -> str:
-    return {"embedding": "Mlookups/s", "training": "samples/s", "checkpoint": "MiB/s",
-            "loader": "MiB/s"}[workload]
 
 
 def bench_workload(workload: str, args: argparse.Namespace, disk: str,
@@ -299,10 +295,12 @@ def bench_workload(workload: str, args: argparse.Namespace, disk: str,
         # whichever configuration ran during a busy minute.
         order = random.Random(args.seed)
         scores: dict[str, list[float]] = {name: [] for name, _, _ in configs}
+        unit = ""
         for _ in range(args.repeats):
             for name, values, _note in order.sample(configs, len(configs)):
                 write_knobs(values)
-                scores[name].append(run_once(workload, args.scale))
+                value, unit = run_once(workload, args.scale)
+                scores[name].append(value)
     base = scores["defaults"]
     spread = (max(base) - min(base)) / statistics.median(base)
     rows = []
@@ -310,7 +308,7 @@ def bench_workload(workload: str, args: argparse.Namespace, disk: str,
         ratios = sorted(s / b for s, b in zip(scores[name], base, strict=True))
         rows.append(Row(name, statistics.median(ratios), ratios[0], ratios[-1], note))
     rows[0] = Row("defaults", 1.0, 1.0, 1.0,
-                  f"kernel defaults: {statistics.median(base):.1f} {unit_of(workload)}, "
+                  f"kernel defaults: {statistics.median(base):.1f} {unit}, "
                   f"run-to-run spread {spread:.0%}")
     return rows
 
