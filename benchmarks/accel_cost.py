@@ -18,9 +18,9 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from hosttune.agent.accel.select import AccelCollector
-from hosttune.agent.accel.sysfs import SysfsBackend
-from hosttune.agent.host import Host
+from hosttune.agent.sense.accel.select import AccelCollector
+from hosttune.agent.sense.accel.sysfs import SysfsBackend
+from hosttune.agent.sense.host import Host
 
 HOSTS = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "hosts"
 
@@ -42,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     if args.nvml:
-        from hosttune.agent.accel.nvidia import NvidiaBackend
+        from hosttune.agent.sense.accel.nvidia import NvidiaBackend
 
         coll = AccelCollector(Host(args.root), ["nvidia"])
         bare = NvidiaBackend()

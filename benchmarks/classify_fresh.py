@@ -20,12 +20,12 @@ import time
 import zlib
 from pathlib import Path
 
-from hosttune.models.record_dataset import FRESH, command_of
+from hosttune.agent.service.record_dataset import FRESH, command_of
 from hosttune.models.workloads import LABELS
 
 
 def hosttune(*args: str) -> dict[str, object]:
-    out = subprocess.run([sys.executable, "-m", "hosttune.agent.cli", *args, "--json"],
+    out = subprocess.run([sys.executable, "-m", "hosttune.agent.service.cli", *args, "--json"],
                          capture_output=True, text=True, check=True)
     result: dict[str, object] = json.loads(out.stdout)
     return result
@@ -50,7 +50,8 @@ def main() -> int:
         trace = args.out / f"{run}.csv.gz"
         cmd = command_of(module, params, args.seconds, seed=zlib.crc32(run.encode()) % 1000)
         rec = subprocess.Popen(
-            [sys.executable, "-m", "hosttune.agent.cli", "record", "-l", label, "-o", str(trace),
+            [sys.executable, "-m", "hosttune.agent.service.cli", "record", "-l", label,
+             "-o", str(trace),
              "--meta", f"run={run}", "--json", "--", *cmd],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )

@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hosttune.agent.host import Host
+from hosttune.agent.sense.host import Host
 
 KERNEL_LOCK = "/tmp/hosttune-kernel-tests.lock"
 BOOT_VALUES = (

@@ -112,7 +112,7 @@ def tuned_profiles(disk: str) -> dict[str, tuple[dict[str, str], str]]:
 # -- knobs through hosttune's Host (the benchmark's own writes) -----------------
 
 def _path(knob: str) -> str:
-    from hosttune.agent.host import Host
+    from hosttune.agent.sense.host import Host
 
     family, key = knob.split(":", 1)
     if family == "sysctl":
@@ -126,7 +126,7 @@ def _path(knob: str) -> str:
 
 
 def read_knob(knob: str) -> str:
-    from hosttune.agent.host import Host
+    from hosttune.agent.sense.host import Host
 
     text = Host().read_str(_path(knob))
     found = re.search(r"\[([^\]]+)\]", text)
@@ -134,7 +134,7 @@ def read_knob(knob: str) -> str:
 
 
 def write_knobs(values: dict[str, str]) -> None:
-    from hosttune.agent.host import Host
+    from hosttune.agent.sense.host import Host
 
     host = Host()
     for knob, value in values.items():

@@ -42,10 +42,10 @@ import time
 from collections.abc import Callable, Sequence
 from functools import partial
 
-from hosttune.agent.host import Host
-from hosttune.agent.telemetry.interrupts import IrqTable, parse_interrupts
-from hosttune.agent.telemetry.processes import find_ai_processes, host_has_accel_devices
-from hosttune.agent.telemetry.sampler import Sampler
+from hosttune.agent.sense.host import Host
+from hosttune.agent.sense.telemetry.interrupts import IrqTable, parse_interrupts
+from hosttune.agent.sense.telemetry.processes import find_ai_processes, host_has_accel_devices
+from hosttune.agent.sense.telemetry.sampler import Sampler
 
 
 def measure(fn: Callable[[], object], runs: int) -> dict[str, float]:
@@ -117,8 +117,8 @@ def process_paths(host: Host) -> list[str]:
 def rss_kib(numpy_first: bool) -> int:
     code = (
         ("import numpy\n" if numpy_first else "")
-        + "from hosttune.agent.host import Host\n"
-        "from hosttune.agent.telemetry.sampler import Sampler\n"
+        + "from hosttune.agent.sense.host import Host\n"
+        "from hosttune.agent.sense.telemetry.sampler import Sampler\n"
         "s = Sampler(Host(), process_every=1); s.sample(); s.sample()\n"
         "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmRSS')][0])\n"
     )

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hosttune.agent.errors import ModelError
+from hosttune.agent.sense.errors import ModelError
 from hosttune.models.features import lite_feature_names, pairwise_sum
 from hosttune.models.serving import (
     _TREE_ARRAYS,

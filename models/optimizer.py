@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hosttune.agent.errors import KnobError
+from hosttune.agent.sense.errors import KnobError
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hosttune.agent.errors import HosttuneError
+from hosttune.agent.sense.errors import HosttuneError
 
 # Fewer than this and a regression over a handful of knobs mostly fits noise;
 # eight is the smallest budget of a `hosttune tune` run plus its baseline.

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from hosttune.agent.cpulist import format_cpulist
+from hosttune.agent.sense.cpulist import format_cpulist
 from hosttune.models.state import HostState, ProcessState
 
 

@@ -34,8 +34,8 @@ def live_window(
 
     import numpy as np
 
-    from hosttune.agent.telemetry.sampler import rates
-    from hosttune.models.recording import make_sampler
+    from hosttune.agent.sense.telemetry.sampler import rates
+    from hosttune.agent.service.recording import make_sampler
     from hosttune.models.trace import trace_row
 
     sampler: Any = make_sampler()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hosttune.agent.isolation import explain_reserved
+from hosttune.agent.sense.isolation import explain_reserved
 from hosttune.models.placement import NodePlan, describe_cpus, plan_placement
 from hosttune.models.rules import Priors, evaluate, load_priors
 from hosttune.models.state import HostState, facts

@@ -47,7 +47,7 @@ _DERIVED_FROM_RATES = "derived from"
 
 @cache
 def _catalogue_by_pattern() -> dict[str, str]:
-    from hosttune.agent.telemetry.catalogue import CATALOGUE
+    from hosttune.agent.sense.telemetry.catalogue import CATALOGUE
 
     return {m.pattern: m.source for m in CATALOGUE}
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hosttune.agent.errors import ConfigError
+from hosttune.agent.sense.errors import ConfigError
 
 FactValue = str | int | float | bool | None
 Facts = Mapping[str, FactValue]

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hosttune.agent.errors import ModelError
+from hosttune.agent.sense.errors import ModelError
 
 if TYPE_CHECKING:
     import numpy as np

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from hosttune.agent.errors import KnobError
+from hosttune.agent.sense.errors import KnobError
 from hosttune.models.optimizer import Dimension, Space
 
 # Knobs `hosttune tune` searches when none are named: the ones that moved the

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from hosttune.agent.errors import HosttuneError
+from hosttune.agent.sense.errors import HosttuneError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -78,7 +78,7 @@ def trace_columns() -> list[str]:
     instance part (counters as `.rate`) and the aggregates. A trace's header
     lists them all, so that a metric first seen late in a recording (the
     AI-process CPU share needs two process scans) still has its column."""
-    from hosttune.agent.telemetry.catalogue import CATALOGUE, RATE_SUFFIX
+    from hosttune.agent.sense.telemetry.catalogue import CATALOGUE, RATE_SUFFIX
 
     names = {f"{pattern}:{how}" for pattern, hows in AGGREGATES.items() for how in hows}
     for metric in CATALOGUE:
@@ -91,7 +91,7 @@ def trace_columns() -> list[str]:
 def trace_row(values: Mapping[str, float]) -> dict[str, float]:
     """The host-independent columns of one sample: `values` holds a Sample's
     values merged with the rates against the previous Sample."""
-    from hosttune.agent.telemetry.catalogue import lookup
+    from hosttune.agent.sense.telemetry.catalogue import lookup
 
     row: dict[str, float] = {}
     groups: dict[str, list[float]] = {}

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hosttune.agent.errors import HosttuneError, ModelError
+from hosttune.agent.sense.errors import HosttuneError, ModelError
 from hosttune.models.resample import TRAIN_GEOMETRIES, VALIDATE_GEOMETRIES, Geometry
 
 if TYPE_CHECKING:

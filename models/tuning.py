@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from hosttune.agent.errors import HosttuneError
+from hosttune.agent.sense.errors import HosttuneError
 from hosttune.models.optimizer import BayesOpt, Space
 from hosttune.models.outcomes import Outcome, OutcomeStore, effect_of
 

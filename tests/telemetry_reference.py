@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from hosttune.agent.errors import ParseError
-from hosttune.agent.telemetry.catalogue import VMSTAT_KEYS
-from hosttune.agent.telemetry.memory import _MEMINFO_KEYS, _NODE_KEYS, _kb_value, _ratio
-from hosttune.agent.telemetry.parsing import nothing_usable, number
+from hosttune.agent.sense.errors import ParseError
+from hosttune.agent.sense.telemetry.catalogue import VMSTAT_KEYS
+from hosttune.agent.sense.telemetry.memory import _MEMINFO_KEYS, _NODE_KEYS, _kb_value, _ratio
+from hosttune.agent.sense.telemetry.parsing import nothing_usable, number
 
 _NAMES = {key: f"vmstat.{key}" for key in VMSTAT_KEYS}
 

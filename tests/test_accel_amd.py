@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from hosttune.agent.accel.amd import AmdBackend, import_amdsmi
-from hosttune.agent.accel.base import BackendUnavailable
-from hosttune.agent.accel.select import AccelCollector
-from hosttune.agent.host import Host
+from hosttune.agent.sense.accel.amd import AmdBackend, import_amdsmi
+from hosttune.agent.sense.accel.base import BackendUnavailable
+from hosttune.agent.sense.accel.select import AccelCollector
+from hosttune.agent.sense.host import Host
 
 MIXED = Path(__file__).parent / "fixtures" / "hosts" / "mixed"
 

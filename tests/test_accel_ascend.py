@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from hosttune.agent.accel.ascend import (
+from hosttune.agent.sense.accel.ascend import (
     AscendBackend,
     parse_npu_smi_info,
     parse_topo,
     parse_usages,
 )
-from hosttune.agent.accel.base import BackendUnavailable
-from hosttune.agent.accel.select import AccelCollector
-from hosttune.agent.errors import ParseError
-from hosttune.agent.host import Host
+from hosttune.agent.sense.accel.base import BackendUnavailable
+from hosttune.agent.sense.accel.select import AccelCollector
+from hosttune.agent.sense.errors import ParseError
+from hosttune.agent.sense.host import Host
 
 REC = Path(__file__).parent / "fixtures" / "accel" / "ascend"
 HOST = Path(__file__).parent / "fixtures" / "hosts" / "ascend-8npu"

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hosttune.agent.accel.base import METRICS, metric_name
-from hosttune.agent.accel.select import AccelCollector
-from hosttune.agent.host import Host
-from hosttune.agent.telemetry.catalogue import lookup
-from hosttune.agent.telemetry.collector import Collector
-from hosttune.agent.telemetry.sampler import Sampler
+from hosttune.agent.sense.accel.base import METRICS, metric_name
+from hosttune.agent.sense.accel.select import AccelCollector
+from hosttune.agent.sense.host import Host
+from hosttune.agent.sense.telemetry.catalogue import lookup
+from hosttune.agent.sense.telemetry.collector import Collector
+from hosttune.agent.sense.telemetry.sampler import Sampler
 
 HOSTS = Path(__file__).parent / "fixtures" / "hosts"
 

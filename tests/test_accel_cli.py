@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hosttune.agent.cli import main
+from hosttune.agent.service.cli import main
 
 HOSTS = Path(__file__).parent / "fixtures" / "hosts"
 

@@ -41,8 +41,8 @@ def fake_nvml_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # NVML backend forced, samples `passes` times, prints what it saw as JSON.
 CHILD = textwrap.dedent("""
     import json, logging, os, sys, time
-    from hosttune.agent.host import Host
-    from hosttune.agent.accel.select import AccelCollector
+    from hosttune.agent.sense.host import Host
+    from hosttune.agent.sense.accel.select import AccelCollector
 
     lines = []
     class Keep(logging.Handler):
@@ -230,9 +230,9 @@ def test_no_nvml_library_at_all() -> None:
 
     if ctypes.util.find_library("nvidia-ml"):
         pytest.skip("this machine has a real libnvidia-ml")
-    from hosttune.agent.accel.nvidia import NvidiaBackend
-    from hosttune.agent.accel.select import AccelCollector
-    from hosttune.agent.host import Host
+    from hosttune.agent.sense.accel.nvidia import NvidiaBackend
+    from hosttune.agent.sense.accel.select import AccelCollector
+    from hosttune.agent.sense.host import Host
 
     lines: list[str] = []
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from hosttune.agent.accel.base import AccelBackend, AccelDevice, AccelProcess, metric_name
-from hosttune.agent.accel.select import AccelCollector
-from hosttune.agent.errors import ConfigError, HostCommandError
-from hosttune.agent.host import Host, command_record_name
+from hosttune.agent.sense.accel.base import AccelBackend, AccelDevice, AccelProcess, metric_name
+from hosttune.agent.sense.accel.select import AccelCollector
+from hosttune.agent.sense.errors import ConfigError, HostCommandError
+from hosttune.agent.sense.host import Host, command_record_name
 
 HOSTS = Path(__file__).parent / "fixtures" / "hosts"
 NVIDIA = HOSTS / "nvidia-8gpu"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hosttune.agent.accel.sysfs import SysfsBackend, is_accelerator, link_generation, scan
-from hosttune.agent.host import Host
+from hosttune.agent.sense.accel.sysfs import SysfsBackend, is_accelerator, link_generation, scan
+from hosttune.agent.sense.host import Host
 
 HOSTS = Path(__file__).parent / "fixtures" / "hosts"
 

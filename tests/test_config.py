@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from hosttune.agent import config as cfg
-from hosttune.agent.errors import ConfigError
+from hosttune.agent.sense.errors import ConfigError
+from hosttune.agent.service import config as cfg
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config" / "hosttune.yaml"
 
@@ -118,7 +118,7 @@ def _cli(*args: str, env_config: Path) -> subprocess.CompletedProcess[str]:
     import os
 
     env = dict(os.environ, HOSTTUNE_CONFIG=str(env_config))
-    return subprocess.run([sys.executable, "-m", "hosttune.agent.cli", *args],
+    return subprocess.run([sys.executable, "-m", "hosttune.agent.service.cli", *args],
                           check=False, capture_output=True, text=True, env=env,
                           timeout=60)
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from hosttune.agent.client import DaemonClient, DaemonError, DaemonUnavailable, via_daemon
-from hosttune.agent.control import ControlServer, Peer, RequestError
-from hosttune.agent.errors import PermissionRefused
+from hosttune.agent.sense.errors import PermissionRefused
+from hosttune.agent.service.client import DaemonClient, DaemonError, DaemonUnavailable, via_daemon
+from hosttune.agent.service.control import ControlServer, Peer, RequestError
 
 READ = frozenset({"ping", "status", "slow", "fail"})
 ADMIN = frozenset({"apply"})

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hosttune.agent.cpulist import format_cpulist, parse_cpulist, parse_cpumask
-from hosttune.agent.errors import ParseError
+from hosttune.agent.sense.cpulist import format_cpulist, parse_cpulist, parse_cpumask
+from hosttune.agent.sense.errors import ParseError
 
 
 def test_parse_and_format() -> None:

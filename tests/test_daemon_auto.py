@@ -23,16 +23,16 @@ from typing import Any
 
 import pytest
 
-from hosttune.agent import config as cfg
-from hosttune.agent.daemon import Daemon
-from hosttune.agent.engine import Proposal, TxnOutcome
-from hosttune.agent.host import Host
-from hosttune.agent.log import Log
-from hosttune.agent.notify import Notifier
-from hosttune.agent.paths import Paths
-from hosttune.agent.sample import Sample
-from hosttune.agent.telemetry.sampler import Sampler, rates
-from hosttune.agent.tracker import Verdict
+from hosttune.agent.sense.host import Host
+from hosttune.agent.sense.paths import Paths
+from hosttune.agent.sense.sample import Sample
+from hosttune.agent.sense.telemetry.sampler import Sampler, rates
+from hosttune.agent.service import config as cfg
+from hosttune.agent.service.daemon import Daemon
+from hosttune.agent.service.engine import Proposal, TxnOutcome
+from hosttune.agent.service.log import Log
+from hosttune.agent.service.notify import Notifier
+from hosttune.agent.service.tracker import Verdict
 
 FIXTURE = Path(__file__).parent / "fixtures" / "telemetry" / "vm-2cpu"
 KNOB_PATH = "/proc/sys/vm/swappiness"
@@ -273,7 +273,7 @@ def test_auto_applies_then_reverts_a_change_that_hurt(tmp_path: Path,
         thread.join(timeout=10)
     assert not thread.is_alive()
     # The store recorded the revert, and a new daemon remembers it.
-    from hosttune.agent.store import Store
+    from hosttune.agent.service.store import Store
 
     store = Store(tmp_path / "state" / "store.db")
     kinds = [e.kind for e in store.events(limit=100)]
@@ -475,7 +475,7 @@ def test_a_class_believed_while_a_plan_is_computed_gets_its_own(
 
 def test_recommend_takes_the_class_hosttuned_settled_on(
         tmp_path: Path, tree: tuple[Path, World], monkeypatch: pytest.MonkeyPatch) -> None:
-    from hosttune.models.recommend_run import classify, daemon_workload
+    from hosttune.agent.service.recommend import classify, daemon_workload
 
     root, world = tree
     monkeypatch.setenv("HOSTTUNE_RUN_DIR", str(tmp_path / "run"))

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from daemon_run import RunningDaemon, hosttuned_exe
 
-from hosttune.agent.client import DaemonClient, DaemonError
+from hosttune.agent.service.client import DaemonClient, DaemonError
 
 pytestmark = pytest.mark.daemon
 

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from daemon_run import RunningDaemon
 
-from hosttune.agent.client import DaemonClient
+from hosttune.agent.service.client import DaemonClient
 
 pytestmark = pytest.mark.daemon
 pytest.importorskip("hosttune.tuners.transaction", reason="tuners not in this build")

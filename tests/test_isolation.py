@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from hosttune.agent.bootparams import split_params
-from hosttune.agent.cpulist import parse_kernel_cpulist
-from hosttune.agent.errors import ParseError
-from hosttune.agent.host import Host
-from hosttune.agent.isolation import cpu_isolation, explain_reserved
+from hosttune.agent.sense.bootparams import split_params
+from hosttune.agent.sense.cpulist import parse_kernel_cpulist
+from hosttune.agent.sense.errors import ParseError
+from hosttune.agent.sense.host import Host
+from hosttune.agent.sense.isolation import cpu_isolation, explain_reserved
+from hosttune.agent.sense.ownership import owner_of, owners
 from hosttune.tuners.base import Change, Plan
 from hosttune.tuners.irq import IrqTuner
 from hosttune.tuners.journal import Journal
 from hosttune.tuners.numa import NumaTuner
-from hosttune.tuners.ownership import owner_of, owners
 from hosttune.tuners.transaction import apply_plan, rollback
 
 

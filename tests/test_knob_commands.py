@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hosttune.agent.cli import main
+from hosttune.agent.service.cli import main
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hosttune.agent.errors import ModelError
+from hosttune.agent.sense.errors import ModelError
 from hosttune.models import features, lite, serving
 from hosttune.models.trace import read_trace
 
@@ -119,8 +119,8 @@ def test_daemon_engine_classifies_without_numpy(tmp_path: Path) -> None:
     code = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from hosttune.agent.engine import HostEngine
-        from hosttune.agent.host import Host
+        from hosttune.agent.service.engine import HostEngine
+        from hosttune.agent.sense.host import Host
         e = HostEngine(Host(), Path({str(tmp_path)!r}))
         info = e.prepare()
         samples = [e.sample()]

@@ -3,7 +3,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from hosttune.agent.log import Log
+from hosttune.agent.service.log import Log
 
 
 def test_stderr_lines_carry_fields_and_respect_level() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hosttune.agent.cli import main
+from hosttune.agent.service.cli import main
 from tests.traces import write_dataset, write_trace
 
 sklearn = pytest.importorskip("sklearn")
@@ -129,7 +129,7 @@ def test_classify_the_live_host_without_sklearn(trained: tuple[Path, Path]) -> N
         "import numpy as np\n"
         f"m = serving.load({str(stem)!r})\n"
         "p = m.classify(np.full(len(m.features), np.nan))\n"
-        "from hosttune.agent.cli import main\n"
+        "from hosttune.agent.service.cli import main\n"
         f"rc = main(['classify', '-m', {str(stem)!r}, '-w', '1.5', '-i', '0.25', '--json'])\n"
         "assert rc == 0, rc\n"
         "assert 'sklearn' not in sys.modules, 'sklearn imported'\n"
@@ -151,7 +151,7 @@ def test_missing_sklearn_is_one_clear_line(trained: tuple[Path, Path]) -> None:
     code = (
         "import sys\n"
         "sys.modules['sklearn'] = None\n"
-        "from hosttune.agent.cli import main\n"
+        "from hosttune.agent.service.cli import main\n"
         f"sys.exit(main(['model', 'train', '--data', {str(data)!r}, '--no-shipped']))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,

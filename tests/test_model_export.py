@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from hosttune.agent.errors import ModelError
+from hosttune.agent.sense.errors import ModelError
 from hosttune.models import features, serving, train
 
 SHIPPED_DATA = Path(train.__file__).parent / "data"

@@ -7,7 +7,7 @@ import socket
 import time
 from pathlib import Path
 
-from hosttune.agent.notify import Notifier, watchdog_period
+from hosttune.agent.service.notify import Notifier, watchdog_period
 
 
 def _bind(path: str) -> socket.socket:

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from hosttune.agent.config import Objective
-from hosttune.agent.objective import PRESSURE_FLOOR, Score, harm, last_number, window_score
+from hosttune.agent.service.config import Objective
+from hosttune.agent.service.objective import PRESSURE_FLOOR, Score, harm, last_number, window_score
 
 NONE = Objective()
 

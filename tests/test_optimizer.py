@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hosttune.agent.errors import HosttuneError, KnobError
+from hosttune.agent.sense.errors import HosttuneError, KnobError
 from hosttune.models.optimizer import BayesOpt, Dimension, Space, random_search
 from hosttune.models.outcomes import MIN_EVIDENCE, Outcome, OutcomeStore
 from hosttune.models.tuning import (

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hosttune.agent.host import Host
-from hosttune.agent.isolation import cpu_isolation
+from hosttune.agent.sense.host import Host
+from hosttune.agent.sense.isolation import cpu_isolation
+from hosttune.agent.sense.ownership import Owner, cpu_reservations, owner_of, owners, owners_report
+from hosttune.agent.sense.peers import banned_irqs, peer_owners
 from hosttune.tuners.irq import IrqTuner
-from hosttune.tuners.ownership import Owner, cpu_reservations, owner_of, owners, owners_report
-from hosttune.tuners.peers import banned_irqs, peer_owners
 
 TUNED_PEER = Path(__file__).parent / "fixtures" / "hosts" / "tuned-peer"
 

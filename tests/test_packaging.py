@@ -131,7 +131,8 @@ def test_deb_installs_runs_and_purges_clean(deb: Path) -> None:
         assert "CPUs:" in out
         _run(python, "/usr/bin/hosttuned", "--check-config")
         # the installed code is the package's, not a checkout's or a venv's
-        where = _run(python, "-c", "import hosttune.agent.cli as m; print(m.__file__)").stdout
+        where = _run(python, "-c",
+                     "import hosttune.agent.service.cli as m; print(m.__file__)").stdout
         assert where.startswith("/usr/lib/python3/dist-packages/hosttune/")
     finally:
         _run("dpkg", "--purge", "hosttune")

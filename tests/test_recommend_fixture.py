@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from hosttune.agent.cpulist import parse_cpulist
-from hosttune.agent.host import Host
-from hosttune.models.observe import observe_topology
+from hosttune.agent.sense.cpulist import parse_cpulist
+from hosttune.agent.sense.host import Host
+from hosttune.agent.service.observe import observe_topology
 from hosttune.models.recommender import recommend, to_plan
 from hosttune.models.state import HostState, ProcessState
 from hosttune.tuners.base import Plan
@@ -148,8 +148,9 @@ def dgx_with_trainer(fixture_hosts: Path, root: Path, cmdline: str, *,
 def recommend_json(root: Path, tmp_path: Path) -> dict[str, Any]:
     env = {**os.environ, "HOSTTUNE_STATE_DIR": str(tmp_path / "state"),
            "HOSTTUNE_RUN_DIR": str(tmp_path / "run"), "HOSTTUNE_CONFIG": str(tmp_path / "none")}
-    proc = subprocess.run([sys.executable, "-m", "hosttune.agent.cli", "recommend", "--root",
-                           str(root), "--workload", "training", "--window", "0.1", "--json"],
+    proc = subprocess.run([sys.executable, "-m", "hosttune.agent.service.cli", "recommend",
+                           "--root", str(root), "--workload", "training", "--window", "0.1",
+                           "--json"],
                           capture_output=True, text=True, env=env, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     data: dict[str, Any] = json.loads(proc.stdout)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from hosttune.agent.cli import main
-from hosttune.models.recording import record
+from hosttune.agent.service.cli import main
+from hosttune.agent.service.recording import record
 from hosttune.models.trace import read_trace
 
 

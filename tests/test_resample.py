@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from hosttune.agent import config as cfg
-from hosttune.agent.daemon import Daemon
-from hosttune.agent.log import Log
-from hosttune.agent.notify import Notifier
-from hosttune.agent.paths import Paths
+from hosttune.agent.sense.paths import Paths
+from hosttune.agent.service import config as cfg
+from hosttune.agent.service.daemon import Daemon
+from hosttune.agent.service.log import Log
+from hosttune.agent.service.notify import Notifier
 from hosttune.models import serving
 from hosttune.models.resample import (
     VALIDATE_GEOMETRIES,

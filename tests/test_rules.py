@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hosttune.agent.errors import ConfigError
+from hosttune.agent.sense.errors import ConfigError
 from hosttune.models.rules import DEFAULT_PRIORS, evaluate, fill, load_priors, parse_priors
 from hosttune.models.state import HostState, ProcessState, facts
 

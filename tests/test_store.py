@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from hosttune.agent.store import Store
+from hosttune.agent.service.store import Store
 
 
 def _values(rng: random.Random) -> dict[str, float]:

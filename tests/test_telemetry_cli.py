@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from hosttune.agent.cli import main
+from hosttune.agent.service.cli import main
 
 TWO = Path(__file__).parent / "fixtures" / "telemetry" / "two-node"
 

@@ -17,18 +17,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hosttune.agent.errors import ParseError
-from hosttune.agent.host import Host
-from hosttune.agent.telemetry.interrupts import InterruptsCollector, IrqTable
-from hosttune.agent.telemetry.memory import (
+from hosttune.agent.sense.errors import ParseError
+from hosttune.agent.sense.host import Host
+from hosttune.agent.sense.telemetry.interrupts import InterruptsCollector, IrqTable
+from hosttune.agent.sense.telemetry.memory import (
     MemoryCollector,
     NumaMemoryCollector,
     parse_meminfo,
     parse_node_meminfo,
 )
-from hosttune.agent.telemetry.parsing import Layout
-from hosttune.agent.telemetry.pressure import parse_pressure
-from hosttune.agent.telemetry.vmstat import VmstatCollector, parse_vmstat
+from hosttune.agent.sense.telemetry.parsing import Layout
+from hosttune.agent.sense.telemetry.pressure import parse_pressure
+from hosttune.agent.sense.telemetry.vmstat import VmstatCollector, parse_vmstat
 from tests import telemetry_reference as ref
 
 FIX = Path(__file__).parent / "fixtures"

@@ -12,23 +12,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hosttune.agent.errors import HostReadError, ParseError
-from hosttune.agent.host import Host
-from hosttune.agent.telemetry.catalogue import lookup
-from hosttune.agent.telemetry.cpu import CpuCollector, parse_stat
-from hosttune.agent.telemetry.disks import DiskCollector, looks_whole, parse_diskstats
-from hosttune.agent.telemetry.interrupts import parse_interrupts
-from hosttune.agent.telemetry.load import parse_loadavg
-from hosttune.agent.telemetry.memory import (
+from hosttune.agent.sense.errors import HostReadError, ParseError
+from hosttune.agent.sense.host import Host
+from hosttune.agent.sense.telemetry.catalogue import lookup
+from hosttune.agent.sense.telemetry.cpu import CpuCollector, parse_stat
+from hosttune.agent.sense.telemetry.disks import DiskCollector, looks_whole, parse_diskstats
+from hosttune.agent.sense.telemetry.interrupts import parse_interrupts
+from hosttune.agent.sense.telemetry.load import parse_loadavg
+from hosttune.agent.sense.telemetry.memory import (
     NumaMemoryCollector,
     parse_meminfo,
     parse_node_meminfo,
     parse_numastat,
 )
-from hosttune.agent.telemetry.network import parse_net_dev
-from hosttune.agent.telemetry.pressure import PressureCollector, parse_pressure
-from hosttune.agent.telemetry.processes import parse_numa_maps, parse_stat_cpu_seconds
-from hosttune.agent.telemetry.vmstat import parse_vmstat
+from hosttune.agent.sense.telemetry.network import parse_net_dev
+from hosttune.agent.sense.telemetry.pressure import PressureCollector, parse_pressure
+from hosttune.agent.sense.telemetry.processes import parse_numa_maps, parse_stat_cpu_seconds
+from hosttune.agent.sense.telemetry.vmstat import parse_vmstat
 
 FIX = Path(__file__).parent / "fixtures" / "telemetry"
 TWO = FIX / "two-node"
@@ -281,7 +281,7 @@ def test_mutated_real_files(which: str, data: st.DataObject) -> None:
 @settings(max_examples=100, deadline=None)
 @given(data=st.data())
 def test_layout_gives_the_same_values(which: str, data: st.DataObject) -> None:
-    from hosttune.agent.telemetry.parsing import Layout
+    from hosttune.agent.sense.telemetry.parsing import Layout
 
     path = {"vmstat": "/proc/vmstat", "meminfo": "/proc/meminfo",
             "node_meminfo": "/sys/devices/system/node/node0/meminfo"}[which]
@@ -318,8 +318,8 @@ def test_layout_gives_the_same_values(which: str, data: st.DataObject) -> None:
 
 
 def test_live_layouts_match_fresh_parses() -> None:
-    from hosttune.agent.telemetry.memory import MemoryCollector
-    from hosttune.agent.telemetry.vmstat import VmstatCollector
+    from hosttune.agent.sense.telemetry.memory import MemoryCollector
+    from hosttune.agent.sense.telemetry.vmstat import VmstatCollector
 
     host = Host()
     for coll, path, parse in ((VmstatCollector(host), "/proc/vmstat", parse_vmstat),

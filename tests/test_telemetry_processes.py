@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hosttune.agent.host import Host
-from hosttune.agent.telemetry.processes import cmdline_reasons, find_ai_processes
+from hosttune.agent.sense.host import Host
+from hosttune.agent.sense.telemetry.processes import cmdline_reasons, find_ai_processes
 
 TWO = Path(__file__).parent / "fixtures" / "telemetry" / "two-node"
 

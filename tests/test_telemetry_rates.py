@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from hosttune.agent.sample import Sample
-from hosttune.agent.telemetry.catalogue import CATALOGUE, lookup
-from hosttune.agent.telemetry.sampler import derive_rates, rates
+from hosttune.agent.sense.sample import Sample
+from hosttune.agent.sense.telemetry.catalogue import CATALOGUE, lookup
+from hosttune.agent.sense.telemetry.sampler import derive_rates, rates
 
 
 def _s(t: float, **values: float) -> Sample:

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from hosttune.agent.errors import HostReadError
-from hosttune.agent.host import Host
-from hosttune.agent.sample import AIProcess
-from hosttune.agent.telemetry.catalogue import CATALOGUE, lookup
-from hosttune.agent.telemetry.collector import Collector
-from hosttune.agent.telemetry.sampler import (
+from hosttune.agent.sense.errors import HostReadError
+from hosttune.agent.sense.host import Host
+from hosttune.agent.sense.sample import AIProcess
+from hosttune.agent.sense.telemetry.catalogue import CATALOGUE, lookup
+from hosttune.agent.sense.telemetry.collector import Collector
+from hosttune.agent.sense.telemetry.sampler import (
     Sampler,
     rates,
     sample_window,
@@ -58,7 +58,7 @@ def test_live_names_are_catalogued() -> None:
 
 
 def test_accel_backend_names_are_catalogued() -> None:
-    from hosttune.agent.accel.base import METRICS
+    from hosttune.agent.sense.accel.base import METRICS
 
     for suffix in METRICS:
         assert lookup(f"accel.0.{suffix}") is not None, suffix

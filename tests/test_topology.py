@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hosttune.agent.cli import main
-from hosttune.agent.commands.topology import affinity, render
-from hosttune.agent.host import Host
-from hosttune.agent.pci import classify, read_device
-from hosttune.agent.topology import discover
+from hosttune.agent.sense.host import Host
+from hosttune.agent.sense.pci import classify, read_device
+from hosttune.agent.sense.topology import discover
+from hosttune.agent.service.cli import main
+from hosttune.agent.service.commands.topology import affinity, render
 
 HOSTS = Path(__file__).parent / "fixtures" / "hosts"
 
@@ -83,7 +83,7 @@ def test_cli_on_fixtures(name: str, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_cli_live_in_subprocess() -> None:
-    proc = subprocess.run([sys.executable, "-m", "hosttune.agent.cli", "topology"],
+    proc = subprocess.run([sys.executable, "-m", "hosttune.agent.service.cli", "topology"],
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "node 0" in proc.stdout

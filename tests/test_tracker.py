@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import random
 
-from hosttune.agent.tracker import Verdict, WorkloadTracker
+from hosttune.agent.service.tracker import Verdict, WorkloadTracker
 
 
 def _feed(tracker: WorkloadTracker, labels: list[str]) -> list[str | None]:

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from hosttune.agent.errors import HostWriteError
-from hosttune.agent.host import Host
+from hosttune.agent.sense.errors import HostWriteError
+from hosttune.agent.sense.host import Host
+from hosttune.agent.sense.ownership import Owner, owner_of, owners
 from hosttune.tuners.base import Change, Plan
 from hosttune.tuners.journal import Journal, JournalError, LockTimeout
-from hosttune.tuners.ownership import Owner, owner_of, owners
 from hosttune.tuners.transaction import apply_plan, history, recover, rollback
 
 KNOBS = {"vm/swappiness": "60", "vm/dirty_ratio": "20", "vm/dirty_background_ratio": "10",
@@ -214,7 +214,7 @@ def where(knob: str, owned: dict[str, Owner]) -> str | None:
 def _child(tmp_path: Path, kill_at: str, seq: int) -> subprocess.CompletedProcess[str]:
     code = textwrap.dedent(f"""
         import os, signal
-        from hosttune.agent.host import Host
+        from hosttune.agent.sense.host import Host
         from hosttune.tuners.base import Change, Plan
         from hosttune.tuners.journal import Journal
         from hosttune.tuners.transaction import apply_plan
@@ -317,7 +317,7 @@ def test_journal_disk_full_refuses(tmp_path: Path) -> None:
     mnt.mkdir()
     code = textwrap.dedent(f"""
         import os, sys
-        from hosttune.agent.host import Host
+        from hosttune.agent.sense.host import Host
         from hosttune.tuners.base import Change, Plan
         from hosttune.tuners.journal import Journal, JournalError
         from hosttune.tuners.transaction import apply_plan
@@ -351,7 +351,7 @@ def test_two_processes_never_interleave(tmp_path: Path) -> None:
     ready, release = tmp_path / "ready", tmp_path / "release"
     code = textwrap.dedent(f"""
         import os, pathlib, time
-        from hosttune.agent.host import Host
+        from hosttune.agent.sense.host import Host
         from hosttune.tuners.base import Change, Plan
         from hosttune.tuners.journal import Journal
         from hosttune.tuners.transaction import apply_plan

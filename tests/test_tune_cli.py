@@ -37,7 +37,7 @@ def knob_files(root: Path) -> dict[str, str]:
 
 
 def hosttune(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "hosttune.agent.cli", *args], env=env,
+    return subprocess.Popen([sys.executable, "-m", "hosttune.agent.service.cli", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

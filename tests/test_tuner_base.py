@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from hosttune.agent.errors import ConfigError, KnobError
+from hosttune.agent.sense.errors import ConfigError, KnobError
 from hosttune.tuners.allowlist import DEFAULT_ALLOWLIST, check, entry_for, merge
 from hosttune.tuners.base import Change, Plan, parse_choice, parse_knob
 

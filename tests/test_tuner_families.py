@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hosttune.agent.errors import HostWriteError, KnobError
-from hosttune.agent.host import Host
+from hosttune.agent.sense.errors import HostWriteError, KnobError
+from hosttune.agent.sense.host import Host
 from hosttune.tuners.base import Tuner, tuners_for
 from hosttune.tuners.block import BlockTuner
 from hosttune.tuners.cpu import CpuTuner

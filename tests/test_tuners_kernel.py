@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from hosttune.agent.cpulist import parse_cpulist
-from hosttune.agent.errors import HostWriteError, KnobError
-from hosttune.agent.host import Host
+from hosttune.agent.sense.cpulist import parse_cpulist
+from hosttune.agent.sense.errors import HostWriteError, KnobError
+from hosttune.agent.sense.host import Host
 from hosttune.tuners.base import Change, Plan, tuner_for, tuners_for
 from hosttune.tuners.journal import Journal
 from hosttune.tuners.transaction import apply_plan, recover, rollback
@@ -181,7 +181,7 @@ def test_read_only_file_in_a_mount_namespace(
     host, knobs, before = guarded
     code = textwrap.dedent(f"""
         import json
-        from hosttune.agent.host import Host
+        from hosttune.agent.sense.host import Host
         from hosttune.tuners.base import Change, Plan
         from hosttune.tuners.journal import Journal
         from hosttune.tuners.transaction import apply_plan
@@ -208,7 +208,7 @@ def test_net_sysctls_in_a_network_namespace(tmp_path: Path) -> None:
     host_values = snapshot(Host(), ["sysctl:net.ipv4.tcp_rmem", "sysctl:net.core.somaxconn"])
     code = textwrap.dedent(f"""
         import json
-        from hosttune.agent.host import Host
+        from hosttune.agent.sense.host import Host
         from hosttune.tuners.base import Change, Plan
         from hosttune.tuners.journal import Journal
         from hosttune.tuners.transaction import apply_plan, rollback
@@ -360,7 +360,7 @@ def test_sigkill_on_the_real_kernel_then_recover(
     host, knobs, before = guarded
     code = textwrap.dedent(f"""
         import os, signal
-        from hosttune.agent.host import Host
+        from hosttune.agent.sense.host import Host
         from hosttune.tuners.base import Change, Plan
         from hosttune.tuners.journal import Journal
         from hosttune.tuners.transaction import apply_plan

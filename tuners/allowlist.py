@@ -21,7 +21,7 @@ import fnmatch
 from collections.abc import Mapping
 from typing import Any
 
-from hosttune.agent.errors import ConfigError, KnobError
+from hosttune.agent.sense.errors import ConfigError, KnobError
 from hosttune.tuners.base import parse_knob
 
 Allowlist = dict[str, dict[str, Any]]

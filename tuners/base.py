@@ -13,10 +13,10 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from hosttune.agent.errors import ConfigError, KnobError
+from hosttune.agent.sense.errors import ConfigError, KnobError
 
 if TYPE_CHECKING:
-    from hosttune.agent.host import Host
+    from hosttune.agent.sense.host import Host
 
 # Who decided a change: an expert rule, a learned model, the optimizer, the
 # administrator by hand, or hosttune undoing an earlier change.
@@ -267,7 +267,7 @@ class FileTuner:
 
     def _raw(self, key: str) -> str:
         """The file's text, stripped; KnobError naming the knob and the path."""
-        from hosttune.agent.errors import HostReadError
+        from hosttune.agent.sense.errors import HostReadError
 
         path = self._path(key)
         if not self.available(key):
@@ -342,7 +342,7 @@ def parse_choice(text: str, *, source: str = "choice") -> tuple[str, tuple[str, 
     if selected is None:
         if len(options) == 1:
             return options[0], tuple(options)
-        from hosttune.agent.errors import ParseError
+        from hosttune.agent.sense.errors import ParseError
 
         raise ParseError(source, f"no [selected] option in {text[:80]!r}")
     return selected, tuple(options)

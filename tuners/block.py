@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from hosttune.agent.errors import KnobError, ParseError
+from hosttune.agent.sense.errors import KnobError, ParseError
 from hosttune.tuners.base import FileTuner, parse_choice, validate_choice_or_count
 
 SETTINGS = ("read_ahead_kb", "scheduler", "nr_requests", "rq_affinity", "max_sectors_kb",

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 
-from hosttune.agent.errors import HostReadError, KnobError
-from hosttune.agent.host import Host
+from hosttune.agent.sense.errors import HostReadError, KnobError
+from hosttune.agent.sense.host import Host
 
 _FILES = {
     "governor": ("scaling_governor", "scaling_available_governors"),

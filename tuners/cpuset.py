@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 
-from hosttune.agent.cpulist import format_cpulist, parse_cpulist
-from hosttune.agent.errors import HostReadError, KnobError, ParseError
-from hosttune.agent.host import Host
+from hosttune.agent.sense.cpulist import format_cpulist, parse_cpulist
+from hosttune.agent.sense.errors import HostReadError, KnobError, ParseError
+from hosttune.agent.sense.host import Host
 
 _PATH_RE = re.compile(r"^(/[A-Za-z0-9_.@:\-]+)+$|^/$")
 

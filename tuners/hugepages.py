@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from hosttune.agent.errors import KnobError
+from hosttune.agent.sense.errors import KnobError
 from hosttune.tuners.base import FileTuner
 
 _KEY_RE = re.compile(r"^(?:node(\d+):)?(\d+)kB$")

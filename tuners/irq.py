@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import errno
 
-from hosttune.agent.cpulist import format_cpulist, parse_cpulist
-from hosttune.agent.errors import HostWriteError, KnobError, ParseError
+from hosttune.agent.sense.cpulist import format_cpulist, parse_cpulist
+from hosttune.agent.sense.errors import HostWriteError, KnobError, ParseError
+from hosttune.agent.sense.ownership import cpu_reservations
+from hosttune.agent.sense.peers import IRQBALANCE_CONFIGS, irqbalance_config, pids_of
 from hosttune.tuners.base import FileTuner
-from hosttune.tuners.ownership import cpu_reservations
-from hosttune.tuners.peers import IRQBALANCE_CONFIGS, irqbalance_config, pids_of
 
 
 class IrqTuner(FileTuner):

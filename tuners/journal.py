@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hosttune.agent.errors import HosttuneError
+from hosttune.agent.sense.errors import HosttuneError
 
 SCHEMA_VERSION = 1
 

@@ -30,10 +30,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from hosttune.agent.cpulist import format_cpulist, parse_cpulist
-from hosttune.agent.errors import HostReadError, KnobError, ParseError
-from hosttune.agent.host import Host
-from hosttune.tuners.ownership import cpu_reservations
+from hosttune.agent.sense.cpulist import format_cpulist, parse_cpulist
+from hosttune.agent.sense.errors import HostReadError, KnobError, ParseError
+from hosttune.agent.sense.host import Host
+from hosttune.agent.sense.ownership import cpu_reservations
 
 _NODE_TOKEN = re.compile(r"^N(\d+)=(\d+)$")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 
-from hosttune.agent.errors import KnobError
-from hosttune.agent.host import Host
+from hosttune.agent.sense.errors import KnobError
+from hosttune.agent.sense.host import Host
 from hosttune.tuners.base import FileTuner
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+(?:[./][A-Za-z0-9_\-:@+]+)*$")

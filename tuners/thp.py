@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from hosttune.agent.errors import KnobError, ParseError
+from hosttune.agent.sense.errors import KnobError, ParseError
 from hosttune.tuners.base import FileTuner, parse_choice, validate_choice_or_count
 
 THP_DIR = "/sys/kernel/mm/transparent_hugepage"

@@ -28,12 +28,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hosttune.agent.errors import HosttuneError, KnobError, PermissionRefused
-from hosttune.agent.host import Host
+from hosttune.agent.sense.errors import HosttuneError, KnobError, PermissionRefused
+from hosttune.agent.sense.host import Host
+from hosttune.agent.sense.ownership import Owner, owner_of, owners
 from hosttune.tuners import allowlist as allowlist_mod
 from hosttune.tuners.base import Change, Plan, Tuner, tuner_for, tuners_for
 from hosttune.tuners.journal import TOUCHED, Journal, JournalError, TxnRecord
-from hosttune.tuners.ownership import Owner, owner_of, owners
 
 Hook = Callable[[str, int, Change], None]
 

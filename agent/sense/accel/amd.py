@@ -1,0 +1,262 @@
+"""AMD Instinct/Radeon GPUs through amdsmi (ROCm's AMD SMI Python library).
+
+Names, units and errors follow ROCm/amdsmi py-interface (amdsmi_interface.py,
+amdsmi_exception.py, amdsmi.h): power_info in W, vram_usage in MB,
+temperatures in degrees C, clocks in MHz, PCIe speed in MT/s; fields the
+device does not support come back as the string "N/A". Every failure is an
+AmdSmiException; library failures are AmdSmiLibraryException with `err_code`
+an amdsmi_status_t (2 NOT_SUPPORTED, 31 NOT_FOUND, 34 DRIVER_NOT_LOADED, ...).
+
+Importing amdsmi without libamd_smi.so prints "Unable to find libamd_smi.so"
+and raises (KeyError with amdsmi 7.0 from PyPI): that is BackendUnavailable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from hosttune.agent.sense.accel.base import (
+    AccelDevice,
+    AccelLink,
+    AccelProcess,
+    BackendUnavailable,
+    metric_name,
+    normalize_pci_address,
+)
+
+log = logging.getLogger("hosttune.accel")
+
+# amdsmi_status_t (amdsmi.h)
+STATUS_NOT_SUPPORTED = 2
+STATUS_NOT_YET_IMPLEMENTED = 3
+STATUS_FAIL_LOAD_MODULE = 4
+STATUS_FAIL_LOAD_SYMBOL = 5
+STATUS_INIT_ERROR = 18
+STATUS_NOT_FOUND = 31
+STATUS_NOT_INIT = 32
+STATUS_DRIVER_NOT_LOADED = 34
+STATUS_NO_DATA = 40
+_FATAL = {STATUS_FAIL_LOAD_MODULE, STATUS_FAIL_LOAD_SYMBOL, STATUS_INIT_ERROR,
+          STATUS_NOT_INIT, STATUS_DRIVER_NOT_LOADED}
+_ABSENT = {STATUS_NOT_SUPPORTED, STATUS_NOT_YET_IMPLEMENTED, STATUS_NO_DATA}
+
+# amdsmi_link_type_t
+_LINK_KINDS = {0: "board", 1: "pcie", 2: "xgmi"}
+
+MB = 1 << 20
+
+
+def import_amdsmi() -> ModuleType:
+    """The amdsmi module, or BackendUnavailable. Its import prints to stdout
+    when the C library is missing; keep that out of our output."""
+    sink = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(sink):
+            import amdsmi
+    # amdsmi raises KeyError/OSError, not ImportError, when its C library is missing
+    except Exception as exc:
+        said = sink.getvalue().strip()
+        reason = said or f"{type(exc).__name__}: {exc}"
+        raise BackendUnavailable("amd", f"amdsmi is unusable ({reason})") from None
+    module: ModuleType = amdsmi
+    return module
+
+
+def _number(value: Any) -> float | None:
+    """amdsmi marks unsupported fields "N/A" (and all-ones integers before that)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+@dataclass
+class _Gpu:
+    local: int
+    handle: Any
+    address: str
+    index: int
+    lost: bool = False
+    unsupported: set[str] = field(default_factory=set)
+
+
+class AmdBackend:
+    name = "amd"
+
+    def __init__(self, amdsmi: ModuleType | None = None) -> None:
+        smi: Any = amdsmi if amdsmi is not None else import_amdsmi()
+        self.smi = smi
+        self._processes: list[AccelProcess] | None = None
+        try:
+            smi.amdsmi_init(smi.AmdSmiInitFlags.INIT_AMD_GPUS)
+        except smi.AmdSmiException as exc:
+            raise BackendUnavailable("amd", f"amdsmi_init failed: {_reason(exc)}") from None
+        self._initialised = True
+        try:
+            handles = smi.amdsmi_get_processor_handles()
+            gpus = [_Gpu(i, h, normalize_pci_address(smi.amdsmi_get_gpu_device_bdf(h)), i)
+                    for i, h in enumerate(handles)]
+        except smi.AmdSmiException as exc:
+            self.close()
+            raise BackendUnavailable("amd", f"amdsmi cannot list GPUs: {_reason(exc)}") from None
+        if not gpus:
+            self.close()
+            raise BackendUnavailable("amd", "amdsmi finds no GPU")
+        self._gpus = gpus
+
+    def _call(self, gpu: _Gpu, what: str, fn: Callable[..., Any], *args: Any) -> Any | None:
+        smi = self.smi
+        if gpu.lost or what in gpu.unsupported:
+            return None
+        try:
+            return fn(*args)
+        except smi.AmdSmiLibraryException as exc:
+            code = exc.err_code
+            if code in _FATAL:
+                raise BackendUnavailable("amd", f"amdsmi stopped working: {_reason(exc)}") \
+                    from None
+            if code == STATUS_NOT_FOUND:
+                gpu.lost = True
+                log.warning("accel: AMD GPU %d (%s) is gone (amdsmi: %s); reporting it as lost",
+                            gpu.local, gpu.address, _reason(exc))
+            elif code in _ABSENT:
+                gpu.unsupported.add(what)
+            # retry/timeout/busy and the rest: absent this pass only
+            return None
+        except smi.AmdSmiException:
+            # parameter/key errors: this amdsmi does not offer the call as we use it
+            gpu.unsupported.add(what)
+            return None
+
+    def reindex(self, by_address: Mapping[str, int]) -> None:
+        for gpu in self._gpus:
+            gpu.index = by_address.get(gpu.address, gpu.index)
+
+    def devices(self) -> list[AccelDevice]:
+        smi = self.smi
+        out = []
+        for gpu in self._gpus:
+            h = gpu.handle
+            asic = self._call(gpu, "asic", smi.amdsmi_get_gpu_asic_info, h) or {}
+            uuid = self._call(gpu, "uuid", smi.amdsmi_get_gpu_device_uuid, h)
+            vram = self._call(gpu, "vram", smi.amdsmi_get_gpu_vram_usage, h) or {}
+            numa = self._call(gpu, "numa", smi.amdsmi_get_gpu_topo_numa_affinity, h)
+            total = _number(vram.get("vram_total"))
+            serial = asic.get("asic_serial")
+            model = asic.get("market_name")
+            out.append(AccelDevice(
+                index=gpu.index, vendor="amd", backend=self.name, pci_address=gpu.address,
+                model=model if model and model != "N/A" else None, vendor_index=gpu.local,
+                # amdsmi answers -1 when the kernel has no NUMA information
+                numa_node=numa if isinstance(numa, int) and numa >= 0 else None,
+                memory_total_bytes=int(total * MB) if total is not None else None,
+                driver="amdgpu", serial=serial if serial and serial != "N/A" else None,
+                uuid=uuid or None, links=self._links(gpu),
+                facts={"state": "lost"} if gpu.lost else {},
+            ))
+        return out
+
+    def _links(self, gpu: _Gpu) -> tuple[AccelLink, ...]:
+        smi = self.smi
+        links = []
+        for peer in self._gpus:
+            if peer is gpu or gpu.lost or peer.lost:
+                continue
+            link = self._call(gpu, "link_type", smi.amdsmi_topo_get_link_type,
+                              gpu.handle, peer.handle)
+            if not link:
+                continue
+            kind = _LINK_KINDS.get(link.get("type"), "unknown")
+            links.append(AccelLink(peer.index, kind, f"hops {link.get('hops')}"))
+        return tuple(links)
+
+    def sample(self, values: dict[str, float]) -> None:
+        smi = self.smi
+        processes: list[AccelProcess] = []
+        for gpu in self._gpus:
+            h = gpu.handle
+            i = gpu.index
+            if gpu.lost:
+                values[metric_name(i, "lost")] = 1.0
+                continue
+
+            def put(suffix: str, value: Any, scale: float = 1.0, i: int = i) -> None:
+                number = _number(value)
+                if number is not None:
+                    values[metric_name(i, suffix)] = number * scale
+
+            activity = self._call(gpu, "activity", smi.amdsmi_get_gpu_activity, h)
+            if activity:
+                put("util", activity.get("gfx_activity"), 0.01)
+                put("mem_util", activity.get("umc_activity"), 0.01)
+            vram = self._call(gpu, "vram", smi.amdsmi_get_gpu_vram_usage, h)
+            if vram:
+                put("mem_used_bytes", vram.get("vram_used"), MB)
+                put("mem_total_bytes", vram.get("vram_total"), MB)
+            power = self._call(gpu, "power", smi.amdsmi_get_power_info, h)
+            if power:
+                # MI300 fills current_socket_power, older parts average_socket_power
+                current = _number(power.get("current_socket_power"))
+                put("power_watts", current if current is not None
+                    else power.get("average_socket_power"))
+                put("power_limit_watts", power.get("power_limit"))
+            temp = self._call(gpu, "temp", smi.amdsmi_get_temp_metric, h,
+                              smi.AmdSmiTemperatureType.HOTSPOT,
+                              smi.AmdSmiTemperatureMetric.CURRENT)
+            put("temp_c", temp)
+            gfx = self._call(gpu, "gfx_clock", smi.amdsmi_get_clock_info, h, smi.AmdSmiClkType.GFX)
+            if gfx:
+                put("sm_clock_mhz", gfx.get("clk"))
+            mclk = self._call(gpu, "mem_clock", smi.amdsmi_get_clock_info, h, smi.AmdSmiClkType.MEM)
+            if mclk:
+                put("mem_clock_mhz", mclk.get("clk"))
+            pcie = self._call(gpu, "pcie", smi.amdsmi_get_pcie_info, h)
+            if pcie:
+                metric = pcie.get("pcie_metric", {})
+                put("pcie_link_width", metric.get("pcie_width"))
+                gen = _pcie_generation(_number(metric.get("pcie_speed")))
+                if gen is not None:
+                    values[metric_name(i, "pcie_link_gen")] = float(gen)
+            ecc = self._call(gpu, "ecc", smi.amdsmi_get_gpu_total_ecc_count, h)
+            if ecc:
+                put("ecc_errors", ecc.get("uncorrectable_count"))
+                put("ecc_corrected", ecc.get("correctable_count"))
+            procs = self._call(gpu, "processes", smi.amdsmi_get_gpu_process_list, h)
+            if procs is not None:
+                values[metric_name(i, "processes")] = float(len(procs))
+                for p in procs:
+                    vram_mem = _number(p.get("memory_usage", {}).get("vram_mem"))
+                    name = p.get("name")
+                    processes.append(AccelProcess(
+                        int(p["pid"]), i, int(vram_mem) if vram_mem is not None else None,
+                        name if name and name != "N/A" else None))
+            values[metric_name(i, "lost")] = 1.0 if gpu.lost else 0.0
+        self._processes = processes
+
+    def processes(self) -> list[AccelProcess]:
+        if self._processes is None:
+            self.sample({})
+        return list(self._processes or [])
+
+    def close(self) -> None:
+        if getattr(self, "_initialised", False):
+            self._initialised = False
+            with contextlib.suppress(self.smi.AmdSmiException):
+                self.smi.amdsmi_shut_down()
+
+
+def _pcie_generation(mts: float | None) -> int | None:
+    """amdsmi's pcie_speed is the per-lane rate in MT/s (16000 = Gen4)."""
+    if mts is None:
+        return None
+    return {2500: 1, 5000: 2, 8000: 3, 16000: 4, 32000: 5, 64000: 6}.get(int(mts))
+
+
+def _reason(exc: Exception) -> str:
+    info = getattr(exc, "err_info", None)
+    return str(info) if info else str(exc)

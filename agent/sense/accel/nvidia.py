@@ -1,0 +1,363 @@
+"""NVIDIA GPUs through NVML (the nvidia-ml-py package, module `pynvml`).
+
+Error handling follows NVML's return codes (nvml.h): NOT_SUPPORTED leaves that
+metric absent for the device from then on; GPU_IS_LOST marks the device lost
+(it fell off the bus; the rest keep being sampled); DRIVER_NOT_LOADED,
+LIBRARY_NOT_FOUND, LIB_RM_VERSION_MISMATCH and UNINITIALIZED mean the whole
+backend is unusable (BackendUnavailable), and the caller falls back to sysfs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from hosttune.agent.sense.accel.base import (
+    AccelDevice,
+    AccelLink,
+    AccelProcess,
+    BackendUnavailable,
+    metric_name,
+    normalize_pci_address,
+)
+
+log = logging.getLogger("hosttune.accel")
+
+# nvml.h nvmlReturn_t values, used when the module lacks a constant (old bindings).
+_FATAL_NAMES = ("NVML_ERROR_DRIVER_NOT_LOADED", "NVML_ERROR_LIBRARY_NOT_FOUND",
+                "NVML_ERROR_LIB_RM_VERSION_MISMATCH", "NVML_ERROR_UNINITIALIZED")
+_ABSENT_NAMES = ("NVML_ERROR_NOT_SUPPORTED", "NVML_ERROR_FUNCTION_NOT_FOUND",
+                 "NVML_ERROR_INVALID_ARGUMENT", "NVML_ERROR_NO_DATA")
+
+# nvmlGpuTopologyLevel_t -> the path kind AccelLink names
+_TOPOLOGY_KINDS = {0: "board", 10: "pcie-switch", 20: "pcie-switches", 30: "pcie-hostbridge",
+                   40: "numa", 50: "system"}
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+@dataclass
+class _Gpu:
+    local: int  # NVML index
+    handle: Any
+    address: str
+    index: int  # global
+    lost: bool = False
+    unsupported: set[str] = field(default_factory=set)
+    xid_events: int | None = None  # None: not registered for Xid events
+    xids_seen: set[int] = field(default_factory=set)
+
+
+class NvidiaBackend:
+    name = "nvidia"
+
+    def __init__(self, nvml: ModuleType | None = None, *, cpu_count: int | None = None,
+                 pcie_every: int = 1) -> None:
+        """`nvml` is the pynvml module (tests pass the real one loaded against
+        a fake libnvidia-ml); None imports it. `pcie_every`: see
+        `read_throughput_every`."""
+        self.read_throughput_every(pcie_every)
+        self._passes = 0
+        if nvml is None:
+            try:
+                import pynvml
+            except ImportError as exc:
+                raise BackendUnavailable("nvidia", f"nvidia-ml-py is not installed ({exc})") \
+                    from None
+            nvml = pynvml
+        self.nvml: Any = nvml
+        # the affinity array must cover every CPU the host may have; the
+        # process may see fewer (containers, cpusets), so never size it below 1024
+        self._cpu_words = math.ceil(max(cpu_count or 0, os.cpu_count() or 0, 1024) / 64)
+        self._fatal = {getattr(nvml, n) for n in _FATAL_NAMES if hasattr(nvml, n)}
+        self._absent = {getattr(nvml, n) for n in _ABSENT_NAMES if hasattr(nvml, n)}
+        self._lost_code = getattr(nvml, "NVML_ERROR_GPU_IS_LOST", 15)
+        self._processes: list[AccelProcess] | None = None
+        nvml = self.nvml
+        try:
+            nvml.nvmlInit()
+        except nvml.NVMLError as exc:
+            raise BackendUnavailable("nvidia", f"NVML init failed: {exc}") from None
+        self._initialised = True
+        try:
+            count = nvml.nvmlDeviceGetCount()
+            gpus = []
+            for i in range(count):
+                try:
+                    handle = nvml.nvmlDeviceGetHandleByIndex(i)
+                    pci = nvml.nvmlDeviceGetPciInfo(handle)
+                except nvml.NVMLError as exc:
+                    if getattr(exc, "value", None) != self._lost_code:
+                        raise
+                    # NVML cannot even say where it is; sysfs still lists it
+                    log.warning("accel: NVIDIA GPU %d is lost (NVML: %s); left to sysfs", i, exc)
+                    continue
+                gpus.append(_Gpu(i, handle, normalize_pci_address(_text(pci.busId)), i))
+        except nvml.NVMLError as exc:
+            self.close()
+            raise BackendUnavailable("nvidia", f"NVML cannot list GPUs: {exc}") from None
+        if not gpus:
+            self.close()
+            raise BackendUnavailable("nvidia", "NVML finds no usable GPU")
+        self._gpus = gpus
+        self._events = self._register_xid_events()
+
+    def _register_xid_events(self) -> Any | None:
+        """Xid errors arrive as NVML events (nvmlEventTypeXidCriticalError);
+        each pass drains the set without waiting. GPUs that cannot register
+        (NOT_SUPPORTED on some boards, or without root) report no Xid count."""
+        nvml = self.nvml
+        try:
+            events = nvml.nvmlEventSetCreate()
+        except nvml.NVMLError:
+            return None
+        for gpu in self._gpus:
+            try:
+                nvml.nvmlDeviceRegisterEvents(gpu.handle, nvml.nvmlEventTypeXidCriticalError,
+                                              events)
+            except nvml.NVMLError:
+                continue  # any trouble with the GPU itself shows in the first sample
+            gpu.xid_events = 0
+        return events
+
+    def _drain_xid_events(self) -> None:
+        nvml = self.nvml
+        by_handle = {_address(g.handle): g for g in self._gpus}
+        for _ in range(256):  # a bound, should a storm of events keep coming
+            try:
+                event = nvml.nvmlEventSetWait_v2(self._events, 0)
+            except nvml.NVMLError:
+                return  # TIMEOUT: nothing pending (or the set broke: try next pass)
+            gpu = by_handle.get(_address(event.device))
+            if gpu is None or gpu.xid_events is None:
+                continue
+            gpu.xid_events += 1
+            xid = int(event.eventData)
+            if xid not in gpu.xids_seen:
+                gpu.xids_seen.add(xid)
+                log.warning("accel: NVIDIA GPU %d (%s) reported Xid %d", gpu.local, gpu.address,
+                            xid)
+
+    def read_throughput_every(self, passes: int) -> None:
+        """Read PCIe throughput on every `passes`-th sampling pass (the first
+        pass included), all GPUs on the same pass; 0: never. NVML measures it
+        by watching the link for 20 ms per GPU and direction, so one read of
+        8 GPUs holds a pass for ~320 ms, against well under a millisecond for
+        everything else. The passes in between leave the two metrics absent
+        (unknown), so a window's mean is the mean of real readings."""
+        if passes < 0:
+            raise ValueError("passes must be >= 0")
+        self.pcie_every = passes
+
+    # -- helpers -----------------------------------------------------------
+
+    def _call(self, gpu: _Gpu, what: str, fn: Callable[..., Any], *args: Any) -> Any | None:
+        """One NVML call for one GPU: its value, or None when this GPU cannot
+        say (and will not be asked again). Raises BackendUnavailable when the
+        driver itself is gone."""
+        nvml = self.nvml
+        if gpu.lost or what in gpu.unsupported:
+            return None
+        try:
+            return fn(*args)
+        except nvml.NVMLError as exc:
+            code = getattr(exc, "value", None)
+            if code == self._lost_code:
+                gpu.lost = True
+                log.warning("accel: NVIDIA GPU %d (%s) fell off the bus (NVML: %s); "
+                            "reporting it as lost", gpu.local, gpu.address, exc)
+                return None
+            if code in self._fatal:
+                raise BackendUnavailable("nvidia", f"NVML stopped working: {exc}") from None
+            if code in self._absent:
+                gpu.unsupported.add(what)
+            return None
+        except Exception as exc:
+            # pynvml raises NVMLLibraryMismatchError (not an NVMLError) when an
+            # unversioned function is missing from an older driver's library
+            if type(exc).__name__ != "NVMLLibraryMismatchError":
+                raise
+            gpu.unsupported.add(what)
+            return None
+
+    def _by_address(self) -> dict[str, _Gpu]:
+        return {g.address: g for g in self._gpus}
+
+    # -- AccelBackend ------------------------------------------------------
+
+    def reindex(self, by_address: Mapping[str, int]) -> None:
+        for gpu in self._gpus:
+            gpu.index = by_address.get(gpu.address, gpu.index)
+
+    def devices(self) -> list[AccelDevice]:
+        nvml = self.nvml
+        out = []
+        for gpu in self._gpus:
+            h = gpu.handle
+            name = self._call(gpu, "name", nvml.nvmlDeviceGetName, h)
+            uuid = self._call(gpu, "uuid", nvml.nvmlDeviceGetUUID, h)
+            serial = self._call(gpu, "serial", nvml.nvmlDeviceGetSerial, h)
+            mem = self._call(gpu, "memory", nvml.nvmlDeviceGetMemoryInfo, h)
+            cpus = self._call(gpu, "cpu_affinity",
+                              nvml.nvmlDeviceGetCpuAffinity, h, self._cpu_words)
+            nodes = self._call(gpu, "memory_affinity", nvml.nvmlDeviceGetMemoryAffinity, h, 1,
+                               getattr(nvml, "NVML_AFFINITY_SCOPE_NODE", 0))
+            persistence = self._call(gpu, "persistence",
+                                     nvml.nvmlDeviceGetPersistenceMode, h)
+            facts: dict[str, str] = {}
+            if persistence is not None:
+                facts["persistence_mode"] = "enabled" if persistence else "disabled"
+            nvlinks = self._active_nvlinks(gpu)
+            if nvlinks is not None:
+                facts["nvlinks_active"] = str(nvlinks)
+            if gpu.lost:
+                facts["state"] = "lost"
+            node_list = _bits(nodes) if nodes is not None else []
+            out.append(AccelDevice(
+                index=gpu.index, vendor="nvidia", backend=self.name, pci_address=gpu.address,
+                model=_text(name) if name is not None else None, vendor_index=gpu.local,
+                numa_node=node_list[0] if len(node_list) == 1 else None,
+                local_cpus=tuple(_bits(cpus)) if cpus is not None else (),
+                memory_total_bytes=int(mem.total) if mem is not None else None,
+                driver="nvidia", serial=_text(serial) if serial is not None else None,
+                uuid=_text(uuid) if uuid is not None else None,
+                links=self._links(gpu), facts=facts,
+            ))
+        return out
+
+    def _active_nvlinks(self, gpu: _Gpu) -> int | None:
+        nvml = self.nvml
+        active = 0
+        for link in range(getattr(nvml, "NVML_NVLINK_MAX_LINKS", 18)):
+            try:
+                state = nvml.nvmlDeviceGetNvLinkState(gpu.handle, link)
+            except nvml.NVMLError as exc:
+                if getattr(exc, "value", None) == self._lost_code:
+                    gpu.lost = True
+                # links past the last one, or no NVLink at all
+                return active if link else None
+            active += 1 if state else 0
+        return active
+
+    def _links(self, gpu: _Gpu) -> tuple[AccelLink, ...]:
+        nvml = self.nvml
+        links = []
+        nvlink_index = getattr(nvml, "NVML_P2P_CAPS_INDEX_NVLINK", 2)
+        ok = getattr(nvml, "NVML_P2P_STATUS_OK", 0)
+        for peer in self._gpus:
+            if peer is gpu or gpu.lost or peer.lost:
+                continue
+            status = self._call(gpu, "p2p_nvlink", nvml.nvmlDeviceGetP2PStatus,
+                                gpu.handle, peer.handle, nvlink_index)
+            level = self._call(gpu, "topology", nvml.nvmlDeviceGetTopologyCommonAncestor,
+                               gpu.handle, peer.handle)
+            path = _TOPOLOGY_KINDS.get(level, f"level-{level}") if level is not None else ""
+            if status is not None and status == ok:
+                links.append(AccelLink(peer.index, "nvlink", f"PCIe path: {path}" if path else ""))
+            elif level is not None:
+                links.append(AccelLink(peer.index, path))
+        return tuple(links)
+
+    def sample(self, values: dict[str, float]) -> None:
+        nvml = self.nvml
+        processes: list[AccelProcess] = []
+        if self._events is not None:
+            self._drain_xid_events()
+        every = self.pcie_every
+        pcie = every > 0 and self._passes % every == 0
+        self._passes += 1
+        for gpu in self._gpus:
+            h = gpu.handle
+            i = gpu.index
+            if gpu.xid_events is not None:
+                values[metric_name(i, "xid_errors")] = float(gpu.xid_events)
+            if gpu.lost:
+                values[metric_name(i, "lost")] = 1.0
+                continue
+
+            def put(suffix: str, fn: Callable[..., Any], *args: Any, scale: float = 1.0,
+                    gpu: _Gpu = gpu, i: int = i) -> None:
+                value = self._call(gpu, suffix, fn, *args)
+                if value is not None:
+                    values[metric_name(i, suffix)] = float(value) * scale
+
+            util = self._call(gpu, "util", nvml.nvmlDeviceGetUtilizationRates, h)
+            if util is not None:
+                values[metric_name(i, "util")] = util.gpu / 100.0
+                values[metric_name(i, "mem_util")] = util.memory / 100.0
+            mem = self._call(gpu, "memory", nvml.nvmlDeviceGetMemoryInfo, h)
+            if mem is not None:
+                values[metric_name(i, "mem_used_bytes")] = float(mem.used)
+                values[metric_name(i, "mem_total_bytes")] = float(mem.total)
+            # NVML reports power in milliwatts, PCIe throughput in KB/s
+            put("power_watts", nvml.nvmlDeviceGetPowerUsage, h, scale=1e-3)
+            put("power_limit_watts", nvml.nvmlDeviceGetEnforcedPowerLimit, h, scale=1e-3)
+            put("temp_c", nvml.nvmlDeviceGetTemperature, h, nvml.NVML_TEMPERATURE_GPU)
+            put("sm_clock_mhz", nvml.nvmlDeviceGetClockInfo, h, nvml.NVML_CLOCK_SM)
+            put("mem_clock_mhz", nvml.nvmlDeviceGetClockInfo, h, nvml.NVML_CLOCK_MEM)
+            if pcie:
+                put("pcie_tx_bytes", nvml.nvmlDeviceGetPcieThroughput, h,
+                    nvml.NVML_PCIE_UTIL_TX_BYTES, scale=1024.0)
+                put("pcie_rx_bytes", nvml.nvmlDeviceGetPcieThroughput, h,
+                    nvml.NVML_PCIE_UTIL_RX_BYTES, scale=1024.0)
+            put("pcie_link_gen", nvml.nvmlDeviceGetCurrPcieLinkGeneration, h)
+            put("pcie_link_width", nvml.nvmlDeviceGetCurrPcieLinkWidth, h)
+            put("ecc_errors", nvml.nvmlDeviceGetTotalEccErrors, h,
+                nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nvml.NVML_VOLATILE_ECC)
+            put("ecc_corrected", nvml.nvmlDeviceGetTotalEccErrors, h,
+                nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, nvml.NVML_VOLATILE_ECC)
+            put("retired_pages", self._retired_pages, h)
+            procs = self._call(gpu, "processes",
+                               nvml.nvmlDeviceGetComputeRunningProcesses, h)
+            if procs is not None:
+                values[metric_name(i, "processes")] = float(len(procs))
+                for p in procs:
+                    used = getattr(p, "usedGpuMemory", None)
+                    processes.append(AccelProcess(int(p.pid), i,
+                                                  int(used) if used is not None else None))
+            # a call above may have found the GPU gone
+            values[metric_name(i, "lost")] = 1.0 if gpu.lost else 0.0
+        self._processes = processes
+
+    def _retired_pages(self, handle: Any) -> int:
+        nvml = self.nvml
+        return sum(len(nvml.nvmlDeviceGetRetiredPages(handle, cause)) for cause in (
+            nvml.NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS,
+            nvml.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR))
+
+    def processes(self) -> list[AccelProcess]:
+        if self._processes is None:
+            self.sample({})
+        return list(self._processes or [])
+
+    def close(self) -> None:
+        if getattr(self, "_initialised", False):
+            self._initialised = False
+            if getattr(self, "_events", None) is not None:
+                with contextlib.suppress(self.nvml.NVMLError):
+                    self.nvml.nvmlEventSetFree(self._events)
+            with contextlib.suppress(self.nvml.NVMLError):
+                self.nvml.nvmlShutdown()
+
+
+def _address(handle: Any) -> int | None:
+    """NVML device handles are opaque pointers; events carry the same pointer."""
+    return ctypes.cast(handle, ctypes.c_void_p).value
+
+
+def _bits(words: Any) -> list[int]:
+    """NVML affinity masks: an array of 64-bit words, bit b of word w = item 64w+b."""
+    out: list[int] = []
+    for w, word in enumerate(words):
+        value = int(word)
+        out.extend(64 * w + b for b in range(64) if value >> b & 1)
+    return out

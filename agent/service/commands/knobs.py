@@ -1,0 +1,353 @@
+"""Knob commands: `apply PLAN.yaml`, `set KNOB VALUE`, `rollback`, `history`,
+`show KNOB...`. When hosttuned runs, `apply`, `set` and `rollback` are handed
+to it over the control socket, so the daemon stays the one writer of its
+journal and knows what changed under it; otherwise they act on the host
+directly, and the journal's lock keeps them from interleaving with another
+hosttune. Dry runs print each
+knob's old -> new value and change nothing; anything that writes needs root
+and is refused, before anything is touched, for anyone else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from hosttune.agent.service.commands.output import JSON_OPTION, emit_json, fail
+
+if TYPE_CHECKING:
+    from hosttune.agent.sense.host import Host
+    from hosttune.tuners.journal import Journal
+    from hosttune.tuners.transaction import TxnResult
+
+_DRY = typer.Option(False, "--dry-run",
+                    help="Print what would change (old -> new); change nothing.")
+_PLAN_FILE = typer.Argument(..., help="Plan file: changes of knob, value, reason.")
+_KNOB = typer.Argument(..., help="family:key, e.g. sysctl:vm.swappiness, thp:enabled.")
+_VALUE = typer.Argument(..., help="The new value.")
+_REASON = typer.Option("set by hand", "--reason", help="Why (kept in the history).")
+_TXN = typer.Argument(None, help="Transaction id to go back to (its state after it), "
+                                 "or before:ID.")
+_BASELINE = typer.Option(False, "--baseline",
+                         help="Back to the host as it was before hosttune's first change.")
+_LIMIT = typer.Option(50, "--limit", min=1, help="Newest transactions to show.")
+_KNOBS = typer.Argument(..., help="Knobs to show (family:key).")
+_FORCE = typer.Option(False, "--force",
+                      help="Also change knobs the administrator owns or changed by hand.")
+_ROOT = typer.Option(Path("/"), "--root", hidden=True, help="Act on a host tree (tests).")
+_WAIT = typer.Option(30.0, "--wait", min=0.0,
+                     help="Seconds to wait for another hosttune process to finish.")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("apply")(apply_command)
+    app.command("set")(set_command)
+    app.command("rollback")(rollback_command)
+    app.command("history")(history_command)
+    app.command("show")(show_command)
+
+
+def _require_root() -> None:
+    """Refused before the journal, the config or the host is touched, whatever
+    the --root (a host tree in a test is still a host)."""
+    import os
+
+    from hosttune.agent.sense.errors import PermissionRefused
+
+    if os.geteuid() != 0:
+        raise PermissionRefused(f"only root changes the host (this is uid {os.geteuid()}); "
+                                "--dry-run shows what would change")
+
+
+def _host(root: Path) -> Host:
+    from hosttune.agent.sense.host import Host
+
+    return Host(root)
+
+
+def _journal(*, must_exist: bool = False) -> Journal | None:
+    from hosttune.agent.sense.paths import Paths
+    from hosttune.tuners.journal import Journal
+
+    path = Paths.from_env().journal
+    if must_exist and not path.exists():
+        return None
+    return Journal(path)
+
+
+def _admin_overrides() -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """The effective allowlist and the knobs the config says the admin owns."""
+    from hosttune.agent.sense.paths import Paths
+    from hosttune.agent.service.config import load
+    from hosttune.tuners.allowlist import DEFAULT_ALLOWLIST
+
+    path = Paths.from_env().config
+    config = load(path)
+    owned = {knob: f"overrides in {path}" for knob in config.overrides}
+    return config.effective_allowlist(DEFAULT_ALLOWLIST), owned
+
+
+def _print_result(result: TxnResult, json_out: bool) -> None:
+    if json_out:
+        emit_json(result.to_dict())
+    else:
+        typer.echo(result.message)
+        for step in result.steps:
+            line = f"  {step.line()}"
+            if step.reason and step.source != "rollback":
+                line += f"  ({step.reason})"
+            typer.echo(line)
+            for advice in step.advice:
+                typer.echo(f"    note: {advice}")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def _recover_first(host: Host, journal: Journal, json_out: bool, wait: float) -> None:
+    from hosttune.tuners.transaction import recover
+
+    for result in recover(host, journal, lock_timeout=wait):
+        if not json_out:
+            typer.echo(f"hosttune: {result.message}", err=True)
+
+
+def _via_daemon(op: str, args: dict[str, Any], root: Path, wait: float) -> TxnResult | None:
+    """The daemon's answer when one runs for this host, else None (work directly)."""
+    from hosttune.agent.service.client import DaemonClient, DaemonError, DaemonUnavailable
+    from hosttune.tuners.transaction import StepOutcome, TxnResult
+
+    try:
+        data = DaemonClient(timeout=wait + 120.0).request(op, root=str(root), **args)
+    except DaemonUnavailable:
+        return None
+    except DaemonError as exc:
+        if exc.code != "other_root":
+            raise
+        return None  # the daemon runs for another tree than the one asked for
+    return TxnResult(ok=bool(data["ok"]), txn_id=data.get("txn"), kind=str(data.get("kind", op)),
+                     steps=[StepOutcome(**step) for step in data.get("changes", [])],
+                     dry_run=bool(data.get("dry_run")), failed_step=data.get("failed_step"),
+                     error=data.get("error"), message=str(data.get("message", "")))
+
+
+def _run_plan(plan: Any, root: Path, *, dry_run: bool, force: bool, wait: float,
+              json_out: bool) -> None:
+    from hosttune.tuners.transaction import apply_plan
+
+    host = _host(root)
+    if not dry_run:
+        _require_root()
+        done = _via_daemon("apply", {"plan": plan.to_yaml(), "force": force,
+                                     "reason": "hosttune CLI via hosttuned"}, root, wait)
+        if done is not None:
+            _print_result(done, json_out)
+            return
+    allowlist, owned = _admin_overrides()
+    journal = _journal(must_exist=dry_run)
+    if journal is None:  # a dry run on a host hosttune never touched
+        import tempfile
+
+        from hosttune.tuners.journal import Journal
+
+        with tempfile.TemporaryDirectory() as tmp, Journal(Path(tmp) / "j.db") as scratch:
+            result = apply_plan(host, plan, scratch, dry_run=True, force=force,
+                                allowlist=allowlist, admin_owned=owned)
+        _print_result(result, json_out)
+        return
+    with journal:
+        if not dry_run:
+            _recover_first(host, journal, json_out, wait)
+        result = apply_plan(host, plan, journal, dry_run=dry_run, force=force,
+                            allowlist=allowlist, admin_owned=owned, lock_timeout=wait,
+                            reason="hosttune CLI")
+    _print_result(result, json_out)
+
+
+def apply_command(  # noqa: PLR0917 (typer maps parameters to options)
+    plan_file: Path = _PLAN_FILE,
+    dry_run: bool = _DRY,
+    force: bool = _FORCE,
+    wait: float = _WAIT,
+    root: Path = _ROOT,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Apply a plan file all or nothing (restored in reverse if any step fails)."""
+    from hosttune.tuners.base import Plan
+
+    try:
+        text = plan_file.read_text()
+    except OSError as exc:
+        raise fail(f"{plan_file}: {exc.strerror}") from None
+    _run_plan(Plan.from_yaml(text, str(plan_file)), root, dry_run=dry_run, force=force,
+              wait=wait, json_out=json_out)
+
+
+def set_command(  # noqa: PLR0917 (typer maps parameters to options)
+    knob: str = _KNOB,
+    value: str = _VALUE,
+    reason: str = _REASON,
+    dry_run: bool = _DRY,
+    force: bool = _FORCE,
+    wait: float = _WAIT,
+    root: Path = _ROOT,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Set one knob (a one-change transaction)."""
+    from hosttune.tuners.base import Change, Plan
+
+    plan = Plan([Change(knob, value, reason=reason, source="admin")])
+    _run_plan(plan, root, dry_run=dry_run, force=force, wait=wait, json_out=json_out)
+
+
+def rollback_command(  # noqa: PLR0917 (typer maps parameters to options)
+    txn: str | None = _TXN,
+    baseline: bool = _BASELINE,
+    dry_run: bool = _DRY,
+    force: bool = _FORCE,
+    wait: float = _WAIT,
+    root: Path = _ROOT,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Undo hosttune's changes after a transaction, or all of them (--baseline)."""
+    from hosttune.tuners.transaction import rollback
+
+    if (txn is None) == (not baseline):
+        raise fail("give a transaction id or --baseline")
+    host = _host(root)
+    if not dry_run:
+        _require_root()
+        target = "baseline" if baseline else str(txn)
+        done = _via_daemon("rollback", {"to": target, "force": force}, root, wait)
+        if done is not None:
+            _print_result(done, json_out)
+            return
+    journal = _journal(must_exist=True)
+    if journal is None:
+        raise fail("hosttune has not changed anything on this host (no journal yet)")
+    with journal:
+        if not dry_run:
+            _recover_first(host, journal, json_out, wait)
+        result = rollback(host, journal, txn, baseline=baseline, force=force, dry_run=dry_run,
+                          lock_timeout=wait)
+    _print_result(result, json_out)
+
+
+def history_command(
+    limit: int = _LIMIT,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Every transaction: when, who (uid), what changed and why, and how it ended."""
+    import time
+
+    from hosttune.agent.service.client import DaemonClient, DaemonUnavailable
+    from hosttune.tuners.transaction import history
+
+    # The daemon serves the journal to members of the hosttune group too, who
+    # cannot open its database themselves; without a daemon, read it directly.
+    records: list[dict[str, Any]] | None = None
+    try:
+        reply = DaemonClient(timeout=30.0).request("history", limit=limit)
+        if "transactions_error" not in reply:
+            records = list(reply["transactions"])
+    except DaemonUnavailable:
+        pass
+    if records is None:
+        records = []
+        journal = _journal(must_exist=True)
+        if journal is not None:
+            with journal:
+                records = [r.to_dict() for r in history(journal)[-limit:]]
+    if json_out:
+        emit_json(records)
+        return
+    if not records:
+        typer.echo("no transactions yet")
+        return
+    for record in records:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record["started"]))
+        what = record["kind"] + (f" to {record['target']}" if record["target"] else "")
+        head = f"{record['txn']:>4}  {when}  uid {record['uid']}  {what}: {record['state']}"
+        if record["workload"]:
+            head += f"  [workload {record['workload']}]"
+        typer.echo(head)
+        if record["error"]:
+            typer.echo(f"      {record['error']}")
+        for step in record["changes"]:
+            reason = f"  ({step['reason']})" if step["reason"] else ""
+            typer.echo(f"      {step['knob']}: {step['before']} -> {step['after']} "
+                       f"[{step['state']}]{reason}")
+
+
+def show_command(
+    knobs: list[str] = _KNOBS,
+    root: Path = _ROOT,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Current value, owner (hosttune, the admin's file:line, the kernel
+    command line, or the default) and the last change hosttune made."""
+    from hosttune.agent.sense.errors import HosttuneError
+    from hosttune.agent.sense.ownership import owner_of, owners
+    from hosttune.tuners.base import tuner_for, tuners_for
+
+    host = _host(root)
+    tuners = tuners_for(host)
+    owned = owners(host)
+    _, config_owned = _admin_overrides()
+    journal = _journal(must_exist=True)
+    rows: list[dict[str, Any]] = []
+    try:
+        for knob in knobs:
+            row: dict[str, Any] = {"knob": knob, "value": None, "owner": "default",
+                                   "last_change": None}
+            rows.append(row)
+            try:
+                tuner, key = tuner_for(tuners, knob)
+                if not tuner.available(key):
+                    row["error"] = "unavailable on this host"
+                    continue
+                row["value"] = tuner.read(key)
+            except HosttuneError as exc:
+                row["error"] = str(exc)
+                continue
+            owner = owner_of(knob, owned)
+            ours = journal.hosttune_value(knob) if journal is not None else None
+            last = journal.last_change(knob) if journal is not None else None
+            if owner is not None:
+                row["owner"] = f"{'peer' if owner.kind == 'peer' else 'admin'}: {owner}"
+            elif _config_owner(knob, config_owned):
+                row["owner"] = f"admin: {_config_owner(knob, config_owned)}"
+            elif ours is not None and last is not None:
+                row["owner"] = ("hosttune" if tuner.equal(row["value"], ours) else
+                                f"changed by someone else (hosttune set {ours!r})")
+            if last is not None:
+                row["last_change"] = {"txn": last.txn, "before": last.before,
+                                      "after": last.after, "reason": last.reason,
+                                      "source": last.source, "when": last.updated}
+    finally:
+        if journal is not None:
+            journal.close()
+    if json_out:
+        emit_json(rows)
+        return
+    for row in rows:
+        if "error" in row:
+            typer.echo(f"{row['knob']}: {row['error']}")
+            continue
+        typer.echo(f"{row['knob']} = {row['value']}")
+        typer.echo(f"    owner: {row['owner']}")
+        last = row["last_change"]
+        if last:
+            typer.echo(f"    last change: transaction {last['txn']}: {last['before']} -> "
+                       f"{last['after']} ({last['reason'] or last['source']})")
+    if any("error" in row for row in rows):
+        raise typer.Exit(1)
+
+
+def _config_owner(knob: str, config_owned: dict[str, str]) -> str | None:
+    import fnmatch
+
+    for pattern, where in config_owned.items():
+        if fnmatch.fnmatchcase(knob, pattern):
+            return where
+    return None

@@ -1,0 +1,58 @@
+"""`hosttune recommend`: what to change on this host for the workload it runs,
+why, and how much it should help. Works without the daemon and without root
+(reading is enough); `--output` writes a plan for `hosttune apply`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from hosttune.agent.service.commands.output import JSON_OPTION, emit_json, fail
+
+_WORKLOAD = typer.Option(
+    None, "--workload", "-w",
+    help="Workload class (training, inference_serving, batch_inference, data_preparation, "
+         "checkpoint_io, idle, unknown); default: the class a running hosttuned has "
+         "settled on, else classify what runs now.")
+_EXPLAIN = typer.Option(False, "--explain", help="Show evidence, source and expected effect.")
+_OUTPUT = typer.Option(None, "--output", "-o", help="Write the plan (YAML) for `hosttune apply`.")
+_WINDOW = typer.Option(1.0, "--window", min=0.1, max=60.0,
+                       help="Seconds of telemetry to look at.")
+_ROOT = typer.Option(Path("/"), "--root", hidden=True,
+                     help="Read a captured host tree instead of this host.")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("recommend")(recommend_command)
+
+
+def recommend_command(  # noqa: PLR0917 (typer maps parameters to options)
+    workload: str | None = _WORKLOAD,
+    explain: bool = _EXPLAIN,
+    output: Path | None = _OUTPUT,
+    window: float = _WINDOW,
+    root: Path = _ROOT,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Recommend changes for the workload on this host, each with its reason."""
+    from hosttune.agent.sense.errors import HosttuneError
+    from hosttune.agent.sense.host import Host
+    from hosttune.agent.service.recommend import run_recommend
+
+    try:
+        report = run_recommend(Host(root), workload=workload, window=window)
+    except HosttuneError as exc:
+        raise fail(str(exc)) from None
+    if output is not None:
+        try:
+            output.write_text(report.plan_yaml)
+        except OSError as exc:
+            raise fail(f"{output}: cannot write: {exc.strerror}") from None
+    if json_out:
+        emit_json(report.to_dict())
+        return
+    for line in report.render(explain=explain):
+        typer.echo(line)
+    if output is not None:
+        typer.echo(f"\nplan written to {output}; apply it with: hosttune apply {output}")

@@ -1,0 +1,197 @@
+"""Build the recommender's HostState from a Host (the live machine or a
+fixture tree): knob values through the tuners, NUMA nodes and devices through
+topology discovery, rates and AI processes through the telemetry sampler,
+admin ownership through tuners.ownership. A part that cannot be observed is
+recorded in `gaps` and the rest still works: recommend must never fail
+because one /proc file is odd."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from hosttune.agent.sense.errors import HosttuneError
+from hosttune.agent.sense.host import Host
+from hosttune.models.rules import Leaf, Node, load_priors
+from hosttune.models.state import DeviceState, DiskState, HostState, ProcessState
+
+
+def _leaf_facts(cond: Leaf | Node) -> Iterable[str]:
+    if isinstance(cond, Leaf):
+        yield cond.fact
+    else:
+        for child in cond.children:
+            yield from _leaf_facts(child)
+
+
+def prior_knobs() -> list[str]:
+    """Every knob the priors read or set (templated ones are filled per disk)."""
+    names: dict[str, None] = {}
+    for rule in load_priors().rules:
+        for fact in _leaf_facts(rule.when):
+            if ":" in fact:
+                names[fact] = None
+        for knob in rule.knobs:
+            if "{" not in knob:
+                names[knob] = None
+    return list(names)
+
+
+def read_knobs(host: Host, knobs: Iterable[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Current values of the knobs this host has, and why others were skipped."""
+    from hosttune.tuners.base import tuner_for, tuners_for
+
+    tuners = tuners_for(host)
+    values: dict[str, str] = {}
+    gaps: dict[str, str] = {}
+    for knob in knobs:
+        try:
+            tuner, key = tuner_for(tuners, knob)
+            if not tuner.available(key):
+                continue
+            values[knob] = tuner.read(key)
+        except HosttuneError as exc:
+            gaps[f"knob {knob}"] = str(exc)
+    return values, gaps
+
+
+def owned_knobs(host: Host, knobs: Iterable[str],
+                notes: list[str] | None = None) -> dict[str, str]:
+    """knob -> who owns it and where ("owned by the administrator: set in
+    /etc/sysctl.d/90-ai.conf:3 (...)", "owned by a peer tuning daemon: tuned
+    profile ..."); what could not be read goes to `notes`."""
+    from hosttune.agent.sense.ownership import owner_of, owners_report
+
+    owned, found_notes = owners_report(host)
+    if notes is not None:
+        notes.extend(found_notes)
+    out: dict[str, str] = {}
+    for knob in knobs:
+        owner = owner_of(knob, owned)
+        if owner is not None:
+            out[knob] = owner.why()
+    return out
+
+
+def observe_isolation(host: Host, state: HostState) -> None:
+    """The CPUs the admin set apart at boot, and what set them apart."""
+    from hosttune.agent.sense.ownership import cpu_reservations
+
+    isolation = cpu_reservations(host)
+    state.isolated = isolation.by_cpu()
+    state.notes.extend(isolation.notes)
+
+
+def observe(host: Host, *, workload: str, window: float = 1.0) -> HostState:
+    state = HostState(workload=workload)
+    observe_topology(host, state)
+    observe_isolation(host, state)
+    _observe_telemetry(host, state, window)
+    knobs = prior_knobs()
+    knobs += [f"block:{d.name}:read_ahead_kb" for d in state.disks]
+    knobs += [f"irq:{irq}" for dev in state.devices for irq in dev.irqs]
+    values, gaps = read_knobs(host, knobs)
+    state.knobs.update(values)
+    state.gaps.update({k: v for k, v in gaps.items() if not k.startswith("knob irq:")})
+    for disk in state.disks:
+        ra = values.get(f"block:{disk.name}:read_ahead_kb")
+        if ra is not None and ra.isdigit():
+            idx = state.disks.index(disk)
+            state.disks = (*state.disks[:idx],
+                           DiskState(disk.name, disk.read_bytes_rate, disk.write_bytes_rate,
+                                     int(ra)), *state.disks[idx + 1:])
+    for dev in state.devices:
+        for irq in dev.irqs:
+            text = values.get(f"irq:{irq}")
+            if text is not None:
+                from hosttune.agent.sense.cpulist import parse_cpulist
+
+                state.irq_affinity[irq] = parse_cpulist(text)
+    try:
+        # placement and IRQ knobs are proposed whether or not they were read
+        candidates = [*state.knobs, *(f"numa:pid:{p.pid}" for p in state.processes),
+                      *(f"irq:{irq}" for dev in state.devices for irq in dev.irqs)]
+        state.owned = owned_knobs(host, dict.fromkeys(candidates), state.notes)
+    except HosttuneError as exc:
+        state.gaps["ownership"] = str(exc)
+    return state
+
+
+# Device files a process opens to drive an accelerator, by driver, in the
+# order the driver numbers them (PCI address order, as nvidia-smi and npu-smi
+# number devices unless told otherwise).
+_DEV_FILES = {"nvidia": "/dev/nvidia{}", "devdrv_device_driver": "/dev/davinci{}",
+              "amdgpu": "/dev/dri/renderD{}"}
+_DEV_BASE = {"amdgpu": 128}
+
+
+def _nvidia_minor(host: Host, address: str) -> int | None:
+    """The /dev/nvidiaN minor the NVIDIA driver gave a GPU, when it says."""
+    text = host.read_optional(f"/proc/driver/nvidia/gpus/{address}/information")
+    for line in (text or "").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Device Minor" and value.strip().isdigit():
+            return int(value.strip())
+    return None
+
+
+def observe_topology(host: Host, state: HostState) -> None:
+    from hosttune.agent.sense.topology import discover
+
+    try:
+        topo = discover(host, netifs=False)
+    except HosttuneError as exc:
+        state.gaps["topology"] = str(exc)
+        return
+    for part, why in topo.gaps.items():
+        state.gaps[f"topology {part}"] = why
+    nodes = {n.id: tuple(n.cpus) for n in topo.nodes}
+    devices: list[DeviceState] = []
+    per_driver: dict[str, int] = {}
+    for dev in topo.pci:
+        if dev.role not in ("accelerator", "nic", "nvme"):
+            continue
+        names: tuple[str, ...] = dev.netdevs + dev.block_devs
+        driver = dev.driver or ""
+        if dev.role == "accelerator" and driver in _DEV_FILES:
+            index = per_driver.get(driver, 0)
+            per_driver[driver] = index + 1
+            minor = _nvidia_minor(host, dev.address) if driver == "nvidia" else None
+            number = minor if minor is not None else _DEV_BASE.get(driver, 0) + index
+            names = (_DEV_FILES[driver].format(number), *names)
+        node = dev.numa_node if dev.numa_node is not None else -1
+        devices.append(DeviceState(dev.address, dev.role, node, tuple(dev.irqs), names))
+        # A tree without /sys/devices/system/node (a capture of PCI only)
+        # still says which CPUs are local to each device.
+        if node >= 0 and node not in nodes and dev.local_cpus:
+            nodes[node] = tuple(dev.local_cpus)
+    state.nodes = dict(sorted(nodes.items()))
+    state.devices = tuple(devices)
+
+
+def _observe_telemetry(host: Host, state: HostState, window: float) -> None:
+    from hosttune.agent.sense.telemetry.sampler import Sampler, rates
+
+    try:
+        sampler = Sampler(host)
+        first = sampler.sample()
+        time.sleep(window)
+        second = sampler.sample()
+    except HosttuneError as exc:
+        state.gaps["telemetry"] = str(exc)
+        return
+    values = dict(second.values)
+    values.update(rates(first, second))
+    state.telemetry = {k: float(v) for k, v in values.items()}
+    disks: dict[str, DiskState] = {}
+    for name, value in values.items():
+        parts = name.split(".")
+        if len(parts) >= 3 and parts[0] == "disk" and parts[2] == "read_bytes" and (
+                len(parts) == 4 and parts[3] == "rate"):
+            disks[parts[1]] = DiskState(parts[1], read_bytes_rate=float(value))
+    state.disks = tuple(disks[k] for k in sorted(disks))
+    state.processes = tuple(
+        ProcessState(pid=p.pid, comm=p.comm, cpus=tuple(p.cpus), rss_bytes=p.rss_bytes,
+                     anon_huge_bytes=p.anon_huge_bytes, numa_pages=dict(p.numa_pages),
+                     accel_devices=tuple(p.accel_devices), reasons=tuple(p.reasons))
+        for p in second.processes)

@@ -1,0 +1,152 @@
+"""One `hosttune recommend`: decide the workload class (the shipped
+classifier, or what the admin says), observe the host, consult the outcomes
+measured here, and produce the recommendations, the plan and its rendering.
+Kept out of the CLI module so the daemon can serve the same answer."""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from hosttune.agent.sense.errors import ConfigError, HosttuneError
+from hosttune.agent.sense.host import Host
+from hosttune.models.recommender import Recommendations, recommend, to_plan
+from hosttune.models.rules import load_priors
+
+
+@dataclass
+class RecommendReport:
+    workload: str
+    how_classified: str
+    recommendations: Recommendations
+    plan_yaml: str
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = self.recommendations.to_dict()
+        data["classified"] = self.how_classified
+        data["notes"] = self.notes + data["notes"]
+        data["plan"] = self.plan_yaml
+        return data
+
+    def render(self, *, explain: bool) -> list[str]:
+        recs = self.recommendations
+        lines = [f"workload: {self.workload} ({self.how_classified})"]
+        if not recs.changes:
+            lines.append("no changes recommended")
+        else:
+            lines.append(f"{len(recs.changes)} change(s):")
+        for rec in recs.changes:
+            before = rec.before if rec.before is not None else "?"
+            lines.append(f"  {rec.knob}: {before} -> {rec.after}")
+            lines.append(f"      why: {rec.reason}")
+            if explain:
+                lines.append(f"      evidence: {'; '.join(rec.evidence)}")
+                lines.append(f"      expected: {rec.effect}")
+                lines.append(f"      source: {rec.source}")
+        if recs.advice:
+            lines.append("advice (not changed by hosttune):")
+        for rec in recs.advice:
+            before = rec.before if rec.before is not None else "?"
+            lines.append(f"  {rec.knob}: {before} -> {rec.after}  [{rec.why_advice}]")
+            lines.append(f"      why: {rec.reason}")
+            if explain:
+                lines.append(f"      source: {rec.source}")
+        for note in self.notes + recs.notes:
+            lines.append(f"note: {note}")
+        return lines
+
+
+def daemon_workload() -> tuple[str | None, str]:
+    """The class a running hosttuned believes in: it has watched the host for
+    several windows with hysteresis, which a few seconds here cannot match.
+    None (and why, or "" when no daemon answers) when it has no settled class."""
+    from hosttune.agent.sense.errors import PermissionRefused
+    from hosttune.agent.service.client import DaemonClient, DaemonError, DaemonUnavailable
+
+    try:
+        status = DaemonClient(timeout=2.0).request("status")
+    except (DaemonUnavailable, DaemonError, PermissionRefused):
+        return None, ""
+    workload = status.get("workload") if isinstance(status, dict) else None
+    if not isinstance(workload, dict):
+        return None, ""
+    label = workload.get("label")
+    if not isinstance(label, str) or label == "unknown":
+        return None, "hosttuned has not settled on a workload class yet"
+    confidence = workload.get("confidence")
+    conf = f", confidence {confidence:.2f}" if isinstance(confidence, (int, float)) else ""
+    since = workload.get("since")
+    held = ""
+    if isinstance(since, (int, float)) and since > 0:
+        held = f", held since {time.strftime('%H:%M:%S', time.localtime(since))}"
+    return label, f"classified by hosttuned over its windows{conf}{held}"
+
+
+def classify(host: Host, window: float) -> tuple[str | None, str]:
+    """The running daemon's settled class, else the shipped classifier's
+    answer on a window of live telemetry, or None and why there is none.
+    Looked up by name: the recommender works (on the 'unknown' priors) in a
+    build that ships no model."""
+    if not host.is_live:
+        return None, "a captured host tree has no live telemetry to classify"
+    label, how = daemon_workload()
+    if label is not None:
+        return label, how
+    try:
+        serving: Any = importlib.import_module("hosttune.models.serving")
+        recognise: Any = importlib.import_module("hosttune.models.recognise")
+        features: Any = importlib.import_module("hosttune.models.features")
+    except ImportError:
+        return None, "no workload model is shipped in this build"
+    try:
+        model = serving.load()
+        # one sample a second, and the classifier needs MIN_ROWS of them
+        seconds = max(window, float(features.MIN_ROWS) + 1.0)
+        columns, matrix = recognise.live_window(seconds, 1.0)
+        pred = recognise.classify_rows(model, columns, matrix)
+    except HosttuneError as exc:
+        return None, f"the workload model could not classify: {exc}"
+    label = str(pred.label)
+    if label == str(serving.UNKNOWN):
+        return None, (f"the workload model is unsure (best guess {pred.best} at "
+                      f"{pred.confidence:.2f}, below its threshold)")
+    return label, f"classified by the shipped model, confidence {pred.confidence:.2f}"
+
+
+def run_recommend(host: Host, *, workload: str | None, window: float = 1.0,
+                  state_dir: str | None = None) -> RecommendReport:
+    from hosttune.agent.sense.paths import Paths
+    from hosttune.agent.service.observe import observe
+    from hosttune.models.outcomes import OutcomeError, OutcomeStore
+
+    priors = load_priors()
+    notes: list[str] = []
+    if workload is not None:
+        if workload not in priors.classes:
+            raise ConfigError(f"unknown workload class {workload!r} "
+                              f"(one of {', '.join(priors.classes)})", key="--workload")
+        how = "given with --workload"
+    else:
+        label, how = classify(host, window)
+        if label is None:
+            notes.append(f"{how}: using the 'unknown' priors; give --workload CLASS "
+                         "for class-specific advice")
+            how = "not classified"
+            label = "unknown"
+        workload = label if label in priors.classes else "unknown"
+    state = observe(host, workload=workload, window=window)
+    learned = None
+    store_dir = state_dir if state_dir is not None else str(Paths.from_env().state_dir)
+    try:
+        store = OutcomeStore(f"{store_dir}/outcomes.db")
+        if store.path.exists():
+            learned = store.learned(workload)
+    except OutcomeError as exc:
+        notes.append(f"measured outcomes not used: {exc}")
+    recs = recommend(state, priors=priors, learned=learned)
+    plan = to_plan(recs)
+    return RecommendReport(workload=workload, how_classified=how, recommendations=recs,
+                           plan_yaml=plan.to_yaml(), notes=notes)
