@@ -3,10 +3,9 @@ loaded model (numpy only; no scikit-learn)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from hosttune.models import features
 from hosttune.models.serving import UNKNOWN, Prediction, WorkloadModel
@@ -23,42 +22,6 @@ class WindowResult:
     start: float  # elapsed seconds of the window's first row
     end: float
     prediction: Prediction
-
-
-def live_window(
-    seconds: float, interval: float = 1.0, progress: Callable[[float], None] | None = None,
-) -> tuple[list[str], Array]:
-    """Samples the live host for `seconds` and returns the trace columns and
-    rows, as `hosttune record` would have written them."""
-    import time
-
-    import numpy as np
-
-    from hosttune.agent.sense.telemetry.sampler import rates
-    from hosttune.agent.service.recording import make_sampler
-    from hosttune.models.trace import trace_row
-
-    sampler: Any = make_sampler()
-    rows: list[dict[str, float]] = []
-    try:
-        prev = sampler.sample()
-        start = prev.monotonic
-        next_at = start + interval
-        while next_at <= start + seconds + 1e-6:
-            delay = next_at - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            cur = sampler.sample()
-            rows.append(trace_row(rates(prev, cur)))
-            prev = cur
-            next_at += interval
-            if progress is not None:
-                progress(cur.monotonic - start)
-    finally:
-        sampler.close()
-    columns = sorted({name for row in rows for name in row})
-    matrix = np.array([[row.get(c, np.nan) for c in columns] for row in rows], dtype=np.float64)
-    return columns, matrix.reshape(len(rows), len(columns))
 
 
 def classify_rows(model: WorkloadModel, columns: list[str], matrix: Array) -> Prediction:

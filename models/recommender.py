@@ -19,7 +19,7 @@ from hosttune.models.state import HostState, facts
 
 if TYPE_CHECKING:
     from hosttune.models.outcomes import LearnedModel
-    from hosttune.tuners.base import Plan
+    from hosttune.tuners.knobs import Plan
 
 
 @dataclass(frozen=True)
@@ -222,7 +222,7 @@ def _same(a: str, b: str) -> bool:
 def to_plan(recs: Recommendations) -> Plan:
     """The changes as a tuners Plan (what `hosttune apply` reads); advice
     stays out of it and is named in the plan's note."""
-    from hosttune.tuners.base import Change, Plan
+    from hosttune.tuners.knobs import Change, Plan
 
     changes = [
         Change(knob=r.knob, after=r.after, before=r.before, reason=r.reason,

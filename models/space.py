@@ -8,6 +8,7 @@ from typing import Any
 
 from hosttune.agent.sense.errors import KnobError
 from hosttune.models.optimizer import Dimension, Space
+from hosttune.tuners.knobs import entry_for
 
 # Knobs `hosttune tune` searches when none are named: the ones that moved the
 # workloads of benchmarks/effectiveness.py (THP, writeback, reclaim).
@@ -34,13 +35,12 @@ def dimension(knob: str, entry: Mapping[str, Any]) -> Dimension:
 
 
 def space_for(knobs: list[str] | tuple[str, ...],
-              allowlist: Mapping[str, Mapping[str, Any]] | None = None) -> Space:
-    from hosttune.tuners.allowlist import DEFAULT_ALLOWLIST, entry_for
-
-    table = DEFAULT_ALLOWLIST if allowlist is None else allowlist
+              allowlist: Mapping[str, Mapping[str, Any]]) -> Space:
+    """The dimensions of `knobs`, bounded by the allowlist the caller holds
+    (the defaults merged with the site's config)."""
     dims = []
     for knob in knobs:
-        entry = entry_for(table, knob)
+        entry = entry_for(allowlist, knob)
         if entry is None:
             raise KnobError(knob, "not on the allowlist of knobs hosttune may change on its own")
         dims.append(dimension(knob, entry))

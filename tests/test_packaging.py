@@ -72,7 +72,7 @@ def test_deb_layout_and_metadata(deb: Path) -> None:
     for path in (
         "usr/bin/hosttune",
         "usr/bin/hosttuned",
-        "usr/lib/python3/dist-packages/hosttune/agent/cli.py",
+        "usr/lib/python3/dist-packages/hosttune/agent/service/cli.py",
         "usr/lib/python3/dist-packages/hosttune/models/artifacts/workload-v1.npz",
         "lib/systemd/system/hosttuned.service",
         "usr/lib/sysusers.d/hosttune.conf",

@@ -17,7 +17,7 @@ from hosttune.agent.sense.host import Host
 from hosttune.agent.service.observe import observe_topology
 from hosttune.models.recommender import recommend, to_plan
 from hosttune.models.state import HostState, ProcessState
-from hosttune.tuners.base import Plan
+from hosttune.tuners.knobs import Plan
 
 GIB = 1 << 30
 

@@ -17,8 +17,8 @@ import pytest
 from hosttune.agent.sense.errors import HostWriteError
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.ownership import Owner, owner_of, owners
-from hosttune.tuners.base import Change, Plan
 from hosttune.tuners.journal import Journal, JournalError, LockTimeout
+from hosttune.tuners.knobs import Change, Plan
 from hosttune.tuners.transaction import apply_plan, history, recover, rollback
 
 KNOBS = {"vm/swappiness": "60", "vm/dirty_ratio": "20", "vm/dirty_background_ratio": "10",
@@ -215,7 +215,7 @@ def _child(tmp_path: Path, kill_at: str, seq: int) -> subprocess.CompletedProces
     code = textwrap.dedent(f"""
         import os, signal
         from hosttune.agent.sense.host import Host
-        from hosttune.tuners.base import Change, Plan
+        from hosttune.tuners.knobs import Change, Plan
         from hosttune.tuners.journal import Journal
         from hosttune.tuners.transaction import apply_plan
 
@@ -318,7 +318,7 @@ def test_journal_disk_full_refuses(tmp_path: Path) -> None:
     code = textwrap.dedent(f"""
         import os, sys
         from hosttune.agent.sense.host import Host
-        from hosttune.tuners.base import Change, Plan
+        from hosttune.tuners.knobs import Change, Plan
         from hosttune.tuners.journal import Journal, JournalError
         from hosttune.tuners.transaction import apply_plan
         j = Journal({str(mnt / 'journal.db')!r})
@@ -352,7 +352,7 @@ def test_two_processes_never_interleave(tmp_path: Path) -> None:
     code = textwrap.dedent(f"""
         import os, pathlib, time
         from hosttune.agent.sense.host import Host
-        from hosttune.tuners.base import Change, Plan
+        from hosttune.tuners.knobs import Change, Plan
         from hosttune.tuners.journal import Journal
         from hosttune.tuners.transaction import apply_plan
 

@@ -164,7 +164,7 @@ def test_tune_dry_run_changes_nothing(tmp_path: Path) -> None:
 
 
 def test_recommend_plan_round_trips_and_apply_dry_run_accepts_it(tmp_path: Path) -> None:
-    from hosttune.tuners.base import Plan
+    from hosttune.tuners.knobs import Plan
 
     root = fake_host(tmp_path / "host")
     plan_path = tmp_path / "plan.yaml"

@@ -3,8 +3,9 @@ from __future__ import annotations
 import pytest
 
 from hosttune.agent.sense.errors import ConfigError, KnobError
-from hosttune.tuners.allowlist import DEFAULT_ALLOWLIST, check, entry_for, merge
-from hosttune.tuners.base import Change, Plan, parse_choice, parse_knob
+from hosttune.tuners.allowlist import DEFAULT_ALLOWLIST, check, merge
+from hosttune.tuners.base import parse_choice
+from hosttune.tuners.knobs import Change, Plan, entry_for, parse_knob
 
 
 def test_parse_knob() -> None:

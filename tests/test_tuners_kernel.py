@@ -23,8 +23,9 @@ import pytest
 from hosttune.agent.sense.cpulist import parse_cpulist
 from hosttune.agent.sense.errors import HostWriteError, KnobError
 from hosttune.agent.sense.host import Host
-from hosttune.tuners.base import Change, Plan, tuner_for, tuners_for
+from hosttune.tuners.base import tuner_for, tuners_for
 from hosttune.tuners.journal import Journal
+from hosttune.tuners.knobs import Change, Plan
 from hosttune.tuners.transaction import apply_plan, recover, rollback
 
 pytestmark = [
@@ -182,7 +183,7 @@ def test_read_only_file_in_a_mount_namespace(
     code = textwrap.dedent(f"""
         import json
         from hosttune.agent.sense.host import Host
-        from hosttune.tuners.base import Change, Plan
+        from hosttune.tuners.knobs import Change, Plan
         from hosttune.tuners.journal import Journal
         from hosttune.tuners.transaction import apply_plan
         plan = Plan([Change("sysctl:vm.swappiness", "13"), Change("sysctl:vm.dirty_ratio", "32")])
@@ -209,7 +210,7 @@ def test_net_sysctls_in_a_network_namespace(tmp_path: Path) -> None:
     code = textwrap.dedent(f"""
         import json
         from hosttune.agent.sense.host import Host
-        from hosttune.tuners.base import Change, Plan
+        from hosttune.tuners.knobs import Change, Plan
         from hosttune.tuners.journal import Journal
         from hosttune.tuners.transaction import apply_plan, rollback
         host = Host()
@@ -361,7 +362,7 @@ def test_sigkill_on_the_real_kernel_then_recover(
     code = textwrap.dedent(f"""
         import os, signal
         from hosttune.agent.sense.host import Host
-        from hosttune.tuners.base import Change, Plan
+        from hosttune.tuners.knobs import Change, Plan
         from hosttune.tuners.journal import Journal
         from hosttune.tuners.transaction import apply_plan
 

@@ -17,12 +17,11 @@ An override entry of `None` (YAML `~`) removes a knob from the table.
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Mapping
 from typing import Any
 
 from hosttune.agent.sense.errors import ConfigError, KnobError
-from hosttune.tuners.base import parse_knob
+from hosttune.tuners.knobs import entry_for, parse_knob
 
 Allowlist = dict[str, dict[str, Any]]
 
@@ -111,16 +110,6 @@ def _checked_entry(knob: str, entry: Any, source: str) -> dict[str, Any]:
         if not isinstance(frac, int | float) or not 0 < frac <= 1:
             raise ConfigError("max_memory_fraction must be in (0, 1]", path=source, key=knob)
     return dict(entry)
-
-
-def entry_for(allowlist: Mapping[str, Mapping[str, Any]], knob: str) -> Mapping[str, Any] | None:
-    """The entry for `knob`: an exact name first, else the longest matching pattern."""
-    if knob in allowlist:
-        return allowlist[knob]
-    matches = [p for p in allowlist if fnmatch.fnmatchcase(knob, p)]
-    if not matches:
-        return None
-    return allowlist[max(matches, key=len)]
 
 
 def check(allowlist: Mapping[str, Mapping[str, Any]], knob: str, value: str,

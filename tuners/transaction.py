@@ -32,8 +32,9 @@ from hosttune.agent.sense.errors import HosttuneError, KnobError, PermissionRefu
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.ownership import Owner, owner_of, owners
 from hosttune.tuners import allowlist as allowlist_mod
-from hosttune.tuners.base import Change, Plan, Tuner, tuner_for, tuners_for
+from hosttune.tuners.base import Tuner, tuner_for, tuners_for
 from hosttune.tuners.journal import TOUCHED, Journal, JournalError, TxnRecord
+from hosttune.tuners.knobs import Change, Plan
 
 Hook = Callable[[str, int, Change], None]
 

@@ -21,10 +21,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from hosttune.agent.sense.accel.select import BACKENDS, backends_from_config
 from hosttune.agent.sense.errors import ConfigError
+from hosttune.agent.sense.paths import Paths
 
 MODES = ("observe", "recommend", "auto")
-BACKENDS = ("nvidia", "amd", "ascend", "intel", "sysfs")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # `family:key`; the key part may hold dots, slashes and `*` wildcards.
 KNOB_RE = re.compile(r"^[a-z][a-z0-9_]*:[A-Za-z0-9_.:/*@+-]+$")
@@ -394,3 +395,9 @@ def with_mode(config: Config, mode: str) -> Config:
     if mode not in MODES:
         raise ConfigError(f"{mode!r} is not one of {', '.join(MODES)}", key="mode")
     return replace(config, mode=mode)
+
+
+def configured_backends() -> list[str] | None:
+    """`backends` from the installed configuration (HOSTTUNE_CONFIG moves it),
+    as AccelCollector wants it. A broken file raises its ConfigError."""
+    return backends_from_config(load(Paths.from_env().config).backends)

@@ -715,7 +715,7 @@ class Daemon:
         if not isinstance(text, str):
             raise RequestError("bad_request", "apply needs \"plan\": the plan file's text")
         try:
-            from hosttune.tuners.base import Plan
+            from hosttune.tuners.knobs import Plan
         except ImportError as exc:
             raise EngineUnavailable(f"no tuners in this build: {exc}") from None
         plan = Plan.from_yaml(text, str(args.get("path", "<plan>")))

@@ -50,7 +50,7 @@ class Proposal:
     """A plan ready to apply, and how to show it."""
 
     workload: str
-    plan: Any  # hosttune.tuners.base.Plan
+    plan: Any  # hosttune.tuners.knobs.Plan
     report: dict[str, Any]
 
 
@@ -230,7 +230,7 @@ class HostEngine:
         """The plan with only the changes `auto` may make: on the allowlist,
         within bounds, and not one that hurt this workload before."""
         from hosttune.tuners import allowlist as al
-        from hosttune.tuners.base import Plan
+        from hosttune.tuners.knobs import Plan
 
         mem_total_kb = None
         for line in self.host.read_text("/proc/meminfo").splitlines():

@@ -12,6 +12,7 @@ from typing import Any
 
 from hosttune.agent.sense.errors import ConfigError, HosttuneError
 from hosttune.agent.sense.host import Host
+from hosttune.agent.service.recording import live_window
 from hosttune.models.recommender import Recommendations, recommend, to_plan
 from hosttune.models.rules import load_priors
 
@@ -105,7 +106,7 @@ def classify(host: Host, window: float) -> tuple[str | None, str]:
         model = serving.load()
         # one sample a second, and the classifier needs MIN_ROWS of them
         seconds = max(window, float(features.MIN_ROWS) + 1.0)
-        columns, matrix = recognise.live_window(seconds, 1.0)
+        columns, matrix = live_window(seconds, 1.0)
         pred = recognise.classify_rows(model, columns, matrix)
     except HosttuneError as exc:
         return None, f"the workload model could not classify: {exc}"

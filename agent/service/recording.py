@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from hosttune.agent.sense.errors import HosttuneError
 from hosttune.models.trace import TraceWriter, trace_columns, trace_row
@@ -196,3 +197,35 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+def live_window(
+    seconds: float, interval: float = 1.0, progress: Callable[[float], None] | None = None,
+) -> tuple[list[str], Any]:
+    """Samples the live host for `seconds` and returns the trace columns and
+    rows, as `hosttune record` would have written them."""
+    import numpy as np  # numpy (60 ms) only for the commands that classify
+
+    from hosttune.agent.sense.telemetry.sampler import rates
+
+    sampler: Any = make_sampler()
+    rows: list[dict[str, float]] = []
+    try:
+        prev = sampler.sample()
+        start = prev.monotonic
+        next_at = start + interval
+        while next_at <= start + seconds + 1e-6:
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            cur = sampler.sample()
+            rows.append(trace_row(rates(prev, cur)))
+            prev = cur
+            next_at += interval
+            if progress is not None:
+                progress(cur.monotonic - start)
+    finally:
+        sampler.close()
+    columns = sorted({name for row in rows for name in row})
+    matrix = np.array([[row.get(c, np.nan) for c in columns] for row in rows], dtype=np.float64)
+    return columns, matrix.reshape(len(rows), len(columns))

@@ -36,6 +36,7 @@ from hosttune.models.tuning import (
     TuningResult,
     run_tuning,
 )
+from hosttune.tuners.allowlist import DEFAULT_ALLOWLIST
 
 
 @dataclass
@@ -87,8 +88,9 @@ class TransactionActuator:
         return out
 
     def _apply(self, values: dict[str, str], source: str, reason: str) -> None:
-        from hosttune.tuners.base import Change, Plan, tuner_for
+        from hosttune.tuners.base import tuner_for
         from hosttune.tuners.journal import Journal
+        from hosttune.tuners.knobs import Change, Plan
         from hosttune.tuners.transaction import apply_plan
 
         changes = []
@@ -263,7 +265,7 @@ def run_tune(req: TuneRequest, echo: Callable[[str], None] | None) -> dict[str, 
 
     host = Host(req.root)
     knobs = req.knobs or list(DEFAULT_TUNE_KNOBS)
-    space = space_for(knobs)
+    space = space_for(knobs, DEFAULT_ALLOWLIST)
     state_dir = req.state_dir or Paths.from_env().state_dir
     journal = state_dir / "journal.db"
     objective = _objective(req)

@@ -42,9 +42,10 @@ from hosttune.agent.sense.pci import PCI_DEVICES
 log = logging.getLogger("hosttune.accel")
 
 BACKEND_NAMES = ("nvidia", "amd", "ascend", "sysfs")
-# names the config accepts (hosttune.agent.service.config.BACKENDS) that have no
-# backend yet: listed, they are skipped quietly
+# names the config accepts that have no backend yet: listed, they are skipped quietly
 PLANNED_BACKENDS = frozenset({"intel"})
+# every name the config's `backends` accepts, in the default order
+BACKENDS = ("nvidia", "amd", "ascend", "intel", "sysfs")
 # backend -> the sysfs vendor name of the devices it serves
 BACKEND_VENDORS = {"nvidia": "nvidia", "amd": "amd", "ascend": "huawei"}
 LIBRARY_BACKENDS = frozenset({"nvidia", "amd"})
@@ -91,18 +92,7 @@ def validate_backends(names: Sequence[str] | None, *, source: str | None = None)
 def backends_from_config(names: Sequence[str]) -> list[str] | None:
     """The config's `backends` as AccelCollector wants it: None (automatic)
     when it lists every backend, as the default does."""
-    from hosttune.agent.service.config import BACKENDS
-
     return None if set(names) >= set(BACKENDS) else list(names)
-
-
-def configured_backends() -> list[str] | None:
-    """`backends` from the installed configuration (HOSTTUNE_CONFIG moves it),
-    as AccelCollector wants it. A broken file raises its ConfigError."""
-    from hosttune.agent.sense.paths import Paths
-    from hosttune.agent.service import config as cfg
-
-    return backends_from_config(cfg.load(Paths.from_env().config).backends)
 
 
 @dataclass

@@ -25,9 +25,10 @@ def register(app: typer.Typer) -> None:
         """Accelerators of every vendor: NUMA node, CPUs, nearby NICs, links,
         and utilization, memory, power and PCIe throughput now."""
         from hosttune.agent.sense.accel import render
-        from hosttune.agent.sense.accel.select import AccelCollector, configured_backends
+        from hosttune.agent.sense.accel.select import AccelCollector
         from hosttune.agent.sense.accel.sysfs import scan_nics
         from hosttune.agent.sense.host import Host
+        from hosttune.agent.service.config import configured_backends
 
         host = Host(root)
         names = list(backend) if backend else configured_backends()

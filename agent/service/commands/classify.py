@@ -75,7 +75,8 @@ def register(app: typer.Typer) -> None:
             return
         from rich.progress import BarColumn, Progress, TextColumn
 
-        from hosttune.models.recognise import classify_rows, live_window
+        from hosttune.agent.service.recording import live_window
+        from hosttune.models.recognise import classify_rows
 
         interval = 1.0 if interval is None else interval
 

@@ -173,7 +173,7 @@ def apply_command(  # noqa: PLR0917 (typer maps parameters to options)
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Apply a plan file all or nothing (restored in reverse if any step fails)."""
-    from hosttune.tuners.base import Plan
+    from hosttune.tuners.knobs import Plan
 
     try:
         text = plan_file.read_text()
@@ -194,7 +194,7 @@ def set_command(  # noqa: PLR0917 (typer maps parameters to options)
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Set one knob (a one-change transaction)."""
-    from hosttune.tuners.base import Change, Plan
+    from hosttune.tuners.knobs import Change, Plan
 
     plan = Plan([Change(knob, value, reason=reason, source="admin")])
     _run_plan(plan, root, dry_run=dry_run, force=force, wait=wait, json_out=json_out)

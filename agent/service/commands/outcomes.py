@@ -62,7 +62,7 @@ def register(app: typer.Typer) -> None:
         from hosttune.agent.sense.errors import HosttuneError
         from hosttune.agent.sense.paths import Paths
         from hosttune.models.outcomes import Outcome, OutcomeStore
-        from hosttune.tuners.base import Plan
+        from hosttune.tuners.knobs import Plan
 
         try:
             parsed = Plan.from_yaml(plan.read_text(), str(plan))

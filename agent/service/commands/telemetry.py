@@ -114,7 +114,8 @@ def _accel_collector(host: Host) -> AccelCollector | None:
     from hosttune.agent.sense.errors import HosttuneError
 
     try:
-        from hosttune.agent.sense.accel.select import AccelCollector, configured_backends
+        from hosttune.agent.sense.accel.select import AccelCollector
+        from hosttune.agent.service.config import configured_backends
     except ImportError:
         return None
     try:

@@ -142,7 +142,8 @@ def register(app: typer.Typer) -> None:
 def _accelerators(host: Host) -> list[AccelDevice]:
     """Each accelerator as the best backend describes it (hosttune.agent.sense.accel);
     vendor calls are bounded in time and fall back to sysfs."""
-    from hosttune.agent.sense.accel.select import AccelCollector, configured_backends
+    from hosttune.agent.sense.accel.select import AccelCollector
+    from hosttune.agent.service.config import configured_backends
 
     coll = AccelCollector(host, configured_backends())
     try:
