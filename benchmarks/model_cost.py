@@ -84,8 +84,7 @@ def run(stage: str, model: str, trace: str, repeat: int) -> dict[str, float]:
 
 
 def main() -> int:
-    from hosttune.models import serving
-
+    from hosttune.models import classifier as serving
     here = Path(serving.__file__).parent
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

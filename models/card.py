@@ -14,7 +14,7 @@ def _pct(x: Any) -> str:
 
 
 def _geometries(schema: dict[str, Any]) -> str:
-    from hosttune.models.serving import validated_geometry
+    from hosttune.models.classifier import validated_geometry
 
     g = validated_geometry(schema)
     (lo_i, hi_i), (lo_w, hi_w) = g["interval_seconds"], g["window_seconds"]

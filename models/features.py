@@ -76,7 +76,7 @@ class Window:
 
 class Vec(list[float]):
     """One column of a window as plain floats, for the numpy-free path of
-    the daemon (hosttune.models.lite). Supports what `_compute` does with a
+    the daemon (hosttune.models.forest). Supports what `_compute` does with a
     column: element-wise + and -, `.size`, indexing; the statistics below
     compute on it in numpy's own order of additions, so the features equal
     the numpy ones bit for bit (tests/test_lite.py)."""

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hosttune.models import features
-from hosttune.models.serving import UNKNOWN, Prediction, WorkloadModel
+from hosttune.models.classifier import UNKNOWN, Prediction, WorkloadModel
 
 if TYPE_CHECKING:
     import numpy as np

@@ -2,7 +2,7 @@
 
 Only this module imports scikit-learn, and only inside functions: the CLI's
 `model train` / `model evaluate` and the tests call it; serving
-(`hosttune.models.serving`) needs numpy alone.
+(`hosttune.models.classifier`) needs numpy alone.
 
 - `load_dataset(dirs)`: every trace of the given directories (a
   `manifest.json` there, if present, must match each file's sha256), cut
@@ -443,14 +443,14 @@ def export(
     trained_on: Sequence[Geometry] = TRAIN_GEOMETRIES,
 ) -> tuple[dict[str, Any], dict[str, Array]]:
     """(schema, arrays) of a fitted estimator, in the format
-    `hosttune.models.serving` reads. `geometries` are those it was
+    `hosttune.models.classifier` reads. `geometries` are those it was
     cross-validated on (its folds fitted on `trained_on`); the schema records
     both and the range of the validated ones, and the daemon warns when it
     classifies outside that range."""
     import numpy as np
 
+    from hosttune.models import classifier as serving
     from hosttune.models import features as feats
-    from hosttune.models import serving
     from hosttune.models.resample import geometry_range
 
     classes = [str(c) for c in est.classes_]
@@ -618,7 +618,7 @@ def save(path: str | Path, schema: dict[str, Any], arrays: dict[str, Array]) -> 
 
     import numpy as np
 
-    from hosttune.models.serving import model_files
+    from hosttune.models.classifier import model_files
 
     npz, js = model_files(path)
     npz.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""The daemon's numpy-free classification (hosttune.models.lite) gives the
+"""The daemon's numpy-free classification (hosttune.models.forest) gives the
 numpy path's answers bit for bit: features, probabilities, label, evidence.
 
 Checked on windows of every real trace in models/data (the 1 s rows the
@@ -21,7 +21,9 @@ import numpy as np
 import pytest
 
 from hosttune.agent.sense.errors import ModelError
-from hosttune.models import features, lite, serving
+from hosttune.models import classifier as serving
+from hosttune.models import features
+from hosttune.models import forest as lite
 from hosttune.models.trace import read_trace
 
 DATA = Path(__file__).resolve().parent.parent / "models" / "data"

@@ -14,7 +14,8 @@ import pytest
 pytest.importorskip("sklearn")
 
 from hosttune.agent.sense.errors import ModelError
-from hosttune.models import features, serving, train
+from hosttune.models import classifier as serving
+from hosttune.models import features, train
 
 SHIPPED_DATA = Path(train.__file__).parent / "data"
 

@@ -17,7 +17,7 @@ from hosttune.agent.service import config as cfg
 from hosttune.agent.service.daemon import Daemon
 from hosttune.agent.service.log import Log
 from hosttune.agent.service.notify import Notifier
-from hosttune.models import serving
+from hosttune.models import classifier as serving
 from hosttune.models.resample import (
     VALIDATE_GEOMETRIES,
     Geometry,

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from hosttune.models import serving, train
+from hosttune.models import classifier as serving
+from hosttune.models import train
 from hosttune.models.trace import read_trace
 from hosttune.models.workloads import LABELS
 
@@ -97,7 +98,7 @@ def test_wheel_ships_model_data_and_workloads(manifest: dict[str, Any], tmp_path
     names = set(zipfile.ZipFile(wheel).namelist())
     want = {f"hosttune/models/data/{r['file']}" for r in manifest["runs"]}
     want |= {"hosttune/models/data/manifest.json",
-             "hosttune/models/workloads/train.py", "hosttune/models/serving.py"}
+             "hosttune/models/workloads/train.py", "hosttune/models/classifier.py"}
     want |= {f"hosttune/models/artifacts/{serving.SHIPPED_NAME}{s}"
              for s in (".npz", ".json", ".md")}
     assert want <= names, sorted(want - names)

@@ -209,7 +209,7 @@ class Daemon:
         geometry = (self.engine_info.get("model") or {}).get("geometry")
         problem = None
         if geometry:
-            from hosttune.models.serving import geometry_problem
+            from hosttune.models.classifier import geometry_problem
 
             problem = geometry_problem(geometry, self.config.interval,
                                        self.config.interval * self.config.window)

@@ -156,8 +156,8 @@ class HostEngine:
     def _ensure_model(self) -> Any:
         if self._model is None and self._model_error is None:
             try:
-                serving: Any = importlib.import_module("hosttune.models.serving")
-                lite: Any = importlib.import_module("hosttune.models.lite")
+                serving: Any = importlib.import_module("hosttune.models.classifier")
+                lite: Any = importlib.import_module("hosttune.models.forest")
                 # The site's own model (`hosttune model train` writes it there)
                 # wins over the shipped one, as for `hosttune classify`.
                 site = self.state_dir / "models" / "workload"
@@ -182,7 +182,7 @@ class HostEngine:
             return Verdict("unknown", 0.0, reason=self._model_error or "no model")
         features: Any = importlib.import_module("hosttune.models.features")
         trace: Any = importlib.import_module("hosttune.models.trace")
-        lite: Any = importlib.import_module("hosttune.models.lite")
+        lite: Any = importlib.import_module("hosttune.models.forest")
         min_rows = features.MIN_ROWS
         window_features = (features.lite_window_features if isinstance(model, lite.LiteForest)
                            else features.window_features)

@@ -97,7 +97,7 @@ def classify(host: Host, window: float) -> tuple[str | None, str]:
     if label is not None:
         return label, how
     try:
-        serving: Any = importlib.import_module("hosttune.models.serving")
+        serving: Any = importlib.import_module("hosttune.models.classifier")
         recognise: Any = importlib.import_module("hosttune.models.recognise")
         features: Any = importlib.import_module("hosttune.models.features")
     except ImportError:

@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
         """Copy the /proc, /sys and sysctl files hosttune reads into OUTPUT, a tree
         `hosttune topology --root OUTPUT` reads back. Copies no process data and
         nothing under /etc but sysctl configuration."""
-        from hosttune.agent.sense.capture import capture as run_capture
+        from hosttune.agent.sense.fixture import capture as run_capture
         from hosttune.agent.sense.host import Host
 
         if output.exists() and any(output.iterdir()):

@@ -58,7 +58,7 @@ def site_model() -> Path:
 
 def resolve_model(path: Path | None) -> Path:
     """--model, else the site model when one was trained, else the shipped one."""
-    from hosttune.models.serving import model_files, shipped_model
+    from hosttune.models.classifier import model_files, shipped_model
 
     if path is not None:
         return path
@@ -73,8 +73,7 @@ def geometry_warning(interval: float, window: int) -> str | None:
     `window` samples) classifies windows the model in use was not validated
     on; None when it was, or when there is no readable model."""
     from hosttune.agent.sense.errors import ModelError
-    from hosttune.models import serving
-
+    from hosttune.models import classifier as serving
     try:
         geometry = serving.schema_geometry(resolve_model(None))
     except ModelError:
@@ -84,8 +83,7 @@ def geometry_warning(interval: float, window: int) -> str | None:
 
 def load_model(path: Path | None) -> Any:
     from hosttune.agent.sense.errors import ModelError
-    from hosttune.models import serving
-
+    from hosttune.models import classifier as serving
     try:
         return serving.load(resolve_model(path))
     except ModelError as exc:

@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hosttune.agent.sense.errors import ModelError
-from hosttune.models.features import lite_feature_names, pairwise_sum
-from hosttune.models.serving import (
+from hosttune.models.classifier import (
     _TREE_ARRAYS,
     UNKNOWN,
     Evidence,
@@ -35,6 +34,7 @@ from hosttune.models.serving import (
     read_schema,
     shipped_model,
 )
+from hosttune.models.features import lite_feature_names, pairwise_sum
 
 _DTYPES = {"<f8": "d", "<i8": "q", "<f4": "f", "<i4": "i"}
 
@@ -105,8 +105,7 @@ class LiteForest:
     def geometry(self) -> Any:
         """What serving reports as the rows and windows the model was
         validated on, where this hosttune knows it."""
-        from hosttune.models import serving
-
+        from hosttune.models import classifier as serving
         validated = getattr(serving, "validated_geometry", None)
         return validated(self.schema) if validated is not None else None
 
