@@ -34,7 +34,8 @@ t0 = time.perf_counter()
 import numpy as np
 out["numpy_import_s"] = time.perf_counter() - t0
 out["rss_numpy_kib"] = rss_kib()
-from hosttune.models import features, serving
+from hosttune.models import classifier as serving
+from hosttune.models import features
 from hosttune.models.trace import read_trace
 trace = read_trace(trace_path)
 matrix = trace.matrix()

@@ -125,7 +125,7 @@ def test_classify_the_live_host_without_sklearn(trained: tuple[Path, Path]) -> N
     _, stem = trained
     code = (
         "import sys, json\n"
-        "from hosttune.models import serving, features\n"
+        "from hosttune.models import classifier as serving, features\n"
         "import numpy as np\n"
         f"m = serving.load({str(stem)!r})\n"
         "p = m.classify(np.full(len(m.features), np.nan))\n"
