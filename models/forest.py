@@ -6,10 +6,11 @@ all, and the daemon uses it only to classify one window every 30 s. This
 module reads the same model files (`NAME.npz` is a zip of `.npy` arrays; their
 headers are parsed here, never unpickled) and evaluates a random forest
 ("trees" with "mean_proba") with its explanation, adding in numpy's order so
-that probabilities and contributions equal `serving.WorkloadModel.classify`
+that probabilities and contributions equal `classifier.WorkloadModel.classify`
 bit for bit (tests/test_lite.py checks it on the shipped model). Any other
 model (linear, gradient-boosted: their matrix products and exponentials are
-numpy's own) is left to `serving`; `load_lite` says so with `LiteUnsupported`.
+numpy's own) is left to `classifier.load`; `load_forest` says so with
+`NeedsNumpy`.
 """
 
 from __future__ import annotations
@@ -33,14 +34,15 @@ from hosttune.models.classifier import (
     model_files,
     read_schema,
     shipped_model,
+    validated_geometry,
 )
 from hosttune.models.features import lite_feature_names, pairwise_sum
 
 _DTYPES = {"<f8": "d", "<i8": "q", "<f4": "f", "<i4": "i"}
 
 
-class LiteUnsupported(Exception):
-    """This model needs numpy (serving.load); not an error in the model."""
+class NeedsNumpy(Exception):
+    """This model needs numpy (classifier.load); not an error in the model."""
 
 
 def read_npz(path: Path) -> dict[str, tuple[array[Any], tuple[int, ...]]]:
@@ -64,7 +66,7 @@ def read_npz(path: Path) -> dict[str, tuple[array[Any], tuple[int, ...]]]:
             header = ast.literal_eval(data[start:start + size].decode("latin1"))
             descr, shape = header.get("descr"), tuple(header.get("shape", ()))
             if descr not in _DTYPES or header.get("fortran_order"):
-                raise LiteUnsupported(f"{member}: dtype {descr!r}")
+                raise NeedsNumpy(f"{member}: dtype {descr!r}")
             values = array(_DTYPES[descr])
             values.frombytes(data[start + size:])
             if sys.byteorder != "little":
@@ -76,9 +78,9 @@ def read_npz(path: Path) -> dict[str, tuple[array[Any], tuple[int, ...]]]:
     return out
 
 
-class LiteForest:
-    """A random forest loaded by `load_lite`: the same interface the daemon
-    uses of `serving.WorkloadModel` (source, kind, classes, features,
+class Forest:
+    """A random forest loaded by `load_forest`: the same interface the daemon
+    uses of `classifier.WorkloadModel` (source, kind, classes, features,
     schema, classify)."""
 
     def __init__(self, schema: dict[str, Any], arrays: dict[str, tuple[array[Any],
@@ -102,15 +104,12 @@ class LiteForest:
         self.roots = [int(v) for v in arrays["tree_root"][0]]
 
     @property
-    def geometry(self) -> Any:
-        """What serving reports as the rows and windows the model was
-        validated on, where this hosttune knows it."""
-        from hosttune.models import classifier as serving
-        validated = getattr(serving, "validated_geometry", None)
-        return validated(self.schema) if validated is not None else None
+    def geometry(self) -> dict[str, Any]:
+        """The row intervals and window lengths the model was validated on."""
+        return validated_geometry(self.schema)
 
     def classify(self, x: Sequence[float], top: int = 5) -> Prediction:
-        """`serving.WorkloadModel.classify` for one window's features."""
+        """`classifier.WorkloadModel.classify` for one window's features."""
         n_features = len(self.features)
         if len(x) != n_features:
             raise ModelError(f"expected {n_features} features, got {len(x)}", subject=self.source)
@@ -140,7 +139,7 @@ class LiteForest:
         idx = list(self.roots)
         n_trees = len(idx)
         contrib = [[0.0] * k_count for _ in self.features]
-        # Depth by depth, tree by tree, as serving's vectorised walk adds
+        # Depth by depth, tree by tree, as the classifier's vectorised walk adds
         # (np.add.at in tree order within each depth).
         for _ in range(self.max_depth + 1):
             moved = False
@@ -184,16 +183,16 @@ def _as_float32(v: float) -> float:
         return math.copysign(math.inf, v)
 
 
-def load_lite(path: str | Path | None = None) -> LiteForest:
+def load_forest(path: str | Path | None = None) -> Forest:
     """A random forest from its model files without numpy; ModelError for a
-    broken model (as serving.load), LiteUnsupported for one that needs numpy."""
+    broken model (as classifier.load), NeedsNumpy for one that needs numpy."""
     npz_path, json_path = model_files(path if path is not None else shipped_model())
     where = str(npz_path.with_suffix(""))
     schema = read_schema(json_path, where)
     if schema["kind"] != "trees" or schema.get("aggregation") != "mean_proba":
-        raise LiteUnsupported(f"{schema['kind']} / {schema.get('aggregation')}")
+        raise NeedsNumpy(f"{schema['kind']} / {schema.get('aggregation')}")
     if list(schema["features"]) != list(lite_feature_names()):
-        raise LiteUnsupported("another feature set: serving.load says why")
+        raise NeedsNumpy("another feature set: classifier.load says why")
     try:
         arrays = read_npz(npz_path)
     except FileNotFoundError:
@@ -201,12 +200,12 @@ def load_lite(path: str | Path | None = None) -> LiteForest:
     except (OSError, ValueError, SyntaxError, zipfile.BadZipFile, struct.error) as exc:
         raise ModelError(f"cannot read {npz_path}: {exc}", subject=where) from None
     _check(schema, arrays, where)
-    return LiteForest(schema, arrays, where)
+    return Forest(schema, arrays, where)
 
 
 def _check(schema: dict[str, Any], arrays: dict[str, tuple[array[Any], tuple[int, ...]]],
            where: str) -> None:
-    """serving._check_arrays' checks, on plain arrays."""
+    """classifier._check_arrays' checks, on plain arrays."""
     declared: dict[str, Any] = schema["arrays"]
     for name in _TREE_ARRAYS:
         if name not in arrays:

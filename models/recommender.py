@@ -72,8 +72,14 @@ def recommend(state: HostState, priors: Priors | None = None,
     fact_map = facts(state)
     out = Recommendations(workload=state.workload)
     proposed: dict[str, Recommendation] = {}
+    rules_class = priors.rules_class(state.workload)
+    if rules_class != state.workload:
+        out.notes.append(
+            f"no priors of its own for '{state.workload}': "
+            + ("only the rules for any workload apply" if rules_class == "any"
+               else f"the rules for '{rules_class}' apply"))
 
-    for firing in evaluate(priors.rules, fact_map, state.workload):
+    for firing in evaluate(priors.rules, fact_map, rules_class):
         rule = firing.rule
         if rule.action in ("set", "advise"):
             for knob, value in firing.knobs.items():

@@ -12,12 +12,15 @@ false (so a rule never fires on something it could not see), except `missing`.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from hosttune.agent.sense.errors import ConfigError
+from hosttune.models import workload_classes
 
 FactValue = str | int | float | bool | None
 Facts = Mapping[str, FactValue]
@@ -97,9 +100,18 @@ class Firing:
 @dataclass(frozen=True)
 class Priors:
     version: int
-    classes: tuple[str, ...]
+    classes: tuple[str, ...]  # workload_classes.recommendable()
     rules: tuple[Rule, ...]
     path: str
+    # a class no rule names -> the class whose rules it takes ("any": only
+    # the rules for any class)
+    fallback: dict[str, str] = field(default_factory=dict)
+
+    def rules_class(self, workload: str) -> str:
+        """The class whose rules hold for `workload` (itself, or its fallback);
+        a ConfigError for a name that is not a workload class."""
+        workload_classes.check(workload)
+        return self.fallback.get(workload, workload)
 
 
 def _number(value: Any) -> float | None:
@@ -200,23 +212,36 @@ def _condition(raw: Any, where: str, path: str) -> Condition:
     return Leaf(str(raw["fact"]), op, value)
 
 
-def _rule(raw: Any, index: int, classes: tuple[str, ...], path: str) -> Rule:
+# Where a value sits in the priors file: its line (1-based), or None when the
+# file's layout is unknown (priors handed over as data).
+LineOf = Callable[[Sequence[str | int]], int | None]
+
+
+def _no_lines(keys: Sequence[str | int]) -> int | None:
+    return None
+
+
+def _rule(raw: Any, index: int, path: str, line_of: LineOf) -> Rule:
     where = f"rules[{index}]"
     if not isinstance(raw, dict):
-        raise ConfigError("a rule must be a mapping", path=path, key=where)
+        raise ConfigError("a rule must be a mapping", path=path, key=where,
+                          line=line_of(("rules", index)))
     rid = raw.get("id")
     if isinstance(rid, str):
         where = f"rule {rid}"
     for key in _REQUIRED:
         value = raw.get(key)
         if value is None or (isinstance(value, str) and not value.strip()):
-            raise ConfigError(f"missing '{key}'", path=path, key=where)
+            raise ConfigError(f"missing '{key}'", path=path, key=where,
+                              line=line_of(("rules", index)))
     applies = raw["applies_to"]
     if not isinstance(applies, list) or not applies:
-        raise ConfigError("'applies_to' must be a non-empty list", path=path, key=where)
-    for cls in applies:
-        if cls != "any" and cls not in classes:
-            raise ConfigError(f"unknown workload class {cls!r}", path=path, key=where)
+        raise ConfigError("'applies_to' must be a non-empty list", path=path, key=where,
+                          line=line_of(("rules", index, "applies_to")))
+    for i, cls in enumerate(applies):
+        if cls != "any":
+            workload_classes.check(str(cls), path=path, key=f"{where}.applies_to",
+                                   line=line_of(("rules", index, "applies_to", i)))
     action = raw["action"]
     if action not in ACTIONS:
         raise ConfigError(f"unknown action {action!r} (one of {', '.join(ACTIONS)})",
@@ -238,41 +263,102 @@ def _rule(raw: Any, index: int, classes: tuple[str, ...], path: str) -> Rule:
     )
 
 
-def parse_priors(data: Any, path: str) -> Priors:
+def _fallback(raw: Any, rules: tuple[Rule, ...], path: str, line_of: LineOf) -> dict[str, str]:
+    """The `fallback` section, checked: every workload class is named by a
+    rule or falls back, explicitly, to a class that is (or to `any`)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("'fallback' must be a mapping of class to class", path=path,
+                          key="fallback", line=line_of(("fallback",)))
+    named = {c for r in rules for c in r.applies_to if c != "any"}
+    out: dict[str, str] = {}
+    for cls, target in raw.items():
+        line = line_of(("fallback", cls))
+        workload_classes.check(str(cls), path=path, key="fallback", line=line)
+        if cls in named:
+            raise ConfigError(f"{cls!r} has rules of its own: drop its fallback",
+                              path=path, key="fallback", line=line)
+        if target != "any":
+            workload_classes.check(str(target), path=path, key=f"fallback.{cls}", line=line)
+            if target not in named:
+                raise ConfigError(f"{cls!r} falls back to {target!r}, which no rule names",
+                                  path=path, key=f"fallback.{cls}", line=line)
+        out[str(cls)] = str(target)
+    bare = [c for c in workload_classes.recommendable() if c not in named and c not in out]
+    if bare:
+        raise ConfigError(
+            f"no priors for workload class(es) {', '.join(bare)}: name each in a rule's "
+            "applies_to or give it a fallback (a class, or 'any' for the rules that apply "
+            "to any class)", path=path, key="fallback", line=line_of(("fallback",)))
+    return out
+
+
+def parse_priors(data: Any, path: str, line_of: LineOf = _no_lines) -> Priors:
     if not isinstance(data, dict):
         raise ConfigError("the priors file must be a mapping", path=path)
     version = data.get("version")
     if version != 1:
         raise ConfigError(f"unsupported priors version {version!r} (expected 1)",
-                          path=path, key="version")
-    classes = data.get("classes")
-    if not isinstance(classes, list) or not classes:
-        raise ConfigError("'classes' must be a non-empty list", path=path, key="classes")
-    cls = tuple(str(c) for c in classes)
+                          path=path, key="version", line=line_of(("version",)))
+    if "classes" in data:
+        # a second list would drift from the first: the classes live in one module
+        raise ConfigError("'classes' is not read: the workload classes are listed in "
+                          "hosttune.models.workload_classes", path=path, key="classes",
+                          line=line_of(("classes",)))
     raw_rules = data.get("rules")
     if not isinstance(raw_rules, list) or not raw_rules:
-        raise ConfigError("'rules' must be a non-empty list", path=path, key="rules")
-    rules = tuple(_rule(r, i, cls, path) for i, r in enumerate(raw_rules))
+        raise ConfigError("'rules' must be a non-empty list", path=path, key="rules",
+                          line=line_of(("rules",)))
+    rules = tuple(_rule(r, i, path, line_of) for i, r in enumerate(raw_rules))
     ids = [r.id for r in rules]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
-        raise ConfigError(f"duplicate rule ids: {', '.join(dupes)}", path=path, key="rules")
-    return Priors(version=1, classes=cls, rules=rules, path=path)
+        raise ConfigError(f"duplicate rule ids: {', '.join(dupes)}", path=path, key="rules",
+                          line=line_of(("rules",)))
+    fallback = _fallback(data.get("fallback"), rules, path, line_of)
+    return Priors(version=1, classes=workload_classes.recommendable(), rules=rules,
+                  path=path, fallback=fallback)
+
+
+def _line_finder(root: yaml.Node | None) -> LineOf:
+    """Line of the value at a key path (mapping keys, list indexes) in a
+    composed YAML document; the nearest enclosing node's line when the path
+    runs out."""
+    def line_of(keys: Sequence[str | int]) -> int | None:
+        node = root
+        if node is None:
+            return None
+        for key in keys:
+            child: yaml.Node | None = None
+            if isinstance(node, yaml.MappingNode):
+                child = next((v for k, v in node.value if k.value == key), None)
+            elif isinstance(node, yaml.SequenceNode) and isinstance(key, int):
+                child = node.value[key] if 0 <= key < len(node.value) else None
+            if child is None:
+                break
+            node = child
+        return int(node.start_mark.line) + 1
+    return line_of
 
 
 def load_priors(path: str | Path | None = None) -> Priors:
-    import yaml
-
     where = Path(path) if path is not None else DEFAULT_PRIORS
     try:
         text = where.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", path=str(where)) from exc
+    # composed once and kept: the node tree gives the line of any value an
+    # error names
+    loader = yaml.SafeLoader(text)
     try:
-        data = yaml.safe_load(text)
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         raise ConfigError(f"not valid YAML: {getattr(exc, 'problem', exc)}",
                           path=str(where), line=line) from None
-    return parse_priors(data, str(where))
+    finally:
+        loader.dispose()
+    return parse_priors(data, str(where), _line_finder(root))

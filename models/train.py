@@ -1,8 +1,9 @@
 """Training, evaluation and export of the workload classifier (scikit-learn).
 
-Only this module imports scikit-learn, and only inside functions: the CLI's
-`model train` / `model evaluate` and the tests call it; serving
-(`hosttune.models.classifier`) needs numpy alone.
+Only this module imports scikit-learn, and only inside the functions that
+train or score (0.9 s, 120 MB; `require_sklearn` names the package when it is
+missing): the CLI's `model train` / `model evaluate` and the tests call it;
+the classifier (`hosttune.models.classifier`) needs numpy alone.
 
 - `load_dataset(dirs)`: every trace of the given directories (a
   `manifest.json` there, if present, must match each file's sha256), cut
@@ -20,20 +21,32 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from hosttune.agent.sense.errors import HosttuneError, ModelError
-from hosttune.models.resample import TRAIN_GEOMETRIES, VALIDATE_GEOMETRIES, Geometry
+from hosttune.models import features, workload_classes
+from hosttune.models.classifier import SCHEMA, SCHEMA_VERSION, TASK, model_files
+from hosttune.models.features import FEATURE_VERSION, WINDOW_SECONDS, feature_set_id
+from hosttune.models.resample import (
+    TRAIN_GEOMETRIES,
+    VALIDATE_GEOMETRIES,
+    Geometry,
+    geometry_range,
+    resample,
+    row_interval,
+)
+from hosttune.models.trace import read_trace
 
-if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
-
-    Array = npt.NDArray[np.float64]
+Array = npt.NDArray[np.float64]
 
 CANDIDATES = ("logistic", "random_forest", "gradient_boosting")
 DEFAULT_UNKNOWN_BELOW = 0.5
@@ -45,7 +58,7 @@ class TrainingUnavailable(HosttuneError):
 
 def require_sklearn() -> str:
     try:
-        import sklearn
+        import sklearn  # 0.9 s, 120 MB: imported only to check it is there
     except ImportError:
         raise TrainingUnavailable(
             "training and evaluation need scikit-learn: pip install 'hosttune[train]'",
@@ -78,7 +91,6 @@ class Dataset:
         return [g.tag for g in self.train_geometries if g.tag in present]
 
     def tag_mask(self, tags: Sequence[str]) -> Any:
-        import numpy as np
 
         if not self.geometry:
             return np.ones(len(self.y), dtype=bool)
@@ -104,19 +116,13 @@ def _sha256(path: Path) -> str:
 def trace_windows(path: Path, seconds: float | None = None) -> tuple[str, Array]:
     """(label, feature matrix with one row per window) of one trace, at its
     own row interval."""
-    from hosttune.models import features
-    from hosttune.models.trace import read_trace
-
     trace = read_trace(path)
     return trace.label, _windows(trace, seconds if seconds is not None
                                  else features.WINDOW_SECONDS, full_only=False)
 
 
 def _windows(trace: Any, seconds: float, *, full_only: bool) -> Array:
-    import numpy as np
 
-    from hosttune.models import features
-    from hosttune.models.resample import row_interval
 
     matrix = trace.matrix()
     width = len(features.feature_names())
@@ -137,12 +143,6 @@ def geometry_windows(path: Path, geometries: Sequence[Geometry]) -> tuple[str, l
     sampler starting at any second is seen) and cut into full windows every
     `features.STRIDE_SECONDS`. A geometry the trace cannot give (rows longer
     than its interval, or not a divisor of it) gets no windows."""
-    import numpy as np
-
-    from hosttune.models import features
-    from hosttune.models.resample import resample, row_interval
-    from hosttune.models.trace import read_trace
-
     trace = read_trace(path)
     own = row_interval(trace.elapsed, trace.header.get("interval"))
     width = len(features.feature_names())
@@ -167,11 +167,8 @@ def load_dataset(
     `train_geometries` (rows merged to the geometry's interval, see
     `geometry_windows`); `fit` and `cross_validate` train on the windows of
     `train_geometries`."""
-    import numpy as np
-
     geometries = list(dict.fromkeys([*train_geometries, *geometries]))
 
-    from hosttune.models import features
 
     entries: list[tuple[str, Path, str | None]] = []  # run, file, expected sha
     sources: list[str] = []
@@ -211,6 +208,9 @@ def load_dataset(
         label, per_geometry = geometry_windows(path, geometries)
         if not label:
             raise HosttuneError("trace has no label in its header", subject=str(path))
+        if label == workload_classes.UNKNOWN:
+            raise HosttuneError(f"label {label!r} is the classifier's answer when unsure, "
+                                "not a class to learn", subject=str(path))
         for g, X in zip(geometries, per_geometry, strict=True):
             if X.shape[0]:
                 X_parts.append(X)
@@ -231,8 +231,6 @@ def load_dataset(
 def impute_values(X: Array) -> Array:
     """Per-feature median of the finite values; 0 where a feature was never
     seen (e.g. accelerator features on CPU-only training hosts)."""
-    import numpy as np
-
     out = np.zeros(X.shape[1])
     for j in range(X.shape[1]):
         col = X[:, j]
@@ -242,8 +240,6 @@ def impute_values(X: Array) -> Array:
 
 
 def apply_impute(X: Array, values: Array) -> Array:
-    import numpy as np
-
     X = np.array(X, dtype=np.float64, copy=True)
     bad = ~np.isfinite(X)
     X[bad] = np.broadcast_to(values, X.shape)[bad]
@@ -252,6 +248,7 @@ def apply_impute(X: Array, values: Array) -> Array:
 
 def make_estimator(name: str, seed: int = 0) -> Any:
     require_sklearn()
+    # scikit-learn: 0.9 s, 120 MB; only training and scoring need it
     from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
@@ -339,8 +336,6 @@ def cross_validate(
     geometries `train_on` (tags; default: the dataset's training ones) and tests the
     held-out run's windows of `test_on` (default: all); the result pools the
     tested windows and holds each geometry's own scores in `geometries`."""
-    import numpy as np
-
     require_sklearn()
 
     classes = ds.classes
@@ -392,7 +387,7 @@ def cross_validate(
 
 def _scores(y: Any, pred: Any, conf: Any, groups: Any, *, model: str, classes: list[str],
             runs: dict[str, str], unknown_below: float) -> Scores:
-    import numpy as np
+    # scikit-learn: 0.9 s, 120 MB; only training and scoring need it
     from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
     labels = pred.astype(str)
@@ -423,8 +418,6 @@ def _scores(y: Any, pred: Any, conf: Any, groups: Any, *, model: str, classes: l
 def fit(ds: Dataset, name: str) -> tuple[Any, Array]:
     """(fitted estimator, impute values) on every window of the dataset's
     training geometries."""
-    import numpy as np
-
     mask = ds.tag_mask(ds.train_tags)
     X = ds.X[mask]
     imp = impute_values(X)
@@ -447,20 +440,14 @@ def export(
     cross-validated on (its folds fitted on `trained_on`); the schema records
     both and the range of the validated ones, and the daemon warns when it
     classifies outside that range."""
-    import numpy as np
-
-    from hosttune.models import classifier as serving
-    from hosttune.models import features as feats
-    from hosttune.models.resample import geometry_range
-
     classes = [str(c) for c in est.classes_]
     arrays: dict[str, Array] = {"impute": np.asarray(impute, dtype=np.float64)}
     schema: dict[str, Any] = {
-        "schema": serving.SCHEMA, "schema_version": serving.SCHEMA_VERSION,
-        "task": serving.TASK, "classes": classes, "features": list(features),
-        "feature_set": feats.feature_set_id(features),
-        "feature_version": feats.FEATURE_VERSION,
-        "window_seconds": feats.WINDOW_SECONDS, "unknown_below": unknown_below,
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
+        "task": TASK, "classes": classes, "features": list(features),
+        "feature_set": feature_set_id(features),
+        "feature_version": FEATURE_VERSION,
+        "window_seconds": WINDOW_SECONDS, "unknown_below": unknown_below,
         "geometries": {"validated": [g.tag for g in geometries],
                        "trained": [g.tag for g in trained_on],
                        **geometry_range(geometries)},
@@ -491,8 +478,6 @@ def export(
 
 
 def _export_linear(pipe: Any, K: int) -> dict[str, Array]:
-    import numpy as np
-
     scaler, lr = pipe.named_steps["scale"], pipe.named_steps["clf"]
     coef = np.asarray(lr.coef_, dtype=np.float64)
     intercept = np.asarray(lr.intercept_, dtype=np.float64)
@@ -519,8 +504,6 @@ def _depth(left: Any, right: Any, root: int) -> int:
 
 
 def _export_forest(forest: Any, K: int) -> tuple[dict[str, Array], int]:
-    import numpy as np
-
     feats, thr, lefts, rights, values, roots = [], [], [], [], [], []
     offset = 0
     depth = 0
@@ -552,8 +535,6 @@ def _export_forest(forest: Any, K: int) -> tuple[dict[str, Array], int]:
 
 
 def _export_hgb(hgb: Any, K: int) -> tuple[dict[str, Array], int]:
-    import numpy as np
-
     feats, thr, lefts, rights, values, roots = [], [], [], [], [], []
     offset = 0
     depth = 0
@@ -593,8 +574,6 @@ def _mean_values(left: Any, right: Any, value: Array, count: Array) -> Array:
     """Leaves keep their (shrunk) value; an inner node gets the count-weighted
     mean of the leaves below it, so that a path's value changes say how much
     each split moved the score."""
-    import numpy as np
-
     out = np.array(value, dtype=np.float64)
     weight = np.array(count, dtype=np.float64)
 
@@ -614,11 +593,8 @@ def _mean_values(left: Any, right: Any, value: Array, count: Array) -> Array:
 
 def save(path: str | Path, schema: dict[str, Any], arrays: dict[str, Array]) -> tuple[Path, Path]:
     """Writes NAME.npz and NAME.json (each atomically)."""
-    import os
 
-    import numpy as np
 
-    from hosttune.models.classifier import model_files
 
     npz, js = model_files(path)
     npz.parent.mkdir(parents=True, exist_ok=True)
@@ -636,9 +612,7 @@ def model_card(
     ds: Dataset, chosen: str, scores: dict[str, Scores], *, sklearn_version: str,
     hosttune_version: str, unknown_below: float,
 ) -> dict[str, Any]:
-    import platform
 
-    import numpy as np
 
     fitted = ds.tag_mask(ds.train_tags)
     counts = {c: int(np.sum((np.array(ds.y) == c) & fitted)) for c in ds.classes}

@@ -21,17 +21,17 @@ import numpy as np
 import pytest
 
 from hosttune.agent.sense.errors import ModelError
-from hosttune.models import classifier as serving
+from hosttune.models import classifier
 from hosttune.models import features
-from hosttune.models import forest as lite
+from hosttune.models import forest
 from hosttune.models.trace import read_trace
 
 DATA = Path(__file__).resolve().parent.parent / "models" / "data"
 
 
 @pytest.fixture(scope="module")
-def models() -> tuple[serving.WorkloadModel, lite.LiteForest]:
-    return serving.load(), lite.load_lite()
+def models() -> tuple[classifier.WorkloadModel, forest.Forest]:
+    return classifier.load(), forest.load_forest()
 
 
 def _same_float(a: float, b: float) -> bool:
@@ -39,7 +39,7 @@ def _same_float(a: float, b: float) -> bool:
                                                    math.copysign(1, b))
 
 
-def _check_window(pair: tuple[serving.WorkloadModel, lite.LiteForest], columns: list[str],
+def _check_window(pair: tuple[classifier.WorkloadModel, forest.Forest], columns: list[str],
                   rows: list[list[float]]) -> None:
     full, small = pair
     want = features.window_features(columns, np.asarray(rows, dtype=np.float64))
@@ -56,7 +56,7 @@ def _check_window(pair: tuple[serving.WorkloadModel, lite.LiteForest], columns: 
 
 
 def test_shipped_model_loads_without_numpy_the_same(
-        models: tuple[serving.WorkloadModel, lite.LiteForest]) -> None:
+        models: tuple[classifier.WorkloadModel, forest.Forest]) -> None:
     full, small = models
     assert (small.kind, small.classes, small.features, small.source) == (
         full.kind, full.classes, full.features, full.source)
@@ -64,7 +64,7 @@ def test_shipped_model_loads_without_numpy_the_same(
 
 
 def test_real_trace_windows_classify_the_same(
-        models: tuple[serving.WorkloadModel, lite.LiteForest]) -> None:
+        models: tuple[classifier.WorkloadModel, forest.Forest]) -> None:
     traces = sorted(DATA.glob("*.csv.gz"))
     assert traces
     checked = 0
@@ -82,7 +82,7 @@ def test_real_trace_windows_classify_the_same(
 
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
 def test_odd_windows_classify_the_same(
-        models: tuple[serving.WorkloadModel, lite.LiteForest]) -> None:
+        models: tuple[classifier.WorkloadModel, forest.Forest]) -> None:
     """Gaps (NaN), infinities, huge and tiny values, and long windows (the
     pairwise summation's 8-way and split branches)."""
     trace = read_trace(sorted(DATA.glob("*.csv.gz"))[0])
@@ -99,22 +99,22 @@ def test_odd_windows_classify_the_same(
 
 
 def test_broken_and_unsupported_models(tmp_path: Path) -> None:
-    src = serving.shipped_model()
-    npz, schema_file = serving.model_files(src)
+    src = classifier.shipped_model()
+    npz, schema_file = classifier.model_files(src)
     shutil.copy(npz, tmp_path / "m.npz")
     schema = json.loads(schema_file.read_text())
     (tmp_path / "m.json").write_text(json.dumps(dict(schema, aggregation="softmax_sum")))
-    with pytest.raises(lite.LiteUnsupported):
-        lite.load_lite(tmp_path / "m")
+    with pytest.raises(forest.NeedsNumpy):
+        forest.load_forest(tmp_path / "m")
     broken = dict(schema, arrays=dict(schema["arrays"], impute={"dtype": "float64",
                                                                  "shape": [3]}))
     (tmp_path / "m.json").write_text(json.dumps(broken))
     with pytest.raises(ModelError, match="impute"):
-        lite.load_lite(tmp_path / "m")
+        forest.load_forest(tmp_path / "m")
     (tmp_path / "m.json").write_text(json.dumps(schema))
     (tmp_path / "m.npz").write_bytes(b"not a zip")
     with pytest.raises(ModelError, match="cannot read"):
-        lite.load_lite(tmp_path / "m")
+        forest.load_forest(tmp_path / "m")
 
 
 def test_daemon_engine_classifies_without_numpy(tmp_path: Path) -> None:
@@ -138,4 +138,4 @@ def test_daemon_engine_classifies_without_numpy(tmp_path: Path) -> None:
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True)
-    assert out.stdout.split() == ["LiteForest", "trees", "False", "True"], out.stderr
+    assert out.stdout.split() == ["Forest", "trees", "False", "True"], out.stderr

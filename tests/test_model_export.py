@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("sklearn")
 
 from hosttune.agent.sense.errors import ModelError
-from hosttune.models import classifier as serving
+from hosttune.models import classifier
 from hosttune.models import features, train
 
 SHIPPED_DATA = Path(train.__file__).parent / "data"
@@ -37,11 +37,11 @@ def synthetic(n_classes: int, n: int = 240, seed: int = 0) -> train.Dataset:
 
 
 def roundtrip(tmp_path: Path, ds: train.Dataset, name: str) -> tuple[Any, np.ndarray,
-                                                                      serving.WorkloadModel]:
+                                                                      classifier.WorkloadModel]:
     est, imp = train.fit(ds, name)
     schema, arrays = train.export(est, imp, ds.features, card={"note": "test"})
     train.save(tmp_path / f"m-{name}", schema, arrays)
-    model = serving.load(tmp_path / f"m-{name}.npz")
+    model = classifier.load(tmp_path / f"m-{name}.npz")
     return est, imp, model
 
 
@@ -86,7 +86,7 @@ def test_low_confidence_is_unknown(tmp_path: Path) -> None:
     x = train.apply_impute(ds.X, imp).mean(axis=0)  # between every class centre
     model.unknown_below = 1.01
     pred = model.classify(x)
-    assert pred.label == serving.UNKNOWN and pred.best in model.classes
+    assert pred.label == classifier.UNKNOWN and pred.best in model.classes
     model.unknown_below = 0.0
     assert model.classify(x).label == pred.best
 
@@ -109,7 +109,7 @@ def test_other_feature_set_is_refused(tmp_path: Path) -> None:
     train.save(tmp_path / "m", schema, arrays)
     other = [*ds.features[:-1], "something_else"]
     with pytest.raises(ModelError, match="another feature set"):
-        serving.load(tmp_path / "m", features=other)
+        classifier.load(tmp_path / "m", features=other)
 
 
 def test_other_schema_version_is_refused(tmp_path: Path) -> None:
@@ -118,10 +118,10 @@ def test_other_schema_version_is_refused(tmp_path: Path) -> None:
     schema, arrays = train.export(est, imp, ds.features)
     npz, js = train.save(tmp_path / "m", schema, arrays)
     data = json.loads(js.read_text())
-    data["schema_version"] = serving.SCHEMA_VERSION + 1
+    data["schema_version"] = classifier.SCHEMA_VERSION + 1
     js.write_text(json.dumps(data))
     with pytest.raises(ModelError, match="schema version"):
-        serving.load(npz)
+        classifier.load(npz)
 
 
 def test_corrupt_arrays_are_refused(tmp_path: Path) -> None:
@@ -132,11 +132,11 @@ def test_corrupt_arrays_are_refused(tmp_path: Path) -> None:
     arrays["node_left"][0] = 10**9  # points outside the node table
     train.save(tmp_path / "m", schema, arrays)
     with pytest.raises(ModelError, match="inconsistent"):
-        serving.load(tmp_path / "m")
+        classifier.load(tmp_path / "m")
     del arrays["node_value"]
     train.save(tmp_path / "m2", schema, arrays)
     with pytest.raises(ModelError, match="node_value"):
-        serving.load(tmp_path / "m2")
+        classifier.load(tmp_path / "m2")
 
 
 def test_pickled_arrays_never_load(tmp_path: Path) -> None:
@@ -148,15 +148,15 @@ def test_pickled_arrays_never_load(tmp_path: Path) -> None:
     obj["coef"] = np.array([{"evil": 1}, {"evil": 2}], dtype=object)
     np.savez(npz, **obj)  # type: ignore[arg-type]
     with pytest.raises(ModelError, match=r"cannot read|not numeric|shape"):
-        serving.load(npz)
+        classifier.load(npz)
 
 
 def test_missing_model_files(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="no model schema"):
-        serving.load(tmp_path / "absent")
+        classifier.load(tmp_path / "absent")
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ModelError, match="not JSON"):
-        serving.load(tmp_path / "bad")
+        classifier.load(tmp_path / "bad")
     (tmp_path / "other.json").write_text(json.dumps({"schema": "something"}))
     with pytest.raises(ModelError, match="not a hosttune model"):
-        serving.load(tmp_path / "other")
+        classifier.load(tmp_path / "other")

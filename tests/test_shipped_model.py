@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from hosttune.models import classifier as serving
+from hosttune.models import classifier
 from hosttune.models import train
 from hosttune.models.trace import read_trace
 from hosttune.models.workloads import LABELS
@@ -48,26 +48,26 @@ def test_dataset_is_intact_and_balanced(manifest: dict[str, Any]) -> None:
 
 
 def test_shipped_model_was_trained_on_the_shipped_data(dataset: train.Dataset) -> None:
-    model = serving.load()
+    model = classifier.load()
     card = model.card
     assert card["data"]["sha256"] == dataset.data_hash
     assert model.classes == dataset.classes
     assert set(card["scores"]) == set(train.CANDIDATES)
     assert card["chosen"] in train.CANDIDATES
     assert model.schema["estimator"]
-    assert Path(serving.shipped_model()).with_suffix(".md").exists()
+    assert Path(classifier.shipped_model()).with_suffix(".md").exists()
 
 
 def test_exported_equals_sklearn_on_the_dataset(dataset: train.Dataset, tmp_path: Path) -> None:
     pytest.importorskip("sklearn")
     import sklearn
 
-    shipped = serving.load()
+    shipped = classifier.load()
     chosen = shipped.card["chosen"]
     est, imp = train.fit(dataset, chosen)
     schema, arrays = train.export(est, imp, dataset.features)
     train.save(tmp_path / "m", schema, arrays)
-    exported = serving.load(tmp_path / "m")
+    exported = classifier.load(tmp_path / "m")
     want = est.predict_proba(train.apply_impute(dataset.X, imp))
     np.testing.assert_allclose(exported.predict_proba(dataset.X), want, rtol=0, atol=1e-9)
     if sklearn.__version__ == shipped.card["sklearn_version"]:
@@ -99,6 +99,6 @@ def test_wheel_ships_model_data_and_workloads(manifest: dict[str, Any], tmp_path
     want = {f"hosttune/models/data/{r['file']}" for r in manifest["runs"]}
     want |= {"hosttune/models/data/manifest.json",
              "hosttune/models/workloads/train.py", "hosttune/models/classifier.py"}
-    want |= {f"hosttune/models/artifacts/{serving.SHIPPED_NAME}{s}"
+    want |= {f"hosttune/models/artifacts/{classifier.SHIPPED_NAME}{s}"
              for s in (".npz", ".json", ".md")}
     assert want <= names, sorted(want - names)

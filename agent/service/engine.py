@@ -165,8 +165,8 @@ class HostEngine:
                 try:
                     # A random forest is evaluated without numpy (the same
                     # numbers; numpy alone is ~15 MB of the daemon's memory).
-                    self._model = lite.load_lite(target)
-                except lite.LiteUnsupported:
+                    self._model = lite.load_forest(target)
+                except lite.NeedsNumpy:
                     self._model = serving.load(target)
             except (ImportError, HosttuneError, OSError) as exc:
                 self._model_error = f"no workload model: {exc}"
@@ -184,7 +184,7 @@ class HostEngine:
         trace: Any = importlib.import_module("hosttune.models.trace")
         lite: Any = importlib.import_module("hosttune.models.forest")
         min_rows = features.MIN_ROWS
-        window_features = (features.lite_window_features if isinstance(model, lite.LiteForest)
+        window_features = (features.lite_window_features if isinstance(model, lite.Forest)
                            else features.window_features)
         # The rows the model was trained on: trace rows, each a sample's values
         # merged with its rates against the previous sample.

@@ -137,7 +137,12 @@ def run_recommend(host: Host, *, workload: str | None, window: float = 1.0,
                          "for class-specific advice")
             how = "not classified"
             label = "unknown"
-        workload = label if label in priors.classes else "unknown"
+        elif label not in priors.classes:
+            notes.append(f"the workload model's class {label!r} is not one of hosttune's "
+                         f"workload classes ({', '.join(priors.classes)}): using the "
+                         "'unknown' priors")
+            label = "unknown"
+        workload = label
     state = observe(host, workload=workload, window=window)
     learned = None
     store_dir = state_dir if state_dir is not None else str(Paths.from_env().state_dir)
