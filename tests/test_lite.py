@@ -21,9 +21,7 @@ import numpy as np
 import pytest
 
 from hosttune.agent.sense.errors import ModelError
-from hosttune.models import classifier
-from hosttune.models import features
-from hosttune.models import forest
+from hosttune.models import classifier, features, forest
 from hosttune.models.trace import read_trace
 
 DATA = Path(__file__).resolve().parent.parent / "models" / "data"

@@ -13,9 +13,9 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from hosttune.agent.sense.errors import ModelError
-from hosttune.models import classifier
-from hosttune.models import features, train
+from hosttune.agent.sense.errors import HosttuneError, ModelError
+from hosttune.models import classifier, features, train
+from tests.traces import write_trace
 
 SHIPPED_DATA = Path(train.__file__).parent / "data"
 
@@ -160,3 +160,19 @@ def test_missing_model_files(tmp_path: Path) -> None:
     (tmp_path / "other.json").write_text(json.dumps({"schema": "something"}))
     with pytest.raises(ModelError, match="not a hosttune model"):
         classifier.load(tmp_path / "other")
+
+
+def test_unknown_is_not_a_class_a_model_may_learn(tmp_path: Path) -> None:
+    ds = synthetic(2)
+    est, imp = train.fit(ds, "logistic")
+    schema, arrays = train.export(est, imp, ds.features)
+    schema["classes"] = ["class0", classifier.UNKNOWN]
+    train.save(tmp_path / "m", schema, arrays)
+    with pytest.raises(ModelError, match="'unknown' is the answer below the threshold"):
+        classifier.load(tmp_path / "m")
+
+
+def test_a_trace_labelled_unknown_is_refused(tmp_path: Path) -> None:
+    write_trace(tmp_path / "a.csv.gz", classifier.UNKNOWN, "busy")
+    with pytest.raises(HosttuneError, match="not a class to learn"):
+        train.load_dataset([tmp_path])

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
+from hosttune.agent.sense.errors import ConfigError
+from hosttune.agent.sense.host import Host
+from hosttune.agent.service import recommend as service_recommend
+from hosttune.agent.service.recommend import run_recommend
 from hosttune.models.outcomes import LearnedModel, Outcome
 from hosttune.models.placement import plan_placement
 from hosttune.models.recommender import recommend
@@ -197,3 +205,35 @@ def test_peer_owned_knob_is_advice_with_the_peers_words() -> None:
     recs = recommend(dgx_state(owned={"sysctl:vm.swappiness": why}))
     (advice,) = [a for a in recs.advice if a.knob == "sysctl:vm.swappiness"]
     assert advice.why_advice == why
+
+
+def test_a_class_without_rules_of_its_own_takes_its_fallback_and_says_so() -> None:
+    as_unknown = recommend(dgx_state(workload="unknown"))
+    background = recommend(dgx_state(workload="background"))
+    assert [c.to_dict() for c in background.changes] == [c.to_dict() for c in as_unknown.changes]
+    assert background.workload == "background"
+    assert "no priors of its own for 'background': the rules for 'unknown' apply" in (
+        background.notes)
+    idle = recommend(dgx_state(workload="idle"))
+    assert "no priors of its own for 'idle': only the rules for any workload apply" in idle.notes
+
+
+def test_a_workload_not_in_the_list_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="unknown workload class 'gaming'"):
+        recommend(dgx_state(workload="gaming"))
+
+
+def test_recommend_workload_option_refuses_a_class_not_in_the_list(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"--workload: unknown workload class 'gaming' \(one of"):
+        run_recommend(Host(tmp_path), workload="gaming", state_dir=str(tmp_path))
+
+
+def test_a_classified_label_not_in_the_list_is_said_not_silently_unknown(
+        fixture_hosts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a site-trained model may know labels hosttune has no priors for
+    monkeypatch.setattr(service_recommend, "classify",
+                        lambda host, window: ("busy", "classified by a site model"))
+    report = run_recommend(Host(fixture_hosts / "this-vm"), workload=None, window=0.1,
+                           state_dir=str(tmp_path))
+    assert report.workload == "unknown"
+    assert any("'busy' is not one of hosttune's workload classes" in n for n in report.notes)

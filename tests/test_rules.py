@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from hosttune.agent.sense.errors import ConfigError
+from hosttune.models import workload_classes
 from hosttune.models.rules import DEFAULT_PRIORS, evaluate, fill, load_priors, parse_priors
 from hosttune.models.state import HostState, ProcessState, facts
 
@@ -172,3 +173,61 @@ def test_hugetlb_advice_uses_fact_comparison() -> None:
 def test_missing_facts_never_fire_and_templates_show_question_marks() -> None:
     assert fired(HostState(workload="training", knobs={})) == set()
     assert fill("x {nope} y", {}) == "x ? y"
+
+
+# -- the workload classes: one list (models/workload_classes.py) ---------------
+
+def test_every_class_has_priors_or_an_explicit_fallback() -> None:
+    priors = load_priors()
+    assert priors.classes == workload_classes.recommendable()
+    named = {c for r in priors.rules for c in r.applies_to}
+    for cls in priors.classes:
+        assert cls in named or cls in priors.fallback, cls
+    assert priors.rules_class("training") == "training"
+    assert priors.rules_class("background") == "unknown"
+    assert priors.rules_class("idle") == "any"
+
+
+def test_a_class_not_in_the_list_names_file_and_line(tmp_path: Path) -> None:
+    text = DEFAULT_PRIORS.read_text()
+    bad = text.replace("applies_to: [checkpoint_io]", "applies_to: [checkpoint_io, gaming]", 1)
+    assert bad != text
+    path = tmp_path / "priors.yaml"
+    path.write_text(bad)
+    line = 1 + bad.splitlines().index("    applies_to: [checkpoint_io, gaming]")
+    with pytest.raises(ConfigError, match="unknown workload class 'gaming'") as err:
+        load_priors(path)
+    assert err.value.path == str(path) and err.value.line == line
+    assert f"{path}: line {line}" in str(err.value)
+
+
+def test_a_class_without_rules_or_fallback_is_an_error(tmp_path: Path) -> None:
+    data = yaml.safe_load(DEFAULT_PRIORS.read_text())
+    del data["fallback"]["background"]
+    with pytest.raises(ConfigError, match=r"no priors for workload class.*background"):
+        parse_priors(data, "p.yaml")
+
+
+@pytest.mark.parametrize(("fallback", "message"), [
+    ({"gaming": "unknown"}, "unknown workload class 'gaming'"),
+    ({"training": "unknown"}, "has rules of its own"),
+    ({"background": "idle"}, "which no rule names"),
+])
+def test_fallback_errors(fallback: dict[str, str], message: str) -> None:
+    data = yaml.safe_load(DEFAULT_PRIORS.read_text())
+    data["fallback"].update(fallback)
+    with pytest.raises(ConfigError, match=message):
+        parse_priors(data, "p.yaml")
+
+
+def test_a_second_list_of_classes_in_the_priors_is_refused() -> None:
+    data = yaml.safe_load(DEFAULT_PRIORS.read_text())
+    data["classes"] = ["training"]
+    with pytest.raises(ConfigError, match="workload_classes"):
+        parse_priors(data, "p.yaml")
+
+
+def test_an_unknown_class_name_is_an_error_not_unknown() -> None:
+    with pytest.raises(ConfigError,
+                       match=r"--workload: unknown workload class 'gaming' \(one of idle, "):
+        load_priors().rules_class("gaming")

@@ -11,8 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from hosttune.models import classifier
-from hosttune.models import train
+from hosttune.models import classifier, train, workload_classes
 from hosttune.models.trace import read_trace
 from hosttune.models.workloads import LABELS
 
@@ -52,6 +51,7 @@ def test_shipped_model_was_trained_on_the_shipped_data(dataset: train.Dataset) -
     card = model.card
     assert card["data"]["sha256"] == dataset.data_hash
     assert model.classes == dataset.classes
+    assert set(model.classes) == set(workload_classes.names())
     assert set(card["scores"]) == set(train.CANDIDATES)
     assert card["chosen"] in train.CANDIDATES
     assert model.schema["estimator"]

@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from hosttune.models import workload_classes
 from hosttune.models.workloads import LABELS
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
@@ -77,3 +78,7 @@ def test_torch_workload_without_torch_says_how_to_install() -> None:
                          timeout=60, check=False)
     assert out.returncode == 2
     assert "pip install 'hosttune[workloads]'" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_suite_records_every_class_of_the_one_list_and_no_other() -> None:
+    assert set(LABELS.values()) == set(workload_classes.names())
