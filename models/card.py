@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from hosttune.models.classifier import validated_geometry
+
 
 def _pct(x: Any) -> str:
     try:
@@ -14,8 +16,6 @@ def _pct(x: Any) -> str:
 
 
 def _geometries(schema: dict[str, Any]) -> str:
-    from hosttune.models.classifier import validated_geometry
-
     g = validated_geometry(schema)
     (lo_i, hi_i), (lo_w, hi_w) = g["interval_seconds"], g["window_seconds"]
     return (f"rows every {lo_i:g}-{hi_i:g} s, windows of {lo_w:g}-{hi_w:g} s "

@@ -1,22 +1,21 @@
 """Learning from outcomes: every applied plan and every tuning trial records
 the workload class, the knob values and the measured effect (throughput as a
-ratio to the baseline measured in the same run, higher is better) in SQLite
-under the state directory. For a class with at least MIN_EVIDENCE outcomes
+ratio to the baseline measured in the same run, higher is better); the
+service layer keeps them (`hosttune.agent.service.outcome_store`, SQLite
+under the state directory). For a class with at least MIN_EVIDENCE outcomes
 over at least two distinct settings, a ridge regression on numpy (linear and
 quadratic terms of each knob, one-hot for categorical knobs) predicts the
 effect of a setting; the recommender then uses its best predicted setting
-ahead of the priors and says so."""
+ahead of the priors and says so. Everything here is a function of the
+outcomes it is handed."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from hosttune.agent.sense.errors import HosttuneError
 
@@ -28,20 +27,6 @@ MIN_EVIDENCE = 8
 # of the benchmarks here is 1-3%).
 MARGIN = 0.03
 RIDGE_ALPHA = 0.01
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS outcomes (
-    id INTEGER PRIMARY KEY,
-    ts REAL NOT NULL,
-    workload TEXT NOT NULL,
-    source TEXT NOT NULL,
-    knobs TEXT NOT NULL,
-    effect REAL NOT NULL,
-    objective TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS outcomes_workload ON outcomes(workload);
-"""
-
 
 class OutcomeError(HosttuneError):
     pass
@@ -64,58 +49,10 @@ def effect_of(score: float, baseline: float, lower_is_better: bool) -> float:
     return score / baseline if baseline else 0.0
 
 
-class OutcomeStore:
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+class OutcomeLog(Protocol):
+    """Where measured outcomes are kept (the service layer's OutcomeStore)."""
 
-    def _connect(self) -> sqlite3.Connection:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=10)
-            conn.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
-            raise OutcomeError(f"cannot open outcome store: {exc}",
-                               subject=str(self.path)) from exc
-        return conn
-
-    def record(self, outcome: Outcome) -> None:
-        if not outcome.knobs:
-            raise OutcomeError("an outcome needs knob values", subject=str(self.path))
-        conn = self._connect()
-        try:
-            with conn:
-                conn.execute(
-                    "INSERT INTO outcomes (ts, workload, source, knobs, effect, objective) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (outcome.ts or time.time(), outcome.workload, outcome.source,
-                     json.dumps(outcome.knobs, sort_keys=True), float(outcome.effect),
-                     outcome.objective))
-        except sqlite3.Error as exc:
-            raise OutcomeError(f"cannot record outcome: {exc}", subject=str(self.path)) from exc
-        finally:
-            conn.close()
-
-    def outcomes(self, workload: str | None = None) -> list[Outcome]:
-        if not self.path.exists():
-            return []
-        conn = self._connect()
-        try:
-            if workload is None:
-                rows = conn.execute("SELECT workload, source, knobs, effect, objective, ts "
-                                    "FROM outcomes ORDER BY id").fetchall()
-            else:
-                rows = conn.execute("SELECT workload, source, knobs, effect, objective, ts "
-                                    "FROM outcomes WHERE workload = ? ORDER BY id",
-                                    (workload,)).fetchall()
-        except sqlite3.Error as exc:
-            raise OutcomeError(f"cannot read outcomes: {exc}", subject=str(self.path)) from exc
-        finally:
-            conn.close()
-        return [Outcome(workload=w, source=s, knobs=json.loads(k), effect=e, objective=o, ts=t)
-                for w, s, k, e, o, t in rows]
-
-    def learned(self, workload: str) -> LearnedModel:
-        return LearnedModel.fit(workload, self.outcomes(workload))
+    def record(self, outcome: Outcome) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -151,7 +88,7 @@ class LearnedModel:
 
     @classmethod
     def fit(cls, workload: str, outcomes: list[Outcome]) -> LearnedModel:
-        import numpy as np
+        import numpy as np  # numpy: 60 ms, 17 MB; the daemon loads this module without it
 
         model = cls(workload=workload, count=len(outcomes))
         distinct = {json.dumps(o.knobs, sort_keys=True) for o in outcomes}
@@ -202,7 +139,7 @@ class LearnedModel:
         return row
 
     def predict(self, config: Mapping[str, str]) -> float:
-        import numpy as np
+        import numpy as np  # numpy: 60 ms, 17 MB; the daemon loads this module without it
 
         if not self.fitted:
             raise OutcomeError(f"no model for '{self.workload}': {self.count} outcomes")

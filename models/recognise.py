@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
 
 from hosttune.models import features
 from hosttune.models.classifier import UNKNOWN, Prediction, WorkloadModel
+from hosttune.models.resample import resample
+from hosttune.models.trace import read_trace
 
-if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
-
-    Array = npt.NDArray[np.float64]
+Array = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -38,11 +38,6 @@ def classify_trace(
     (a whole multiple of the trace's row interval), the rows are first
     merged to what a sampler at that interval would have recorded; a
     ValueError says when it is not such a multiple."""
-    import numpy as np
-
-    from hosttune.models.resample import resample
-    from hosttune.models.trace import read_trace
-
     trace = read_trace(path)
     if interval is not None:
         trace = resample(trace, interval)

@@ -10,16 +10,14 @@ reasons say which parameter isolated them."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hosttune.agent.sense.isolation import explain_reserved
+from hosttune.models.outcomes import LearnedModel
 from hosttune.models.placement import NodePlan, describe_cpus, plan_placement
 from hosttune.models.rules import Priors, evaluate, load_priors
 from hosttune.models.state import HostState, facts
-
-if TYPE_CHECKING:
-    from hosttune.models.outcomes import LearnedModel
-    from hosttune.tuners.knobs import Plan
+from hosttune.tuners.knobs import Change, Plan
 
 
 @dataclass(frozen=True)
@@ -228,8 +226,6 @@ def _same(a: str, b: str) -> bool:
 def to_plan(recs: Recommendations) -> Plan:
     """The changes as a tuners Plan (what `hosttune apply` reads); advice
     stays out of it and is named in the plan's note."""
-    from hosttune.tuners.knobs import Change, Plan
-
     changes = [
         Change(knob=r.knob, after=r.after, before=r.before, reason=r.reason,
                evidence={"facts": [e for e in r.evidence if not e.startswith("rule ")],

@@ -29,15 +29,15 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-from hosttune.models.trace import RATE_SUFFIX, Trace
+import numpy as np
+import numpy.typing as npt
 
-if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
+from hosttune.agent.sense.telemetry.catalogue import CATALOGUE, RATE_SUFFIX
+from hosttune.models.trace import Trace
 
-    Array = npt.NDArray[np.float64]
+Array = npt.NDArray[np.float64]
 
 ColumnKind = Literal["interval", "gauge"]
 
@@ -47,8 +47,6 @@ _DERIVED_FROM_RATES = "derived from"
 
 @cache
 def _catalogue_by_pattern() -> dict[str, str]:
-    from hosttune.agent.sense.telemetry.catalogue import CATALOGUE
-
     return {m.pattern: m.source for m in CATALOGUE}
 
 
@@ -81,8 +79,6 @@ def resample(trace: Trace, seconds: float, *, phase: int = 0) -> Trace:
     row interval; output row `j` merges input rows `phase + j*k` to
     `phase + (j+1)*k - 1` (`phase` shifts where the long sampler's ticks
     fall, 0 <= phase < k). Incomplete groups at the end are dropped."""
-    import numpy as np
-
     interval = row_interval(trace.elapsed, trace.header.get("interval"))
     k = round(seconds / interval)
     if k < 1 or abs(k * interval - seconds) > 0.05 * interval:

@@ -11,32 +11,30 @@ that finds `THP always` also drifts the knobs that do not matter (readahead
 4 KiB, dirty_ratio 80 were seen on a lookup workload); keeping those would
 change a host for no measured reason and could hurt the next workload.
 
-The host side is behind two small interfaces so the same loop drives the
-real tuners (the CLI), a fixture-root Host (tests) or a benchmark:
-`Actuator.apply(values)` / `Actuator.revert()`, and `Objective.measure()`."""
+The host side is behind small interfaces, so this loop never touches the
+host itself and the same loop drives the real tuners (the CLI), a
+fixture-root Host (tests) or a benchmark: `Actuator.apply(values)` /
+`Actuator.revert()`, `Objective.measure()`, and `OutcomeLog.record()` for
+keeping what each trial measured."""
 
 from __future__ import annotations
 
-import re
-import shlex
 import statistics
-import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
-from hosttune.agent.sense.errors import HosttuneError
+from hosttune.agent.sense.errors import HosttuneError, ObjectiveError
 from hosttune.models.optimizer import BayesOpt, Space
-from hosttune.models.outcomes import Outcome, OutcomeStore, effect_of
-
-
-class ObjectiveError(HosttuneError):
-    """The objective could not be measured (command failed, no metric in its output)."""
+from hosttune.models.outcomes import Outcome, OutcomeLog, effect_of
 
 
 class Objective(Protocol):
+    """What a trial is scored by; ObjectiveError when it cannot be measured.
+    The objectives themselves (a command, a metric file, a Prometheus
+    endpoint) measure the host, so they live in the service layer
+    (`hosttune.agent.service.objective`)."""
+
     lower_is_better: bool
 
     def describe(self) -> str: ...
@@ -52,136 +50,6 @@ class Actuator(Protocol):
     def revert(self) -> None:
         """Return every knob this actuator touched to its baseline value."""
         ...
-
-
-_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
-
-
-def parse_metric(text: str, pattern: str | None, where: str) -> float:
-    """The metric in `text`: the first group of the last match of `pattern`
-    (or the whole match), or with no pattern the last number printed."""
-    if pattern is None:
-        numbers = re.findall(_NUMBER, text)
-        if not numbers:
-            raise ObjectiveError("printed no number to use as the metric", subject=where)
-        return float(numbers[-1])
-    try:
-        regex = re.compile(pattern)
-    except re.error as exc:
-        raise ObjectiveError(f"bad --metric regex {pattern!r}: {exc}", subject=where) from None
-    matches = list(regex.finditer(text))
-    if not matches:
-        raise ObjectiveError(f"no match for metric regex {pattern!r} in the output",
-                             subject=where)
-    last = matches[-1]
-    raw = last.group(1) if regex.groups else last.group(0)
-    try:
-        return float(raw)
-    except (TypeError, ValueError):
-        raise ObjectiveError(f"metric {raw!r} is not a number", subject=where) from None
-
-
-@dataclass
-class CommandObjective:
-    """Run a shell command per measurement. With a metric regex, its output
-    gives the number (higher is better unless lower_is_better); without one,
-    the command's wall time is the objective (lower is better)."""
-
-    command: str
-    metric: str | None = None
-    lower_is_better: bool = False
-    timeout: float = 3600.0
-    before_each: Callable[[], None] | None = None
-
-    def __post_init__(self) -> None:
-        if self.metric is None:
-            self.lower_is_better = True
-
-    def describe(self) -> str:
-        what = f"metric /{self.metric}/" if self.metric else "wall time"
-        better = "lower" if self.lower_is_better else "higher"
-        return f"{what} of `{self.command}` ({better} is better)"
-
-    def measure(self) -> float:
-        if self.before_each is not None:
-            self.before_each()
-        start = time.perf_counter()
-        try:
-            proc = subprocess.run(["/bin/sh", "-c", self.command], capture_output=True,
-                                  text=True, timeout=self.timeout, check=False)
-        except subprocess.TimeoutExpired:
-            raise ObjectiveError(f"timed out after {self.timeout:g} s",
-                                 subject=shlex.quote(self.command)) from None
-        elapsed = time.perf_counter() - start
-        if proc.returncode != 0:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
-            raise ObjectiveError(f"exited with {proc.returncode}: {tail[0][:200]}",
-                                 subject=shlex.quote(self.command))
-        if self.metric is None:
-            return elapsed
-        return parse_metric(proc.stdout + proc.stderr, self.metric, self.command)
-
-
-@dataclass
-class MetricFileObjective:
-    """A running workload writes its metric to a file: wait `window` seconds
-    after the change, then read the last match."""
-
-    path: Path
-    metric: str | None = None
-    lower_is_better: bool = False
-    window: float = 10.0
-
-    def describe(self) -> str:
-        return f"metric in {self.path} after {self.window:g} s"
-
-    def measure(self) -> float:
-        time.sleep(self.window)
-        try:
-            text = self.path.read_text(errors="replace")
-        except OSError as exc:
-            raise ObjectiveError(f"cannot read: {exc.strerror}", subject=str(self.path)) from None
-        return parse_metric(text, self.metric, str(self.path))
-
-
-@dataclass
-class PrometheusObjective:
-    """A running workload exports Prometheus metrics: wait `window` seconds,
-    scrape `url` and read the sample named `name` (labels may be given as a
-    regex suffix, e.g. 'throughput{job="train"}')."""
-
-    url: str
-    name: str
-    lower_is_better: bool = False
-    window: float = 10.0
-    timeout: float = 10.0
-
-    def describe(self) -> str:
-        return f"{self.name} from {self.url} after {self.window:g} s"
-
-    def measure(self) -> float:
-        import urllib.error
-        import urllib.request
-
-        time.sleep(self.window)
-        try:
-            with urllib.request.urlopen(self.url, timeout=self.timeout) as resp:
-                text = resp.read().decode("utf-8", "replace")
-        except (urllib.error.URLError, OSError) as exc:
-            raise ObjectiveError(f"cannot scrape: {exc}", subject=self.url) from None
-        return scrape_value(text, self.name, self.url)
-
-
-def scrape_value(text: str, name: str, where: str) -> float:
-    """The value of the first sample of `name` in Prometheus text format."""
-    base = name.split("{", 1)[0]
-    label_re = re.escape(name[len(base):]) if "{" in name else r"(?:\{[^}]*\})?"
-    regex = re.compile(rf"^{re.escape(base)}{label_re}\s+({_NUMBER}|NaN|[+-]Inf)(?:\s+\d+)?$",
-                       re.MULTILINE)
-    match = regex.search(text)
-    if match is None:
-        raise ObjectiveError(f"no sample named {name!r}", subject=where)
-    return float(match.group(1))
 
 
 @dataclass
@@ -221,7 +89,7 @@ def run_tuning(
     seed: int = 0, keep: str = "best",
     min_gain: float = 0.02, regress_tolerance: float = 0.05,
     prune: bool = True, prune_tolerance: float = 0.03,
-    workload: str = "unknown", outcomes: OutcomeStore | None = None,
+    workload: str = "unknown", outcomes: OutcomeLog | None = None,
     on_trial: Callable[[Trial], None] | None = None,
 ) -> TuningResult:
     """Budget counts the trials after the baseline; pruning adds at most one

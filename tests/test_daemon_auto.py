@@ -443,7 +443,7 @@ def test_objective_command_judges_the_change(tmp_path: Path, tree: tuple[Path, W
         daemon.request_stop()
         thread.join(timeout=10)
     # what the watch measured is where `hosttune recommend` learns from
-    from hosttune.models.outcomes import OutcomeStore
+    from hosttune.agent.service.outcome_store import OutcomeStore
 
     outcomes = OutcomeStore(tmp_path / "state" / "outcomes.db").outcomes("training")
     assert [(o.source, o.knobs, round(o.effect, 3)) for o in outcomes] == [

@@ -8,16 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hosttune.agent.sense.errors import HosttuneError, KnobError
+from hosttune.agent.sense.errors import HosttuneError, KnobError, ObjectiveError
+from hosttune.agent.service.objective import CommandObjective, parse_metric, scrape_value
+from hosttune.agent.service.outcome_store import OutcomeStore
 from hosttune.models.optimizer import BayesOpt, Dimension, Space, random_search
-from hosttune.models.outcomes import MIN_EVIDENCE, Outcome, OutcomeStore
-from hosttune.models.tuning import (
-    CommandObjective,
-    ObjectiveError,
-    parse_metric,
-    run_tuning,
-    scrape_value,
-)
+from hosttune.models.outcomes import MIN_EVIDENCE, Outcome
+from hosttune.models.tuning import run_tuning
 
 SPACE = Space((
     Dimension("sysctl:vm.dirty_ratio", "int", 5, 80),

@@ -78,7 +78,7 @@ def test_tune_on_a_fixture_host_keeps_the_best_and_records_outcomes(tmp_path: Pa
     final = knob_files(root)
     assert final["vm/swappiness"] == report["best"]["values"]["sysctl:vm.swappiness"]
     assert not list((tmp_path / "state").glob("tune-session*.json"))
-    from hosttune.models.outcomes import OutcomeStore
+    from hosttune.agent.service.outcome_store import OutcomeStore
 
     outcomes = OutcomeStore(tmp_path / "state" / "outcomes.db").outcomes("training")
     assert len(outcomes) == len(report["trials"]) - 1

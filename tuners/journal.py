@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from hosttune.agent.sense.errors import HosttuneError
+from hosttune.agent.sense.sqlitedb import open_sqlite
 
 SCHEMA_VERSION = 1
 
@@ -159,13 +160,8 @@ class Journal:
             raise JournalError(str(self.path), f"cannot create its directory: {exc.strerror}"
                                ) from exc
         with self._errors():
-            db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0,
-                                 check_same_thread=False)
+            db = open_sqlite(self.path, synchronous="FULL", busy_timeout=10.0)
             self._db = db
-            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise JournalError(str(self.path), f"cannot use WAL mode (got {mode})")
-            db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA foreign_keys=ON")
             if check:
                 result = db.execute("PRAGMA quick_check").fetchone()[0]

@@ -76,5 +76,10 @@ class ModelError(HosttuneError):
     """A model artifact is missing, malformed or incompatible."""
 
 
+class ObjectiveError(HosttuneError):
+    """An objective could not be measured (its command failed, no metric in
+    its output, a metric file or endpoint unreadable)."""
+
+
 class PermissionRefused(HosttuneError):
     """The caller is not allowed to do this (not root, not in the group)."""

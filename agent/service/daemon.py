@@ -543,7 +543,8 @@ class Daemon:
         if b <= 0 or a <= 0:
             return
         try:
-            from hosttune.models.outcomes import Outcome, OutcomeError, OutcomeStore, effect_of
+            from hosttune.agent.service.outcome_store import OutcomeStore
+            from hosttune.models.outcomes import Outcome, OutcomeError, effect_of
         except ImportError:
             return  # a build without the recommender's learning part
         effect = effect_of(a, b, lower_is_better=not objective.higher_is_better)

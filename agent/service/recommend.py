@@ -121,7 +121,8 @@ def run_recommend(host: Host, *, workload: str | None, window: float = 1.0,
                   state_dir: str | None = None) -> RecommendReport:
     from hosttune.agent.sense.paths import Paths
     from hosttune.agent.service.observe import observe
-    from hosttune.models.outcomes import OutcomeError, OutcomeStore
+    from hosttune.agent.service.outcome_store import OutcomeStore
+    from hosttune.models.outcomes import OutcomeError
 
     priors = load_priors()
     notes: list[str] = []

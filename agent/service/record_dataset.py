@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import platform
 import socket
 import sys
@@ -27,7 +28,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import hosttune.models
+from hosttune.agent.service.recording import make_sampler, record
 from hosttune.models.workloads import LABELS
+
+# the shipped dataset, next to the models that are trained on it
+SHIPPED_DATA = Path(hosttune.models.__file__).parent / "data"
 
 # (run name, workload module, parameters): five or more runs per class, each
 # with other sizes and intensities
@@ -104,14 +110,12 @@ def sha256(path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "data")
+    p.add_argument("--out", type=Path, default=SHIPPED_DATA)
     p.add_argument("--plan", choices=sorted(PLANS), default="dataset")
     p.add_argument("--seconds", type=float, default=70.0, help="length of each run")
     p.add_argument("--interval", type=float, default=1.0)
     p.add_argument("--only", action="append", default=None, help="record only these runs")
     args = p.parse_args(argv)
-    from hosttune.agent.service.recording import make_sampler, record
-
     args.out.mkdir(parents=True, exist_ok=True)
     manifest_path = args.out / "manifest.json"
     manifest: dict[str, Any] = (
@@ -155,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
             sys.stderr.write(f"  {result.rows} samples\n")
     finally:
-        sampler.close()  # type: ignore[attr-defined]
+        sampler.close()
     return 0
 
 
@@ -177,8 +181,6 @@ def _interleave(
 
 
 def _cpus() -> int:
-    import os
-
     return os.cpu_count() or 0
 
 

@@ -16,11 +16,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from hosttune.agent.sense.accel.select import AccelCollector
 from hosttune.agent.sense.errors import HosttuneError
-from hosttune.models.trace import TraceWriter, trace_columns, trace_row
+from hosttune.agent.sense.host import Host
+from hosttune.agent.sense.telemetry.sampler import Sampler, rates, system_collectors
+from hosttune.models.trace import TraceWriter, read_trace, trace_columns, trace_row
 
 
 @dataclass
@@ -36,8 +40,6 @@ Progress = Callable[[float, int], None]  # (elapsed seconds, rows written)
 
 
 def hosttune_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("hosttune")
     except PackageNotFoundError:
@@ -59,21 +61,15 @@ def _pid_alive(pid: int) -> bool:
     return done == 0
 
 
-def make_sampler(process_every: int = 5, accelerators: bool = True) -> object:
+def make_sampler(process_every: int = 5, accelerators: bool = True) -> Sampler:
     """The live host's Sampler with every system collector, plus the
     accelerator collector when it opens."""
-    from hosttune.agent.sense.host import Host
-    from hosttune.agent.sense.telemetry.sampler import Sampler, system_collectors
-
     host = Host()
     collectors = system_collectors(host)
     if accelerators:
-        try:
-            from hosttune.agent.sense.accel.select import AccelCollector
-
+        # no accelerator view: the trace has no accel columns
+        with contextlib.suppress(HosttuneError, OSError):
             collectors.append(AccelCollector(host))
-        except (HosttuneError, ImportError, OSError):
-            pass  # no accelerator view: the trace has no accel columns
     return Sampler(host, collectors, process_every=process_every)
 
 
@@ -87,14 +83,12 @@ def record(
     interval: float = 1.0,
     meta: Mapping[str, str] | None = None,
     progress: Progress | None = None,
-    sampler: object | None = None,
+    sampler: Sampler | None = None,
     quiet_command: bool = False,
 ) -> RecordResult:
     """Records until the command exits, the pid is gone or `duration` passes
     (whichever comes first). A command still running at `duration` is sent
     SIGTERM (its whole process group), then SIGKILL after 5 s."""
-    from hosttune.agent.sense.telemetry.sampler import Sampler, rates
-
     if interval <= 0:
         raise HosttuneError("interval must be positive", subject="--interval")
     if command and pid is not None:
@@ -105,7 +99,6 @@ def record(
         raise HosttuneError("no such process", subject=f"pid {pid}")
     own_sampler = sampler is None
     s = make_sampler() if sampler is None else sampler
-    assert isinstance(s, Sampler)
     header = {
         "host": socket.gethostname(),
         "kernel": platform.release(),
@@ -169,8 +162,6 @@ def record(
         if own_sampler:
             s.close()
     if rows < 0:
-        from hosttune.models.trace import read_trace
-
         rows = len(read_trace(output).rows)
     return RecordResult(
         path=Path(output), rows=rows, seconds=time.monotonic() - start,
@@ -204,11 +195,9 @@ def live_window(
 ) -> tuple[list[str], Any]:
     """Samples the live host for `seconds` and returns the trace columns and
     rows, as `hosttune record` would have written them."""
-    import numpy as np  # numpy (60 ms) only for the commands that classify
+    import numpy as np  # numpy (60 ms, 17 MB) only for the commands that classify
 
-    from hosttune.agent.sense.telemetry.sampler import rates
-
-    sampler: Any = make_sampler()
+    sampler = make_sampler()
     rows: list[dict[str, float]] = []
     try:
         prev = sampler.sample()

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hosttune.agent.sense.errors import HosttuneError
+from hosttune.agent.sense.sqlitedb import open_sqlite
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples (
@@ -70,10 +71,7 @@ class Store:
         self._clock = clock
         self._inserts = 0
         try:
-            self._db = sqlite3.connect(str(self.path), timeout=5.0, isolation_level=None,
-                                       check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db = open_sqlite(self.path, synchronous="NORMAL", busy_timeout=5.0)
             # Keep the WAL itself small: it is reset after each checkpoint.
             self._db.execute("PRAGMA journal_size_limit=1048576")
             # The daemon appends a row and trims the oldest: it never rereads

@@ -11,9 +11,11 @@ start of the next `hosttune tune`."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,19 +26,24 @@ from typing import Any
 
 from hosttune.agent.sense.errors import HosttuneError
 from hosttune.agent.sense.host import Host
-from hosttune.models.optimizer import Space
-from hosttune.models.space import DEFAULT_TUNE_KNOBS, space_for
-from hosttune.models.state import HostState
-from hosttune.models.tuning import (
+from hosttune.agent.sense.paths import Paths
+from hosttune.agent.service.objective import (
     CommandObjective,
     MetricFileObjective,
-    Objective,
     PrometheusObjective,
-    Trial,
-    TuningResult,
-    run_tuning,
 )
+from hosttune.agent.service.observe import observe
+from hosttune.agent.service.outcome_store import OutcomeStore
+from hosttune.models.optimizer import Space
+from hosttune.models.recommender import recommend
+from hosttune.models.space import DEFAULT_TUNE_KNOBS, space_for
+from hosttune.models.state import HostState
+from hosttune.models.tuning import Objective, Trial, TuningResult, run_tuning
 from hosttune.tuners.allowlist import DEFAULT_ALLOWLIST
+from hosttune.tuners.base import tuner_for, tuners_for
+from hosttune.tuners.journal import Journal
+from hosttune.tuners.knobs import Change, Plan
+from hosttune.tuners.transaction import apply_plan, recover
 
 
 @dataclass
@@ -70,8 +77,6 @@ class TransactionActuator:
 
     def __init__(self, host: Host, journal_path: Path, baseline: dict[str, str],
                  label: str) -> None:
-        from hosttune.tuners.base import tuners_for
-
         self.host = host
         self.journal_path = journal_path
         self.baseline = dict(baseline)
@@ -79,8 +84,6 @@ class TransactionActuator:
         self.tuners = tuners_for(host)
 
     def current(self, knobs: list[str]) -> dict[str, str]:
-        from hosttune.tuners.base import tuner_for
-
         out = {}
         for knob in knobs:
             tuner, key = tuner_for(self.tuners, knob)
@@ -88,11 +91,6 @@ class TransactionActuator:
         return out
 
     def _apply(self, values: dict[str, str], source: str, reason: str) -> None:
-        from hosttune.tuners.base import tuner_for
-        from hosttune.tuners.journal import Journal
-        from hosttune.tuners.knobs import Change, Plan
-        from hosttune.tuners.transaction import apply_plan
-
         changes = []
         for knob, value in values.items():
             tuner, key = tuner_for(self.tuners, knob)
@@ -147,8 +145,6 @@ def _session_file(state_dir: Path, host: Host) -> Path:
     touches the record of a run on the real host."""
     if host.is_live:
         return state_dir / "tune-session.json"
-    import hashlib
-
     digest = hashlib.sha256(str(host.root.resolve()).encode()).hexdigest()[:12]
     return state_dir / f"tune-session-{digest}.json"
 
@@ -209,10 +205,6 @@ class ObservingObjective:
         if self._done:
             return self.inner.measure()
         self._done = True
-        import threading
-
-        from hosttune.agent.service.observe import observe
-
         def look() -> None:
             time.sleep(self.delay)
             try:
@@ -231,9 +223,6 @@ class ObservingObjective:
 def _prior_start(host: Host, space: Space, baseline: dict[str, str], workload: str,
                  state: HostState | None = None) -> tuple[dict[str, str] | None, list[str]]:
     """The priors' recommendation for this class, restricted to the space."""
-    from hosttune.agent.service.observe import observe
-    from hosttune.models.recommender import recommend
-
     if state is None:
         state = observe(host, workload=workload, window=0.5)
     recs = recommend(state)
@@ -260,9 +249,6 @@ def trial_row(trial: Trial, baseline: dict[str, str]) -> dict[str, Any]:
 
 
 def run_tune(req: TuneRequest, echo: Callable[[str], None] | None) -> dict[str, Any]:
-    from hosttune.agent.sense.paths import Paths
-    from hosttune.models.outcomes import OutcomeStore
-
     host = Host(req.root)
     knobs = req.knobs or list(DEFAULT_TUNE_KNOBS)
     space = space_for(knobs, DEFAULT_ALLOWLIST)
@@ -272,9 +258,6 @@ def run_tune(req: TuneRequest, echo: Callable[[str], None] | None) -> dict[str, 
     dry = req.dry_run or os.geteuid() != 0
     if not dry:
         state_dir.mkdir(parents=True, exist_ok=True)
-        from hosttune.tuners.journal import Journal
-        from hosttune.tuners.transaction import recover
-
         j = Journal(journal)
         try:
             recover(host, j)

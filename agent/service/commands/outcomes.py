@@ -27,7 +27,8 @@ def register(app: typer.Typer) -> None:
         """List recorded outcomes and whether each class has enough evidence."""
         from hosttune.agent.sense.errors import HosttuneError
         from hosttune.agent.sense.paths import Paths
-        from hosttune.models.outcomes import MIN_EVIDENCE, OutcomeStore
+        from hosttune.agent.service.outcome_store import OutcomeStore
+        from hosttune.models.outcomes import MIN_EVIDENCE
 
         store = OutcomeStore(Paths.from_env().state_dir / "outcomes.db")
         try:
@@ -61,7 +62,8 @@ def register(app: typer.Typer) -> None:
         """Record the measured effect of an applied plan."""
         from hosttune.agent.sense.errors import HosttuneError
         from hosttune.agent.sense.paths import Paths
-        from hosttune.models.outcomes import Outcome, OutcomeStore
+        from hosttune.agent.service.outcome_store import OutcomeStore
+        from hosttune.models.outcomes import Outcome
         from hosttune.tuners.knobs import Plan
 
         try:
