@@ -3,7 +3,13 @@
 The workload suite records traces under these labels (`models/workloads`),
 the shipped classifier is trained on them, the priors (`priors.yaml`) are
 written for them and checked against this list when loaded, and `hosttune
-recommend --workload` accepts these and `unknown`. A new class starts here.
+recommend --workload` (and its help) accepts these and `unknown`.
+
+A new class: name it here; give it priors in `priors.yaml` (rules that name
+it, or a `fallback`: the loader refuses a class with neither); add a
+workload that runs it to the suite (`models/workloads/`, its LABELS entry)
+and its runs to `agent/service/record_dataset.py`; record and retrain the
+shipped model. The tests fail on any of these forgotten.
 
 `unknown` is not a class a model learns: it is the answer when no class is
 sure (the classifier below its threshold, or nothing classified yet), and it

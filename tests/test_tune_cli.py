@@ -196,3 +196,14 @@ def test_recommend_on_this_machine_exits_zero(tmp_path: Path) -> None:
     assert data["workload"] in ("unknown", "idle", "training", "inference_serving",
                                 "batch_inference", "data_preparation", "checkpoint_io")
     assert "changes" in data and "advice" in data
+
+
+def test_tune_refuses_a_workload_class_not_in_the_list_before_any_work(tmp_path: Path) -> None:
+    root = fake_host(tmp_path / "host")
+    before = knob_files(root)
+    proc = hosttune("tune", "--root", str(root), "--objective", "exit 3", "--workload", "gaming",
+                    "--budget", "1", env=env_for(tmp_path))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "unknown workload class 'gaming'" in err + out and "Traceback" not in err
+    assert knob_files(root) == before and not (tmp_path / "state").exists()

@@ -34,6 +34,7 @@ from hosttune.agent.service.objective import (
 )
 from hosttune.agent.service.observe import observe
 from hosttune.agent.service.outcome_store import OutcomeStore
+from hosttune.models import workload_classes
 from hosttune.models.optimizer import Space
 from hosttune.models.recommender import recommend
 from hosttune.models.space import DEFAULT_TUNE_KNOBS, space_for
@@ -249,6 +250,8 @@ def trial_row(trial: Trial, baseline: dict[str, str]) -> dict[str, Any]:
 
 
 def run_tune(req: TuneRequest, echo: Callable[[str], None] | None) -> dict[str, Any]:
+    # before any work: a misspelt class would otherwise fail after the baseline
+    workload_classes.check(req.workload)
     host = Host(req.root)
     knobs = req.knobs or list(DEFAULT_TUNE_KNOBS)
     space = space_for(knobs, DEFAULT_ALLOWLIST)

@@ -16,7 +16,9 @@ and intensity. Those that need PyTorch say so when it is absent
 | `backup` | background | tar/gzip and cp of a generated file tree |
 """
 
-# label of each workload module: the record_dataset script and the tests use it
+# label of each workload module: the record_dataset script and the tests use
+# it. Every label is a class of hosttune.models.workload_classes, and every
+# class has a module here (tests/test_workloads.py).
 LABELS: dict[str, str] = {
     "train": "training",
     "serve": "inference_serving",

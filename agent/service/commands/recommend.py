@@ -9,12 +9,12 @@ from pathlib import Path
 import typer
 
 from hosttune.agent.service.commands.output import JSON_OPTION, emit_json, fail
+from hosttune.models import workload_classes
 
 _WORKLOAD = typer.Option(
     None, "--workload", "-w",
-    help="Workload class (training, inference_serving, batch_inference, data_preparation, "
-         "checkpoint_io, idle, unknown); default: the class a running hosttuned has "
-         "settled on, else classify what runs now.")
+    help=f"Workload class ({', '.join(workload_classes.recommendable())}); default: the "
+         "class a running hosttuned has settled on, else classify what runs now.")
 _EXPLAIN = typer.Option(False, "--explain", help="Show evidence, source and expected effect.")
 _OUTPUT = typer.Option(None, "--output", "-o", help="Write the plan (YAML) for `hosttune apply`.")
 _WINDOW = typer.Option(1.0, "--window", min=0.1, max=60.0,
