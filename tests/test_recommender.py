@@ -237,3 +237,13 @@ def test_a_classified_label_not_in_the_list_is_said_not_silently_unknown(
                            state_dir=str(tmp_path))
     assert report.workload == "unknown"
     assert any("'busy' is not one of hosttune's workload classes" in n for n in report.notes)
+
+
+def test_recommend_for_background_uses_its_fallback(fixture_hosts: Path, tmp_path: Path) -> None:
+    # what hosttuned asks for once it has settled on 'background' (the shipped
+    # model knows the class; the priors once did not, and the answer was an error)
+    report = run_recommend(Host(fixture_hosts / "this-vm"), workload="background", window=0.1,
+                           state_dir=str(tmp_path))
+    assert report.workload == "background"
+    assert "no priors of its own for 'background': the rules for 'unknown' apply" in (
+        report.recommendations.notes)
