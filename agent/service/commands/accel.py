@@ -33,9 +33,10 @@ def accel_command(
     """Show every accelerator of every vendor: where it sits and how busy it is.
 
     For each: its NUMA node, CPUs, nearby NICs and links, and its utilization,
-    memory, power and PCIe throughput now. A backend named with --backend whose Python package is missing (nvidia-ml-py,
-    amdsmi) is refused, naming the package; without --backend, a vendor backend
-    that cannot open leaves its devices to the sysfs view."""
+    memory, power and PCIe throughput now. A backend named with --backend
+    whose Python package is missing (nvidia-ml-py, amdsmi) is refused, naming
+    the package; without --backend, a vendor backend that cannot open leaves
+    its devices to the sysfs view."""
     # sense.accel and config: 80 ms together, not for --help
     from hosttune.agent.sense.accel.select import AccelCollector
     from hosttune.agent.sense.accel.sysfs import scan_nics

@@ -53,8 +53,8 @@ def telemetry_command(  # noqa: PLR0917 (typer maps parameters to options)
 
     CPU, memory, vmstat/THP, pressure, disks, network, interrupts,
     accelerators, and the processes that look like AI work (with their CPU
-    affinity and memory per NUMA node). With --root, one sample of that tree is shown: its counters as totals, not
-    rates."""
+    affinity and memory per NUMA node). With --root, one sample of that tree
+    is shown: its counters as totals, not rates."""
     # the sampler: 100 ms, not for --help
     from hosttune.agent.sense.telemetry.sampler import Sampler, system_collectors, watch_rates
     from hosttune.agent.service.render import telemetry as report
