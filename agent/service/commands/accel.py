@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from hosttune.agent.sense.host import Host
+from hosttune.agent.service import optional
 from hosttune.agent.service.commands.options import (
     JSON_OPTION,
     ROOT_OPTION,
@@ -40,7 +41,6 @@ def accel_command(
     # sense.accel and config: 80 ms together, not for --help
     from hosttune.agent.sense.accel.select import AccelCollector
     from hosttune.agent.sense.accel.sysfs import scan_nics
-    from hosttune.agent.service import optional
     from hosttune.agent.service.config import configured_backends
     from hosttune.agent.service.render import accel as render
 

@@ -72,6 +72,7 @@ def _require_root() -> None:
 
 
 def _journal(*, must_exist: bool = False) -> Journal | None:
+    # the act layer: not at --help (see the module docstring)
     from hosttune.tuners.journal import Journal
 
     path = Paths.from_env().journal
@@ -82,6 +83,7 @@ def _journal(*, must_exist: bool = False) -> Journal | None:
 
 def _admin_overrides() -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """The effective allowlist and the knobs the config says the admin owns."""
+    # the act layer: not at --help (see the module docstring)
     from hosttune.agent.service.config import load
     from hosttune.tuners.allowlist import DEFAULT_ALLOWLIST
 
@@ -108,6 +110,7 @@ def _print_result(result: TxnResult, json_out: bool) -> None:
 
 
 def _recover_first(host: Host, journal: Journal, json_out: bool, wait: float) -> None:
+    # the act layer: not at --help (see the module docstring)
     from hosttune.tuners.transaction import recover
 
     for result in recover(host, journal, lock_timeout=wait):
@@ -117,6 +120,7 @@ def _recover_first(host: Host, journal: Journal, json_out: bool, wait: float) ->
 
 def _via_daemon(op: str, args: dict[str, Any], root: Path, wait: float) -> TxnResult | None:
     """The daemon's answer when one runs for this host, else None (work directly)."""
+    # the act layer: not at --help (see the module docstring)
     from hosttune.agent.service.client import DaemonClient, DaemonError, DaemonUnavailable
     from hosttune.tuners.transaction import StepOutcome, TxnResult
 
@@ -136,6 +140,7 @@ def _via_daemon(op: str, args: dict[str, Any], root: Path, wait: float) -> TxnRe
 
 def _run_plan(plan: Any, root: Path, *, dry_run: bool, force: bool, wait: float,
               json_out: bool) -> None:
+    # the act layer: not at --help (see the module docstring)
     from hosttune.tuners.transaction import apply_plan
 
     host = Host(root)
@@ -149,6 +154,7 @@ def _run_plan(plan: Any, root: Path, *, dry_run: bool, force: bool, wait: float,
     allowlist, owned = _admin_overrides()
     journal = _journal(must_exist=dry_run)
     if journal is None:  # a dry run on a host hosttune never touched
+        # the act layer: not at --help (see the module docstring)
         from hosttune.tuners.journal import Journal
 
         with tempfile.TemporaryDirectory() as tmp, Journal(Path(tmp) / "j.db") as scratch:
@@ -178,6 +184,7 @@ def apply_command(  # noqa: PLR0917 (typer maps parameters to options)
 
     The plan is YAML text (as `hosttune recommend --output` writes it); a file
     that is not, unreadable or not UTF-8 say, is refused naming the file."""
+    # the act layer: not at --help (see the module docstring)
     from hosttune.agent.service.config import read_text
     from hosttune.tuners.knobs import Plan
 
@@ -200,6 +207,7 @@ def set_command(  # noqa: PLR0917 (typer maps parameters to options)
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Set one knob (a one-change transaction)."""
+    # the act layer: not at --help (see the module docstring)
     from hosttune.tuners.knobs import Change, Plan
 
     plan = Plan([Change(knob, value, reason=reason, source="admin")])
@@ -216,6 +224,7 @@ def rollback_command(  # noqa: PLR0917 (typer maps parameters to options)
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Undo hosttune's changes after a transaction, or all of them (--baseline)."""
+    # the act layer: not at --help (see the module docstring)
     from hosttune.tuners.transaction import rollback
 
     if (txn is None) == (not baseline):
@@ -245,6 +254,7 @@ def history_command(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Every transaction: when, who (uid), what changed and why, and how it ended."""
+    # the act layer: not at --help (see the module docstring)
     from hosttune.agent.service.client import DaemonClient, DaemonUnavailable
     from hosttune.tuners.transaction import history
 
@@ -293,6 +303,7 @@ def show_command(
 
     The owner is hosttune, the admin's file:line, the kernel command line, a
     peer daemon, or the default."""
+    # the act layer: not at --help (see the module docstring)
     from hosttune.agent.sense.ownership import owner_of, owners
     from hosttune.tuners.base import tuner_for, tuners_for
 

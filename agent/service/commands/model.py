@@ -70,12 +70,14 @@ def _load(path: Path | None) -> Any:
 
 
 def _shipped_data() -> Path:
+    # hosttune.models, rich: not at --help (see the module docstring)
     from hosttune.models import train
 
     return Path(train.__file__).parent / "data"
 
 
 def _geometries(texts: list[str] | None, default: Any) -> list[Any]:
+    # hosttune.models, rich: not at --help (see the module docstring)
     from hosttune.models.resample import Geometry
 
     if not texts:
@@ -102,6 +104,7 @@ def _test_geometries(geometry: list[str] | None, interval: float | None,
 
 def _load_dataset(dirs: list[Path], quiet: bool, geometries: list[Any] | None = None,
                   train_geometries: list[Any] | None = None) -> Any:
+    # hosttune.models, rich: not at --help (see the module docstring)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from hosttune.models import train
@@ -122,6 +125,7 @@ def _load_dataset(dirs: list[Path], quiet: bool, geometries: list[Any] | None = 
 def _cross_validate(ds: Any, names: list[str], unknown_below: float, quiet: bool, *,
                     train_on: list[str] | None = None,
                     test_on: list[str] | None = None) -> dict[str, Any]:
+    # hosttune.models, rich: not at --help (see the module docstring)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from hosttune.models import train
@@ -145,6 +149,7 @@ def _cross_validate(ds: Any, names: list[str], unknown_below: float, quiet: bool
 
 
 def _candidates(given: list[str] | None) -> list[str]:
+    # hosttune.models, rich: not at --help (see the module docstring)
     from hosttune.models import train
 
     names = list(given or train.CANDIDATES)
@@ -155,6 +160,7 @@ def _candidates(given: list[str] | None) -> list[str]:
 
 
 def _need_sklearn() -> str:
+    # hosttune.models, rich: not at --help (see the module docstring)
     from hosttune.models import train
 
     try:
@@ -354,8 +360,10 @@ def _holdout(dirs: list[Path], model_path: Path | None, json_out: bool,
              interval: float | None = None, window: float | None = None) -> None:
     """Scores a model on traces: per trace its verdict, and the share right
     (with `interval`/`window`: on windows of that geometry)."""
+    # hosttune.models, rich: not at --help (see the module docstring)
     from hosttune.models.features import WINDOW_SECONDS
     from hosttune.models.recognise import classify_trace
+    from hosttune.models.trace import read_trace
 
     m = _load(model_path)
     files = sorted(p for d in dirs for p in Path(d).glob("*.csv.gz"))
@@ -368,8 +376,6 @@ def _holdout(dirs: list[Path], model_path: Path | None, json_out: bool,
                                               interval=interval)
         except (HosttuneError, ValueError) as exc:
             raise fail(str(exc)) from None
-        from hosttune.models.trace import read_trace
-
         label = read_trace(f).label
         rows.append({
             "trace": f.name, "label": label,
