@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -86,3 +87,12 @@ def test_help_reads_as_whole_sentences(path: str, capsys: pytest.CaptureFixture[
             assert not summary.endswith("..."), f"{path} {name}: summary cut off"
             assert summary.endswith(SENTENCE_END), f"{path} {name}: {summary!r}"
             assert summary == paragraphs(sub.short_help or sub.help)[0]
+
+
+def test_completion_and_man_page_name_every_command() -> None:
+    packaging = Path(__file__).resolve().parent.parent / "packaging"
+    top = {p.split()[0] for p in SUBCOMMANDS}
+    words = set((packaging / "completion" / "hosttune.bash").read_text().split())
+    assert top <= {w.strip('"') for w in words}
+    man = (packaging / "man" / "hosttune.1").read_text()
+    assert top <= set(re.findall(r"^\.B (\S+)$", man, re.M))
