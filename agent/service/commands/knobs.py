@@ -37,6 +37,7 @@ from hosttune.agent.service.commands.options import (
 
 if TYPE_CHECKING:
     from hosttune.tuners.journal import Journal
+    from hosttune.tuners.knobs import Plan
     from hosttune.tuners.transaction import TxnResult
 
 _PLAN_FILE = typer.Argument(..., help="Plan file: changes of knob, value, reason.")
@@ -138,7 +139,7 @@ def _via_daemon(op: str, args: dict[str, Any], root: Path, wait: float) -> TxnRe
                      error=data.get("error"), message=str(data.get("message", "")))
 
 
-def _run_plan(plan: Any, root: Path, *, dry_run: bool, force: bool, wait: float,
+def _run_plan(plan: Plan, root: Path, *, dry_run: bool, force: bool, wait: float,
               json_out: bool) -> None:
     # the act layer: not at --help (see the module docstring)
     from hosttune.tuners.transaction import apply_plan
