@@ -4,6 +4,7 @@ file, key and line."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -142,3 +143,46 @@ def test_cli_validate_and_show(tmp_path: Path) -> None:
     assert data["metrics"]["enabled"] is False and data["retention"]["rows"] == 10000
     res = _cli("config", "show", env_config=tmp_path / "absent.yaml")
     assert res.returncode == 0 and "mode: observe" in res.stdout and "defaults" in res.stdout
+
+
+def test_cli_validate_without_a_file_checks_the_defaults(tmp_path: Path) -> None:
+    """No /etc/hosttune/hosttune.yaml: the daemon runs on the defaults, so
+    `config validate` says so and checks them (rc 0); a FILE named on the
+    command line must exist."""
+    absent = tmp_path / "absent.yaml"
+    res = _cli("config", "validate", env_config=absent)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == (f"{absent}: no such file; the defaults are in force "
+                                  "(mode observe), and they are valid")
+    assert "Traceback" not in res.stderr
+    res = _cli("config", "validate", "--json", env_config=absent)
+    data = json.loads(res.stdout)
+    assert res.returncode == 0 and data["valid"] is True and data["defaults"] is True
+    assert data["source"] == f"defaults ({absent} absent)" and data["mode"] == "observe"
+    assert data["allowlisted_knobs"] > 0
+    res = _cli("config", "validate", str(absent), env_config=absent)
+    assert res.returncode == 1
+    assert res.stderr.strip() == f"hosttune: error: {absent}: no such file"
+
+
+def test_a_config_that_is_not_text_is_one_line(tmp_path: Path) -> None:
+    junk = tmp_path / "hosttune.yaml"
+    junk.write_bytes(b"mode: observe\n\xff\xfe\x00garbage")
+    expected = (f"hosttune: error: {junk}: not UTF-8 text (byte 0xff at offset 14); "
+                "expected a YAML file")
+    for args in (("config", "validate"), ("config", "validate", str(junk)),
+                 ("config", "show")):
+        res = _cli(*args, env_config=junk)
+        assert res.returncode == 1, args
+        assert res.stderr.strip().splitlines() == [expected], args
+    with pytest.raises(ConfigError, match="not UTF-8 text") as info:
+        cfg.load(junk)
+    assert info.value.path == str(junk)
+    # `status` without a daemon reports it and still answers
+    env = dict(os.environ, HOSTTUNE_CONFIG=str(junk), HOSTTUNE_RUN_DIR=str(tmp_path / "run"),
+               HOSTTUNE_STATE_DIR=str(tmp_path / "state"))
+    status = subprocess.run([sys.executable, "-m", "hosttune.agent.service.cli", "status",
+                             "--json"], check=False, capture_output=True, text=True, env=env,
+                            timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert "not UTF-8 text" in json.loads(status.stdout)["config_error"]

@@ -6,6 +6,7 @@ import json
 import os
 import pwd
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -141,3 +142,36 @@ def test_non_root_is_refused_before_anything(env: Path, monkeypatch: pytest.Monk
         assert not state.exists()
     finally:
         shutil.rmtree(base)
+
+
+def test_a_plan_that_is_not_text_is_one_line(env: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Random bytes as a plan: one line naming the file, rc 1, nothing changed;
+    the same for `outcomes record --plan` and for a plan that is a directory."""
+    junk = tmp_path / "junk.plan"
+    junk.write_bytes(bytes(range(128, 256)) * 4 + b"\x00\xff\xfe")
+    for dry in ([], ["--dry-run"]):
+        code, out, err = run(capsys, "apply", str(junk), "--root", str(env), *dry)
+        assert code == 1 and out == ""
+        assert err.count("\n") == 1 and err.startswith(f"hosttune: error: {junk}: ")
+        assert "not UTF-8 text (byte 0x80 at offset 0)" in err
+    assert (env / "proc/sys/vm/swappiness").read_text() == "60\n"
+    code, _, err = run(capsys, "outcomes", "record", "-w", "training", "--effect", "1.1",
+                       "--plan", str(junk))
+    assert code == 1 and err.count("\n") == 1 and f"{junk}: not UTF-8 text" in err
+    code, _, err = run(capsys, "apply", str(tmp_path), "--root", str(env))
+    assert code == 1 and err.strip() == f"hosttune: error: {tmp_path}: is a directory, not a file"
+    code, _, err = run(capsys, "apply", str(tmp_path / "absent.yaml"), "--root", str(env))
+    assert code == 1 and err.strip() == f"hosttune: error: {tmp_path / 'absent.yaml'}: no such file"
+    # and as an admin runs it: no traceback from the installed entry point
+    exe = Path(sys.executable).parent / "hosttune"
+    res = subprocess.run([str(exe), "apply", str(junk), "--dry-run", "--root", str(env)],
+                         check=False, capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ))
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines() == [err_line(junk)]
+
+
+def err_line(path: Path) -> str:
+    return (f"hosttune: error: {path}: not UTF-8 text (byte 0x80 at offset 0); "
+            "expected a YAML file")

@@ -13,7 +13,7 @@ from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.pci import classify, read_device
 from hosttune.agent.sense.topology import discover
 from hosttune.agent.service.cli import main
-from hosttune.agent.service.commands.topology import affinity, render
+from hosttune.agent.service.render.topology import affinity, topology_lines
 
 HOSTS = Path(__file__).parent / "fixtures" / "hosts"
 
@@ -55,7 +55,7 @@ def test_odd_host_still_gives_a_topology() -> None:
     assert nic.numa_node is None and nic.local_cpus == ()
     gpu = next(d for d in topo.pci if d.address == "0000:00:06.0")
     assert gpu.link_speed is None and gpu.link_width is None
-    assert any("no NUMA node known" in line for line in render(topo))
+    assert any("no NUMA node known" in line for line in topology_lines(topo))
 
 
 def test_this_vm_capture_reads_back() -> None:
@@ -164,7 +164,7 @@ def test_malformed_cpu_and_node_files_never_crash(
     assert [c.id for c in topo.cpus] == [0]
     assert topo.cpus[0].core_id is None or isinstance(topo.cpus[0].core_id, int)
     json.dumps(topo.to_dict())
-    render(topo)
+    topology_lines(topo)
 
 
 def test_well_formed_node_files_are_read(tmp_path: Path) -> None:

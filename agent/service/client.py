@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hosttune.agent.sense.errors import HosttuneError, PermissionRefused
+from hosttune.agent.sense.paths import Paths
 from hosttune.agent.service.control import PROTOCOL_VERSION
 
 T = TypeVar("T")
@@ -43,8 +44,6 @@ class DaemonError(HosttuneError):
 class DaemonClient:
     def __init__(self, path: str | Path | None = None, timeout: float = 10.0) -> None:
         if path is None:
-            from hosttune.agent.sense.paths import Paths
-
             path = Paths.from_env().socket
         self.path = Path(path)
         self.timeout = timeout

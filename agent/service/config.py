@@ -14,6 +14,7 @@ leave the default in force), and so are wrong types and values out of range.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -152,7 +153,7 @@ class _Reader:
     """Checks composed YAML nodes against the schema, naming file, key and line."""
 
     def __init__(self, path: str | None) -> None:
-        import yaml
+        import yaml  # 24 ms; a host without a config file runs on the defaults without it
 
         self.path = path
         self._yaml = yaml
@@ -347,8 +348,6 @@ def _knobs(reader: _Reader, node: Any, key: str) -> dict[str, tuple[Any, Any]]:
 
 
 def _check_address(reader: _Reader, address: str, node: Any) -> None:
-    import ipaddress
-
     try:
         ipaddress.ip_address(address)
     except ValueError:
@@ -361,7 +360,7 @@ def _check_address(reader: _Reader, address: str, node: Any) -> None:
 
 def parse(text: str, path: str | None = None) -> Config:
     """A Config from YAML text; ConfigError names `path`, the key and the line."""
-    import yaml
+    import yaml  # see _Reader
 
     reader = _Reader(path)
     try:
@@ -376,19 +375,47 @@ def parse(text: str, path: str | None = None) -> Config:
     return _build(reader, root)
 
 
+def _read(path: Path) -> bytes | None:
+    """The file's bytes; None when there is no such file."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        raise ConfigError("is a directory, not a file", path=str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", path=str(path)) from None
+
+
+def _decode(path: Path, data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                          f"{exc.start}); expected a YAML file", path=str(path)) from None
+
+
+def read_text(path: str | Path) -> str:
+    """A YAML file's text (configuration, plan). Anything but readable UTF-8
+    text is a ConfigError naming the file: a plan of random bytes gets one
+    line, not a UnicodeDecodeError traceback."""
+    path = Path(path)
+    data = _read(path)
+    if data is None:
+        raise ConfigError("no such file", path=str(path))
+    return _decode(path, data)
+
+
 def load(path: str | Path, *, missing_ok: bool = True) -> Config:
     """Load a config file. A missing file means the defaults (the package does
     not have to ship /etc/hosttune/hosttune.yaml for the daemon to start)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    data = _read(path)
+    if data is None:
         if missing_ok:
             return Config()
-        raise ConfigError("no such file", path=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read: {exc}", path=str(path)) from None
-    return parse(text, str(path))
+        raise ConfigError("no such file", path=str(path))
+    return parse(_decode(path, data), str(path))
 
 
 def with_mode(config: Config, mode: str) -> Config:

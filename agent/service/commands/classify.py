@@ -8,7 +8,8 @@ from typing import Any
 
 import typer
 
-from hosttune.agent.service.commands.output import JSON_OPTION, emit_json, fail
+from hosttune.agent.sense.errors import HosttuneError
+from hosttune.agent.service.commands.options import JSON_OPTION, add_command, emit_json, fail
 
 _WINDOW = typer.Option(10.0, "--window", "-w", help="Seconds of telemetry to classify.")
 _INTERVAL = typer.Option(None, "--interval", "-i",
@@ -35,70 +36,73 @@ def _render(pred: Any, header: str) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("classify")
-    def classify(
-        window: float = _WINDOW,
-        interval: float | None = _INTERVAL,
-        trace: Path | None = _TRACE,
-        model: Path | None = _MODEL,
-        json_out: bool = JSON_OPTION,
-    ) -> None:
-        """Recognise the workload: sample the host for --window seconds (or
-        read --trace) and say which class it is, how sure, and why. Below
-        the model's confidence threshold the answer is "unknown"."""
-        from hosttune.agent.sense.errors import HosttuneError
-        from hosttune.agent.service.commands.model import load_model
+    add_command(app, "classify", classify_command)
 
-        if window <= 0 or (interval is not None and interval <= 0):
-            raise fail("--window and --interval must be positive", 2)
+
+def classify_command(
+    window: float = _WINDOW,
+    interval: float | None = _INTERVAL,
+    trace: Path | None = _TRACE,
+    model: Path | None = _MODEL,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Say which workload runs on this host, how sure the model is, and why.
+
+    Samples the host for --window seconds (or reads --trace) and classifies
+    the window. Below the model's confidence threshold the answer is
+    "unknown"."""
+    # the model, the sampler and rich: 150 ms together, not for --help
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from hosttune.agent.service.recording import live_window
+    from hosttune.agent.service.site_model import load_model
+    from hosttune.models.features import MIN_ROWS
+    from hosttune.models.recognise import classify_rows, classify_trace
+
+    if window <= 0 or (interval is not None and interval <= 0):
+        raise fail("--window and --interval must be positive", 2)
+    try:
         m = load_model(model)
-        if trace is not None:
-            from hosttune.models.recognise import classify_trace
-
-            try:
-                overall, windows = classify_trace(m, trace, window, interval=interval)
-            except HosttuneError as exc:
-                raise fail(str(exc)) from None
-            except ValueError as exc:
-                raise fail(f"{trace}: {exc}", 2) from None
-            if overall is None:
-                raise fail(f"{trace}: too short for one {window:g} s window")
-            if json_out:
-                emit_json({"model": m.source, "trace": str(trace), **overall.as_dict(),
-                           "windows": [{"start": w.start, "end": w.end,
-                                        **w.prediction.as_dict()} for w in windows]})
-                return
-            _render(overall, f"{trace} ({len(windows)} windows)")
-            for w in windows:
-                typer.echo(f"  {w.start:6.0f}-{w.end:4.0f} s  {w.prediction.label:18} "
-                           f"{w.prediction.confidence:.2f}")
-            return
-        from rich.progress import BarColumn, Progress, TextColumn
-
-        from hosttune.agent.service.recording import live_window
-        from hosttune.models.recognise import classify_rows
-
-        interval = 1.0 if interval is None else interval
-
-        with Progress(TextColumn("sampling the host"), BarColumn(), transient=True,
-                      disable=json_out) as bar:
-            task = bar.add_task("sample", total=window)
-            try:
-                columns, matrix = live_window(
-                    window, interval, progress=lambda t: bar.update(task, completed=t))
-            except HosttuneError as exc:
-                raise fail(str(exc)) from None
-        from hosttune.models.features import MIN_ROWS
-
-        if matrix.shape[0] < MIN_ROWS:
-            raise fail(f"a {window:g} s window at {interval:g} s holds fewer than "
-                       f"{MIN_ROWS} samples; widen --window")
-        pred = classify_rows(m, columns, matrix)
-        warning = m.geometry_problem(interval, window)
+    except HosttuneError as exc:
+        raise fail(str(exc)) from None
+    if trace is not None:
+        try:
+            overall, windows = classify_trace(m, trace, window, interval=interval)
+        except HosttuneError as exc:
+            raise fail(str(exc)) from None
+        except ValueError as exc:
+            raise fail(f"{trace}: {exc}", 2) from None
+        if overall is None:
+            raise fail(f"{trace}: too short for one {window:g} s window")
         if json_out:
-            emit_json({"model": m.source, "window_seconds": window, **pred.as_dict(),
-                       "geometry_warning": warning})
+            emit_json({"model": m.source, "trace": str(trace), **overall.as_dict(),
+                       "windows": [{"start": w.start, "end": w.end,
+                                    **w.prediction.as_dict()} for w in windows]})
             return
-        _render(pred, f"this host, last {window:g} s")
-        if warning:
-            typer.echo(f"note: {warning}", err=True)
+        _render(overall, f"{trace} ({len(windows)} windows)")
+        for w in windows:
+            typer.echo(f"  {w.start:6.0f}-{w.end:4.0f} s  {w.prediction.label:18} "
+                       f"{w.prediction.confidence:.2f}")
+        return
+    interval = 1.0 if interval is None else interval
+
+    with Progress(TextColumn("sampling the host"), BarColumn(), transient=True,
+                  disable=json_out) as bar:
+        task = bar.add_task("sample", total=window)
+        try:
+            columns, matrix = live_window(
+                window, interval, progress=lambda t: bar.update(task, completed=t))
+        except HosttuneError as exc:
+            raise fail(str(exc)) from None
+    if matrix.shape[0] < MIN_ROWS:
+        raise fail(f"a {window:g} s window at {interval:g} s holds fewer than "
+                   f"{MIN_ROWS} samples; widen --window")
+    pred = classify_rows(m, columns, matrix)
+    warning = m.geometry_problem(interval, window)
+    if json_out:
+        emit_json({"model": m.source, "window_seconds": window, **pred.as_dict(),
+                   "geometry_warning": warning})
+        return
+    _render(pred, f"this host, last {window:g} s")
+    if warning:
+        typer.echo(f"note: {warning}", err=True)

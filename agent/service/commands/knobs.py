@@ -3,26 +3,43 @@
 to it over the control socket, so the daemon stays the one writer of its
 journal and knows what changed under it; otherwise they act on the host
 directly, and the journal's lock keeps them from interleaving with another
-hosttune. Dry runs print each
-knob's old -> new value and change nothing; anything that writes needs root
-and is refused, before anything is touched, for anyone else."""
+hosttune. Dry runs print each knob's old -> new value and change nothing;
+anything that writes needs root and is refused, before anything is touched,
+for anyone else.
+
+The act layer (tuners: transaction, journal, allowlist; 70 ms) and the
+client are imported inside the commands: `hosttune --help` imports this
+module too."""
 
 from __future__ import annotations
 
+import fnmatch
+import os
+import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
-from hosttune.agent.service.commands.output import JSON_OPTION, emit_json, fail
+from hosttune.agent.sense.errors import HosttuneError, PermissionRefused
+from hosttune.agent.sense.host import Host
+from hosttune.agent.sense.paths import Paths
+from hosttune.agent.service.commands.options import (
+    DRY_RUN_OPTION,
+    JSON_OPTION,
+    ROOT_OPTION,
+    add_command,
+    emit_json,
+    fail,
+    host_root,
+)
 
 if TYPE_CHECKING:
-    from hosttune.agent.sense.host import Host
     from hosttune.tuners.journal import Journal
+    from hosttune.tuners.knobs import Plan
     from hosttune.tuners.transaction import TxnResult
 
-_DRY = typer.Option(False, "--dry-run",
-                    help="Print what would change (old -> new); change nothing.")
 _PLAN_FILE = typer.Argument(..., help="Plan file: changes of knob, value, reason.")
 _KNOB = typer.Argument(..., help="family:key, e.g. sysctl:vm.swappiness, thp:enabled.")
 _VALUE = typer.Argument(..., help="The new value.")
@@ -35,39 +52,28 @@ _LIMIT = typer.Option(50, "--limit", min=1, help="Newest transactions to show.")
 _KNOBS = typer.Argument(..., help="Knobs to show (family:key).")
 _FORCE = typer.Option(False, "--force",
                       help="Also change knobs the administrator owns or changed by hand.")
-_ROOT = typer.Option(Path("/"), "--root", hidden=True, help="Act on a host tree (tests).")
 _WAIT = typer.Option(30.0, "--wait", min=0.0,
                      help="Seconds to wait for another hosttune process to finish.")
 
 
 def register(app: typer.Typer) -> None:
-    app.command("apply")(apply_command)
-    app.command("set")(set_command)
-    app.command("rollback")(rollback_command)
-    app.command("history")(history_command)
-    app.command("show")(show_command)
+    add_command(app, "apply", apply_command)
+    add_command(app, "set", set_command)
+    add_command(app, "rollback", rollback_command)
+    add_command(app, "history", history_command)
+    add_command(app, "show", show_command)
 
 
 def _require_root() -> None:
     """Refused before the journal, the config or the host is touched, whatever
     the --root (a host tree in a test is still a host)."""
-    import os
-
-    from hosttune.agent.sense.errors import PermissionRefused
-
     if os.geteuid() != 0:
         raise PermissionRefused(f"only root changes the host (this is uid {os.geteuid()}); "
                                 "--dry-run shows what would change")
 
 
-def _host(root: Path) -> Host:
-    from hosttune.agent.sense.host import Host
-
-    return Host(root)
-
-
 def _journal(*, must_exist: bool = False) -> Journal | None:
-    from hosttune.agent.sense.paths import Paths
+    # the act layer: not at --help (see the module docstring)
     from hosttune.tuners.journal import Journal
 
     path = Paths.from_env().journal
@@ -78,7 +84,7 @@ def _journal(*, must_exist: bool = False) -> Journal | None:
 
 def _admin_overrides() -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """The effective allowlist and the knobs the config says the admin owns."""
-    from hosttune.agent.sense.paths import Paths
+    # the act layer: not at --help (see the module docstring)
     from hosttune.agent.service.config import load
     from hosttune.tuners.allowlist import DEFAULT_ALLOWLIST
 
@@ -105,6 +111,7 @@ def _print_result(result: TxnResult, json_out: bool) -> None:
 
 
 def _recover_first(host: Host, journal: Journal, json_out: bool, wait: float) -> None:
+    # the act layer: not at --help (see the module docstring)
     from hosttune.tuners.transaction import recover
 
     for result in recover(host, journal, lock_timeout=wait):
@@ -114,6 +121,7 @@ def _recover_first(host: Host, journal: Journal, json_out: bool, wait: float) ->
 
 def _via_daemon(op: str, args: dict[str, Any], root: Path, wait: float) -> TxnResult | None:
     """The daemon's answer when one runs for this host, else None (work directly)."""
+    # the act layer: not at --help (see the module docstring)
     from hosttune.agent.service.client import DaemonClient, DaemonError, DaemonUnavailable
     from hosttune.tuners.transaction import StepOutcome, TxnResult
 
@@ -131,11 +139,12 @@ def _via_daemon(op: str, args: dict[str, Any], root: Path, wait: float) -> TxnRe
                      error=data.get("error"), message=str(data.get("message", "")))
 
 
-def _run_plan(plan: Any, root: Path, *, dry_run: bool, force: bool, wait: float,
+def _run_plan(plan: Plan, root: Path, *, dry_run: bool, force: bool, wait: float,
               json_out: bool) -> None:
+    # the act layer: not at --help (see the module docstring)
     from hosttune.tuners.transaction import apply_plan
 
-    host = _host(root)
+    host = Host(root)
     if not dry_run:
         _require_root()
         done = _via_daemon("apply", {"plan": plan.to_yaml(), "force": force,
@@ -146,8 +155,7 @@ def _run_plan(plan: Any, root: Path, *, dry_run: bool, force: bool, wait: float,
     allowlist, owned = _admin_overrides()
     journal = _journal(must_exist=dry_run)
     if journal is None:  # a dry run on a host hosttune never touched
-        import tempfile
-
+        # the act layer: not at --help (see the module docstring)
         from hosttune.tuners.journal import Journal
 
         with tempfile.TemporaryDirectory() as tmp, Journal(Path(tmp) / "j.db") as scratch:
@@ -166,55 +174,64 @@ def _run_plan(plan: Any, root: Path, *, dry_run: bool, force: bool, wait: float,
 
 def apply_command(  # noqa: PLR0917 (typer maps parameters to options)
     plan_file: Path = _PLAN_FILE,
-    dry_run: bool = _DRY,
+    dry_run: bool = DRY_RUN_OPTION,
     force: bool = _FORCE,
     wait: float = _WAIT,
-    root: Path = _ROOT,
+    root: Path | None = ROOT_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
-    """Apply a plan file all or nothing (restored in reverse if any step fails)."""
+    """Apply a plan file all or nothing: if any step fails, every knob already
+    changed is restored in reverse order.
+
+    The plan is YAML text (as `hosttune recommend --output` writes it); a file
+    that is not, unreadable or not UTF-8 say, is refused naming the file."""
+    # the act layer: not at --help (see the module docstring)
+    from hosttune.agent.service.config import read_text
     from hosttune.tuners.knobs import Plan
 
+    host = host_root(root)
     try:
-        text = plan_file.read_text()
-    except OSError as exc:
-        raise fail(f"{plan_file}: {exc.strerror}") from None
-    _run_plan(Plan.from_yaml(text, str(plan_file)), root, dry_run=dry_run, force=force,
-              wait=wait, json_out=json_out)
+        plan = Plan.from_yaml(read_text(plan_file), str(plan_file))
+    except HosttuneError as exc:
+        raise fail(str(exc)) from None
+    _run_plan(plan, host, dry_run=dry_run, force=force, wait=wait, json_out=json_out)
 
 
 def set_command(  # noqa: PLR0917 (typer maps parameters to options)
     knob: str = _KNOB,
     value: str = _VALUE,
     reason: str = _REASON,
-    dry_run: bool = _DRY,
+    dry_run: bool = DRY_RUN_OPTION,
     force: bool = _FORCE,
     wait: float = _WAIT,
-    root: Path = _ROOT,
+    root: Path | None = ROOT_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Set one knob (a one-change transaction)."""
+    # the act layer: not at --help (see the module docstring)
     from hosttune.tuners.knobs import Change, Plan
 
     plan = Plan([Change(knob, value, reason=reason, source="admin")])
-    _run_plan(plan, root, dry_run=dry_run, force=force, wait=wait, json_out=json_out)
+    _run_plan(plan, host_root(root), dry_run=dry_run, force=force, wait=wait, json_out=json_out)
 
 
 def rollback_command(  # noqa: PLR0917 (typer maps parameters to options)
     txn: str | None = _TXN,
     baseline: bool = _BASELINE,
-    dry_run: bool = _DRY,
+    dry_run: bool = DRY_RUN_OPTION,
     force: bool = _FORCE,
     wait: float = _WAIT,
-    root: Path = _ROOT,
+    root: Path | None = ROOT_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Undo hosttune's changes after a transaction, or all of them (--baseline)."""
+    # the act layer: not at --help (see the module docstring)
     from hosttune.tuners.transaction import rollback
 
     if (txn is None) == (not baseline):
         raise fail("give a transaction id or --baseline")
-    host = _host(root)
+    root = host_root(root)
+    host = Host(root)
     if not dry_run:
         _require_root()
         target = "baseline" if baseline else str(txn)
@@ -238,8 +255,7 @@ def history_command(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Every transaction: when, who (uid), what changed and why, and how it ended."""
-    import time
-
+    # the act layer: not at --help (see the module docstring)
     from hosttune.agent.service.client import DaemonClient, DaemonUnavailable
     from hosttune.tuners.transaction import history
 
@@ -281,16 +297,18 @@ def history_command(
 
 def show_command(
     knobs: list[str] = _KNOBS,
-    root: Path = _ROOT,
+    root: Path | None = ROOT_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
-    """Current value, owner (hosttune, the admin's file:line, the kernel
-    command line, or the default) and the last change hosttune made."""
-    from hosttune.agent.sense.errors import HosttuneError
+    """Show knobs: each one's value, who owns it and hosttune's last change to it.
+
+    The owner is hosttune, the admin's file:line, the kernel command line, a
+    peer daemon, or the default."""
+    # the act layer: not at --help (see the module docstring)
     from hosttune.agent.sense.ownership import owner_of, owners
     from hosttune.tuners.base import tuner_for, tuners_for
 
-    host = _host(root)
+    host = Host(host_root(root))
     tuners = tuners_for(host)
     owned = owners(host)
     _, config_owned = _admin_overrides()
@@ -345,8 +363,6 @@ def show_command(
 
 
 def _config_owner(knob: str, config_owned: dict[str, str]) -> str | None:
-    import fnmatch
-
     for pattern, where in config_owned.items():
         if fnmatch.fnmatchcase(knob, pattern):
             return where

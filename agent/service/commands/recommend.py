@@ -8,7 +8,17 @@ from pathlib import Path
 
 import typer
 
-from hosttune.agent.service.commands.output import JSON_OPTION, emit_json, fail
+from hosttune.agent.sense.errors import HosttuneError
+from hosttune.agent.sense.host import Host
+from hosttune.agent.service.commands.options import (
+    JSON_OPTION,
+    ROOT_OPTION,
+    add_command,
+    echo_lines,
+    emit_json,
+    fail,
+    host_root,
+)
 from hosttune.models import workload_classes
 
 _WORKLOAD = typer.Option(
@@ -19,12 +29,10 @@ _EXPLAIN = typer.Option(False, "--explain", help="Show evidence, source and expe
 _OUTPUT = typer.Option(None, "--output", "-o", help="Write the plan (YAML) for `hosttune apply`.")
 _WINDOW = typer.Option(1.0, "--window", min=0.1, max=60.0,
                        help="Seconds of telemetry to look at.")
-_ROOT = typer.Option(Path("/"), "--root", hidden=True,
-                     help="Read a captured host tree instead of this host.")
 
 
 def register(app: typer.Typer) -> None:
-    app.command("recommend")(recommend_command)
+    add_command(app, "recommend", recommend_command)
 
 
 def recommend_command(  # noqa: PLR0917 (typer maps parameters to options)
@@ -32,16 +40,19 @@ def recommend_command(  # noqa: PLR0917 (typer maps parameters to options)
     explain: bool = _EXPLAIN,
     output: Path | None = _OUTPUT,
     window: float = _WINDOW,
-    root: Path = _ROOT,
+    root: Path | None = ROOT_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
-    """Recommend changes for the workload on this host, each with its reason."""
-    from hosttune.agent.sense.errors import HosttuneError
-    from hosttune.agent.sense.host import Host
+    """Recommend changes for the workload on this host, each with its reason.
+
+    Works without the daemon and without root; --output writes the plan for
+    `hosttune apply`."""
+    # recommend (the priors, topology, the model): 120 ms, not for --help
     from hosttune.agent.service.recommend import run_recommend
 
+    host = Host(host_root(root))
     try:
-        report = run_recommend(Host(root), workload=workload, window=window)
+        report = run_recommend(host, workload=workload, window=window)
     except HosttuneError as exc:
         raise fail(str(exc)) from None
     if output is not None:
@@ -52,7 +63,6 @@ def recommend_command(  # noqa: PLR0917 (typer maps parameters to options)
     if json_out:
         emit_json(report.to_dict())
         return
-    for line in report.render(explain=explain):
-        typer.echo(line)
+    echo_lines(report.render(explain=explain))
     if output is not None:
         typer.echo(f"\nplan written to {output}; apply it with: hosttune apply {output}")

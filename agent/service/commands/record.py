@@ -7,7 +7,9 @@ from pathlib import Path
 
 import typer
 
-from hosttune.agent.service.commands.output import JSON_OPTION, emit_json, fail
+from hosttune.agent.sense.errors import HosttuneError
+from hosttune.agent.service import optional
+from hosttune.agent.service.commands.options import JSON_OPTION, add_command, emit_json, fail
 
 _COMMAND = typer.Argument(None, help="The command to run and record (after --).")
 _LABEL = typer.Option(..., "--label", "-l",
@@ -31,59 +33,69 @@ def _meta(items: list[str] | None) -> dict[str, str]:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("record", context_settings={"allow_interspersed_args": False})
-    def record(  # noqa: PLR0917 (typer maps parameters to options)
-        command: list[str] | None = _COMMAND,
-        label: str = _LABEL,
-        output: Path = _OUTPUT,
-        interval: float = _INTERVAL,
-        pid: int | None = _PID,
-        duration: float | None = _DURATION,
-        meta: list[str] | None = _META,
-        json_out: bool = JSON_OPTION,
-    ) -> None:
-        """Record Samples every interval while COMMAND runs (or --pid lives,
-        or for --duration) into a labelled trace: gzip CSV, one row per
-        sample, host-independent columns, a header naming host, kernel,
-        hosttune version, label and command."""
-        from hosttune.agent.sense.errors import HosttuneError
-        from hosttune.agent.service.recording import record as do_record
+    add_command(app, "record", record_command,
+                context_settings={"allow_interspersed_args": False})
 
-        if not label.strip() or any(c.isspace() for c in label):
-            raise fail("--label must be one word, e.g. training", 2)
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        total = duration
-        with Progress(
-            TextColumn(f"recording [bold]{label}[/]"), BarColumn(), TimeElapsedColumn(),
-            TextColumn("{task.fields[rows]} samples"), transient=True,
-            disable=json_out,
-        ) as bar:
-            task = bar.add_task("record", total=total, rows=0)
+def record_command(  # noqa: PLR0917 (typer maps parameters to options)
+    command: list[str] | None = _COMMAND,
+    label: str = _LABEL,
+    output: Path = _OUTPUT,
+    interval: float = _INTERVAL,
+    pid: int | None = _PID,
+    duration: float | None = _DURATION,
+    meta: list[str] | None = _META,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Record a labelled telemetry trace while COMMAND runs (or --pid lives,
+    or for --duration).
 
-            def tick(elapsed: float, rows: int) -> None:
-                bar.update(task, completed=elapsed, rows=rows)
+    Writes one row per sample every --interval seconds into a gzip CSV with
+    host-independent columns and a header naming host, kernel, hosttune
+    version, label and command. A workload of hosttune's suite that needs
+    PyTorch is refused before anything runs when PyTorch is missing."""
+    # recording (the sampler) and rich: 90 ms, not for --help
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-            try:
-                result = do_record(
-                    output, label, command=command or None, pid=pid, duration=duration,
-                    interval=interval, meta=_meta(meta), progress=tick,
-                )
-            except HosttuneError as exc:
-                raise fail(str(exc)) from None
-        summary = {
-            "trace": str(result.path), "label": label, "samples": result.rows,
-            "seconds": round(result.seconds, 1), "stopped": result.stopped,
-            "exit_code": result.exit_code,
-        }
-        if json_out:
-            emit_json(summary)
-        else:
-            typer.echo(
-                f"{result.path}: {result.rows} samples of {label} over {result.seconds:.0f} s "
-                f"({result.stopped}"
-                + (f", exit code {result.exit_code}" if result.exit_code is not None else "")
-                + ")"
+    from hosttune.agent.service.recording import record as do_record
+
+    if not label.strip() or any(c.isspace() for c in label):
+        raise fail("--label must be one word, e.g. training", 2)
+    try:
+        optional.require_for_command_line("record", command or [])
+    except HosttuneError as exc:
+        raise fail(str(exc)) from None
+    total = duration
+    with Progress(
+        TextColumn(f"recording [bold]{label}[/]"), BarColumn(), TimeElapsedColumn(),
+        TextColumn("{task.fields[rows]} samples"), transient=True,
+        disable=json_out,
+    ) as bar:
+        task = bar.add_task("record", total=total, rows=0)
+
+        def tick(elapsed: float, rows: int) -> None:
+            bar.update(task, completed=elapsed, rows=rows)
+
+        try:
+            result = do_record(
+                output, label, command=command or None, pid=pid, duration=duration,
+                interval=interval, meta=_meta(meta), progress=tick,
             )
-        if result.exit_code:
-            raise typer.Exit(result.exit_code)
+        except HosttuneError as exc:
+            raise fail(str(exc)) from None
+    summary = {
+        "trace": str(result.path), "label": label, "samples": result.rows,
+        "seconds": round(result.seconds, 1), "stopped": result.stopped,
+        "exit_code": result.exit_code,
+    }
+    if json_out:
+        emit_json(summary)
+    else:
+        typer.echo(
+            f"{result.path}: {result.rows} samples of {label} over {result.seconds:.0f} s "
+            f"({result.stopped}"
+            + (f", exit code {result.exit_code}" if result.exit_code is not None else "")
+            + ")"
+        )
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)

@@ -9,41 +9,26 @@ from typing import Any
 
 import typer
 
-from hosttune.agent.service.commands.output import JSON_OPTION, emit_json
-
-
-def _ago(wall: float | None) -> str:
-    if wall is None:
-        return "never"
-    secs = max(0.0, time.time() - wall)
-    if secs < 120:
-        return f"{secs:.0f} s ago"
-    if secs < 7200:
-        return f"{secs / 60:.0f} min ago"
-    return f"{secs / 3600:.1f} h ago"
-
-
-def _duration(secs: float) -> str:
-    secs = int(secs)
-    days, rest = divmod(secs, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, seconds = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h {minutes}m"
-    if hours:
-        return f"{hours}h {minutes}m"
-    return f"{minutes}m {seconds}s" if minutes else f"{seconds}s"
-
-
-def _fmt(value: float) -> str:
-    return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+from hosttune.agent.sense.errors import HosttuneError
+from hosttune.agent.sense.host import Host
+from hosttune.agent.sense.paths import Paths
+from hosttune.agent.service.commands.options import (
+    JSON_OPTION,
+    add_command,
+    echo_lines,
+    emit_json,
+)
 
 
 def direct_status() -> dict[str, Any]:
     """What `status` can say when no daemon answers."""
-    from hosttune.agent.sense.errors import HosttuneError
-    from hosttune.agent.sense.paths import Paths
+    # config, the model, the store and the sampler: 200 ms together, none at --help,
+    # and with a daemon running `status` needs none of them
+    from hosttune.agent.sense.telemetry.sampler import Sampler, rates
     from hosttune.agent.service import config as cfg
+    from hosttune.agent.service.control import STATUS_METRICS
+    from hosttune.agent.service.site_model import geometry_warning
+    from hosttune.agent.service.store import Store
 
     paths = Paths.from_env()
     out: dict[str, Any] = {"running": False, "socket": str(paths.socket)}
@@ -51,15 +36,11 @@ def direct_status() -> dict[str, Any]:
         config = cfg.load(paths.config)
         out["mode"] = config.mode
         out["config"] = config.source or "defaults"
-        from hosttune.agent.service.commands.model import geometry_warning
-
         out["geometry_warning"] = geometry_warning(config.interval, config.window)
     except HosttuneError as exc:
         out["mode"] = None
         out["config_error"] = str(exc)
     if paths.store.exists():
-        from hosttune.agent.service.store import Store
-
         try:
             store = Store(paths.store)
             last = store.workloads(limit=1)
@@ -69,104 +50,36 @@ def direct_status() -> dict[str, Any]:
         except HosttuneError as exc:
             out["store_error"] = str(exc)
     try:
-        from hosttune.agent.sense.host import Host
-        from hosttune.agent.sense.telemetry.sampler import Sampler, rates
-
         with Sampler(Host(), process_every=0) as sampler:
             first = sampler.sample()
             time.sleep(0.1)  # enough for utilisation; `status` must stay quick
             second = sampler.sample()
         merged = {**second.values, **rates(first, second)}
-        from hosttune.agent.service.control import STATUS_METRICS
-
         out["sample"] = {k: merged[k] for k in STATUS_METRICS if k in merged}
     except (ImportError, HosttuneError) as exc:
         out["sample_error"] = str(exc)
     return out
 
 
-def render(status: dict[str, Any]) -> list[str]:
-    lines: list[str] = []
-    if not status.get("running", True):
-        lines.append(f"hosttuned: not running (no daemon on {status['socket']})")
-        if status.get("config_error"):
-            lines.append(f"config: error: {status['config_error']}")
-        else:
-            lines.append(f"mode: {status['mode']} (configured, {status['config']})")
-        last = status.get("last_workload")
-        if last:
-            lines.append(f"last workload recorded: {last['stable'] or 'unknown'} "
-                         f"({_ago(last['wall'])})")
-        sample = status.get("sample")
-        if sample:
-            lines.append("host now: " + ", ".join(f"{k} {_fmt(v)}" for k, v in sample.items()))
-        for event in status.get("recent_events", []):
-            lines.append(f"  {_ago(event['wall'])}: {event['kind']}: {event['message']}")
-        if status.get("geometry_warning"):
-            lines.append(f"note: {status['geometry_warning']}")
-        return lines
-    wl = status["workload"]
-    lines.append(f"hosttuned: running (pid {status['pid']}, up "
-                 f"{_duration(status['uptime_s'])}, version {status['version']})")
-    lines.append(f"mode: {status['mode']} ({status['config']})")
-    conf = f", confidence {wl['confidence']:.2f}" if wl["label"] != "unknown" else ""
-    since = f", since {_ago(wl['since'])}" if wl.get("since") else ""
-    lines.append(f"workload: {wl['label']}{conf}{since}")
-    last_window = wl.get("last_window")
-    if last_window and last_window.get("reason"):
-        lines.append(f"  last window: {last_window['label']} ({last_window['reason']})")
-    sample = status.get("last_sample")
-    sampling = status["sampling"]
-    if sample:
-        lines.append(f"last sample: {_ago(sample['wall'])}; {sampling['samples']} samples "
-                     f"every {sampling['interval_s']:g} s, max lateness "
-                     f"{sampling['max_lateness_s'] * 1000:.0f} ms")
-        if sample["metrics"]:
-            lines.append("  " + ", ".join(f"{k} {_fmt(v)}" for k, v in sample["metrics"].items()))
-        for name, err in sample.get("errors", {}).items():
-            lines.append(f"  collector {name}: {err}")
-    else:
-        lines.append("last sample: none yet")
-    rec = status.get("recommendation")
-    if rec is None:
-        lines.append("recommendation: none" + (" (observe mode)" if status["mode"] == "observe"
-                                               else " yet"))
-    elif "error" in rec:
-        lines.append(f"recommendation: unavailable: {rec['error']}")
-    else:
-        changes = (rec.get("plan") or {}).get("changes", [])
-        lines.append(f"recommendation for {rec['workload']}: "
-                     + (f"{len(changes)} change(s)" if changes else "no changes"))
-        for change in changes:
-            before = change.get("before", "?")
-            lines.append(f"  {change['knob']}: {before} -> {change['value']}")
-    applied = status.get("applied", [])
-    lines.append(f"applied: {len(applied)}")
-    for item in applied[-5:]:
-        knobs = ", ".join(f"{c['knob']}={c['value']}" for c in item.get("changes", []))
-        lines.append(f"  {_ago(item['wall'])} txn {item.get('txn')}: {knobs} ({item['by']})")
-    reverts = status.get("reverts", [])
-    lines.append(f"reverted: {len(reverts)}")
-    for item in reverts[-5:]:
-        lines.append(f"  {_ago(item['wall'])} txn {item.get('txn')}: {item['why']}")
-    if status.get("auto_blocked") and status["mode"] == "auto":
-        lines.append(f"auto mode cannot act: {status['auto_blocked']}")
-    for note in status.get("notes", []):
-        lines.append(f"note: {note}")
-    return lines
-
-
 def register(app: typer.Typer) -> None:
-    @app.command("status")
-    def status(json_out: bool = JSON_OPTION) -> None:
-        """What hosttuned is doing: mode, workload, last sample, recommendation, changes."""
-        from hosttune.agent.service.client import via_daemon
+    add_command(app, "status", status_command)
 
-        result, where = via_daemon("status", {}, direct_status, timeout=10.0)
-        if where == "daemon":
-            result["running"] = True
-        if json_out:
-            emit_json(result)
-            return
-        for line in render(result):
-            typer.echo(line)
+
+def status_command(json_out: bool = JSON_OPTION) -> None:
+    """Show what hosttuned is doing: mode, workload, last sample,
+    recommendation, changes.
+
+    When hosttuned does not run, says what can be known without it: the
+    configured mode, the last workload and events it recorded, and a fresh
+    sample of the host."""
+    # the client (with the control protocol) and the renderer: not for --help
+    from hosttune.agent.service.client import via_daemon
+    from hosttune.agent.service.render.status import status_lines
+
+    result, where = via_daemon("status", {}, direct_status, timeout=10.0)
+    if where == "daemon":
+        result["running"] = True
+    if json_out:
+        emit_json(result)
+        return
+    echo_lines(status_lines(result))

@@ -8,13 +8,22 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from hosttune.agent.service.commands.output import JSON_OPTION, emit_json, fail
+from hosttune.agent.sense.errors import HosttuneError
+from hosttune.agent.sense.host import Host
+from hosttune.agent.service.commands.options import (
+    JSON_OPTION,
+    ROOT_OPTION,
+    add_command,
+    echo_lines,
+    emit_json,
+    fail,
+    host_root,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from hosttune.agent.sense.accel.select import AccelCollector
-    from hosttune.agent.sense.host import Host
 
 _WATCH = typer.Option(None, "--watch", "-w", min=0.1, max=3600.0,
                       help="Repeat every SECONDS (also the rate interval) until --count "
@@ -23,36 +32,34 @@ _COUNT = typer.Option(None, "--count", "-n", min=1, help="Number of reports (def
                       "or unbounded with --watch).")
 _INTERVAL = typer.Option(1.0, "--interval", "-i", min=0.05, max=3600.0,
                          help="Seconds between the two samples of one report.")
-_ROOT = typer.Option(None, "--root", help="Read a captured host tree instead of this host "
-                     "(one sample: counters show as totals, not rates).")
 _TOP = typer.Option(8, "--top", min=1, help="How many of the busiest IRQs to show.")
 _NO_ACCEL = typer.Option(False, "--no-accel", help="Leave accelerator backends out.")
 
 
 def register(app: typer.Typer) -> None:
-    app.command("telemetry")(telemetry_command)
+    add_command(app, "telemetry", telemetry_command)
 
 
 def telemetry_command(  # noqa: PLR0917 (typer maps parameters to options)
     watch: float | None = _WATCH,
     count: int | None = _COUNT,
     interval: float = _INTERVAL,
-    root: Path | None = _ROOT,
+    root: Path | None = ROOT_OPTION,
     top: int = _TOP,
     no_accel: bool = _NO_ACCEL,
     json_out: bool = JSON_OPTION,
 ) -> None:
-    """Current rates: CPU, memory, vmstat/THP, pressure, disks, network,
-    interrupts, accelerators, and the processes that look like AI work (with
-    their CPU affinity and memory per NUMA node)."""
-    from hosttune.agent.sense.errors import HosttuneError
-    from hosttune.agent.sense.host import Host
-    from hosttune.agent.sense.telemetry import report
-    from hosttune.agent.sense.telemetry.sampler import Sampler, system_collectors, watch_rates
+    """Show what the host is doing now, as rates grouped by subsystem.
 
-    if root is not None and not root.is_dir():
-        raise fail(f"--root {root}: not a directory")
-    host = Host(root if root is not None else "/")
+    CPU, memory, vmstat/THP, pressure, disks, network, interrupts,
+    accelerators, and the processes that look like AI work (with their CPU
+    affinity and memory per NUMA node). With --root, one sample of that tree
+    is shown: its counters as totals, not rates."""
+    # the sampler: 100 ms, not for --help
+    from hosttune.agent.sense.telemetry.sampler import Sampler, system_collectors, watch_rates
+    from hosttune.agent.service.render import telemetry as report
+
+    host = Host(host_root(root))
     accel = None
     try:
         collectors = system_collectors(host)
@@ -71,10 +78,9 @@ def telemetry_command(  # noqa: PLR0917 (typer maps parameters to options)
             if json_out:
                 emit_json(report.to_json(sample.values, sample, has_rates=False, interval=None))
             else:
-                for line in report.render_lines(sample.values, sample.processes, sample.errors,
-                                                has_rates=False, top_irqs=top,
-                                                accel_lines=_accel_lines(accel, sample.values)):
-                    typer.echo(line)
+                echo_lines(report.render_lines(sample.values, sample.processes, sample.errors,
+                                               has_rates=False, top_irqs=top,
+                                               accel_lines=_accel_lines(accel, sample.values)))
             return
 
         step = watch if watch is not None else interval
@@ -90,10 +96,9 @@ def telemetry_command(  # noqa: PLR0917 (typer maps parameters to options)
                 else:
                     if done > 1:
                         typer.echo("")
-                    for line in report.render_lines(r, cur.processes, cur.errors,
-                                                    has_rates=True, interval=step, top_irqs=top,
-                                                    accel_lines=_accel_lines(accel, r)):
-                        typer.echo(line)
+                    echo_lines(report.render_lines(r, cur.processes, cur.errors,
+                                                   has_rates=True, interval=step, top_irqs=top,
+                                                   accel_lines=_accel_lines(accel, r)))
                 if reports is not None and done >= reports:
                     break
         except KeyboardInterrupt:
@@ -101,23 +106,20 @@ def telemetry_command(  # noqa: PLR0917 (typer maps parameters to options)
 
 
 def _accel_lines(accel: AccelCollector | None, values: Mapping[str, float]) -> list[str]:
+    from hosttune.agent.service.render.accel import telemetry_lines  # see telemetry_command
+
     if accel is None:
         return []
-    from hosttune.agent.sense.accel.render import telemetry_lines
-
     return telemetry_lines(accel.devices(), values)
 
 
 def _accel_collector(host: Host) -> AccelCollector | None:
     """The accelerator collector of hosttune.agent.sense.accel (the seam the
     sampler leaves for accelerators), or None if it cannot start here."""
-    from hosttune.agent.sense.errors import HosttuneError
+    # sense.accel and config: 80 ms, not for --help
+    from hosttune.agent.sense.accel.select import AccelCollector
+    from hosttune.agent.service.config import configured_backends
 
-    try:
-        from hosttune.agent.sense.accel.select import AccelCollector
-        from hosttune.agent.service.config import configured_backends
-    except ImportError:
-        return None
     try:
         return AccelCollector(host, configured_backends())
     except HosttuneError:

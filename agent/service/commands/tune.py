@@ -10,7 +10,17 @@ from pathlib import Path
 
 import typer
 
-from hosttune.agent.service.commands.output import JSON_OPTION, emit_json, fail
+from hosttune.agent.sense.errors import HosttuneError
+from hosttune.agent.service import optional
+from hosttune.agent.service.commands.options import (
+    DRY_RUN_OPTION,
+    JSON_OPTION,
+    ROOT_OPTION,
+    add_command,
+    emit_json,
+    fail,
+    host_root,
+)
 
 _OBJECTIVE = typer.Option(None, "--objective", help="Shell command to run for each measurement.")
 _METRIC = typer.Option(None, "--metric",
@@ -39,13 +49,10 @@ _SEED = typer.Option(0, "--seed", help="Random seed of the optimiser.")
 _PRUNE = typer.Option(True, "--prune/--no-prune",
                       help="Before keeping the best setting, measure it without each knob it "
                            "changes and put back those that do not help (one trial per knob).")
-_DRY = typer.Option(False, "--dry-run", help="Show the search, change nothing.")
-_ROOT = typer.Option(Path("/"), "--root", hidden=True,
-                     help="Tune a host tree (tests): knobs are files under it.")
 
 
 def register(app: typer.Typer) -> None:
-    app.command("tune")(tune_command)
+    add_command(app, "tune", tune_command)
 
 
 def tune_command(  # noqa: PLR0917 (typer maps parameters to options)
@@ -63,13 +70,15 @@ def tune_command(  # noqa: PLR0917 (typer maps parameters to options)
     workload: str = _WORKLOAD,
     seed: int = _SEED,
     prune: bool = _PRUNE,
-    dry_run: bool = _DRY,
-    root: Path = _ROOT,
+    dry_run: bool = DRY_RUN_OPTION,
+    root: Path | None = ROOT_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Find better knob values by measuring: Bayesian optimisation with trials
-    applied as transactions and reverted on failure or regression."""
-    from hosttune.agent.sense.errors import HosttuneError
+    applied as transactions and reverted on failure or regression.
+
+    Needs scikit-learn (its Gaussian process), checked before the first trial."""
+    # the optimiser and the act layer: 95 ms, not for --help
     from hosttune.agent.service.tune import TuneRequest, run_tune
 
     sources = [s for s in (objective, metric_file, prometheus) if s]
@@ -79,11 +88,15 @@ def tune_command(  # noqa: PLR0917 (typer maps parameters to options)
         raise fail(f"--keep is 'best' or 'revert', not {keep!r}")
     if prometheus and not prometheus_metric:
         raise fail("--prometheus needs --prometheus-metric NAME")
+    try:
+        optional.require("tune", optional.SKLEARN)
+    except HosttuneError as exc:
+        raise fail(str(exc)) from None
     request = TuneRequest(
         objective=objective, metric=metric, lower_is_better=lower_is_better, budget=budget,
         repeats=repeats, knobs=list(knobs or []), keep=keep, metric_file=metric_file,
         prometheus=prometheus, prometheus_metric=prometheus_metric, window=window,
-        workload=workload, seed=seed, dry_run=dry_run, root=root, prune=prune)
+        workload=workload, seed=seed, dry_run=dry_run, root=host_root(root), prune=prune)
     try:
         report = run_tune(request, echo=None if json_out else typer.echo)
     except HosttuneError as exc:

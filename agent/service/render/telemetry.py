@@ -71,7 +71,7 @@ def _instances(values: Mapping[str, float], prefix: str, suffix: str) -> list[st
 def render_lines(values: Mapping[str, float], processes: Sequence[AIProcess],
                  errors: Mapping[str, str], *, has_rates: bool, interval: float | None = None,
                  top_irqs: int = 8, accel_lines: Sequence[str] | None = None) -> list[str]:
-    """`accel_lines`: the accelerator backends' own table (agent.accel.render),
+    """`accel_lines`: the accelerator backends' own table (hosttune.agent.service.render.accel),
     shown instead of the plain accel.<i>.* summary when given."""
     v = _View(values, has_rates)
     out: list[str] = []
