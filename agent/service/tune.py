@@ -37,6 +37,7 @@ from hosttune.models.tuning import (
     run_tuning,
 )
 from hosttune.tuners.allowlist import DEFAULT_ALLOWLIST
+from hosttune.tuners.registry import search_hints
 
 
 @dataclass
@@ -70,32 +71,32 @@ class TransactionActuator:
 
     def __init__(self, host: Host, journal_path: Path, baseline: dict[str, str],
                  label: str) -> None:
-        from hosttune.tuners.base import tuners_for
+        from hosttune.tuners.registry import bind_tuners
 
         self.host = host
         self.journal_path = journal_path
         self.baseline = dict(baseline)
         self.label = label
-        self.tuners = tuners_for(host)
+        self.tuners = bind_tuners(host)
 
     def current(self, knobs: list[str]) -> dict[str, str]:
-        from hosttune.tuners.base import tuner_for
+        from hosttune.tuners.registry import tuner_and_key
 
         out = {}
         for knob in knobs:
-            tuner, key = tuner_for(self.tuners, knob)
+            tuner, key = tuner_and_key(self.tuners, knob)
             out[knob] = tuner.read(key)
         return out
 
     def _apply(self, values: dict[str, str], source: str, reason: str) -> None:
-        from hosttune.tuners.base import tuner_for
         from hosttune.tuners.journal import Journal
         from hosttune.tuners.knobs import Change, Plan
+        from hosttune.tuners.registry import tuner_and_key
         from hosttune.tuners.transaction import apply_plan
 
         changes = []
         for knob, value in values.items():
-            tuner, key = tuner_for(self.tuners, knob)
+            tuner, key = tuner_and_key(self.tuners, knob)
             if not tuner.equal(tuner.read(key), value):
                 changes.append(Change(knob=knob, after=value, reason=reason, source=source))
         if not changes:
@@ -265,7 +266,7 @@ def run_tune(req: TuneRequest, echo: Callable[[str], None] | None) -> dict[str, 
 
     host = Host(req.root)
     knobs = req.knobs or list(DEFAULT_TUNE_KNOBS)
-    space = space_for(knobs, DEFAULT_ALLOWLIST)
+    space = space_for(knobs, DEFAULT_ALLOWLIST, hints=search_hints())
     state_dir = req.state_dir or Paths.from_env().state_dir
     journal = state_dir / "journal.db"
     objective = _objective(req)

@@ -22,11 +22,12 @@ def register(app: typer.Typer) -> None:
         nothing under /etc but sysctl configuration."""
         from hosttune.agent.sense.fixture import capture as run_capture
         from hosttune.agent.sense.host import Host
+        from hosttune.tuners.registry import capture_patterns
 
         if output.exists() and any(output.iterdir()):
             raise fail(f"{output}: exists and is not empty")
         output.mkdir(parents=True, exist_ok=True)
-        report = run_capture(Host(), output)
+        report = run_capture(Host(), output, knob_files=capture_patterns())
         (output / "README.md").write_text(
             "Captured with `hosttune capture` from a live host.\n"
         )

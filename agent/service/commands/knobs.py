@@ -287,11 +287,12 @@ def show_command(
     """Current value, owner (hosttune, the admin's file:line, the kernel
     command line, or the default) and the last change hosttune made."""
     from hosttune.agent.sense.errors import HosttuneError
-    from hosttune.agent.sense.ownership import owner_of, owners
-    from hosttune.tuners.base import tuner_for, tuners_for
+    from hosttune.agent.sense.ownership import owner_of
+    from hosttune.tuners.owners import owners
+    from hosttune.tuners.registry import bind_tuners, tuner_and_key
 
     host = _host(root)
-    tuners = tuners_for(host)
+    tuners = bind_tuners(host)
     owned = owners(host)
     _, config_owned = _admin_overrides()
     journal = _journal(must_exist=True)
@@ -302,7 +303,7 @@ def show_command(
                                    "last_change": None}
             rows.append(row)
             try:
-                tuner, key = tuner_for(tuners, knob)
+                tuner, key = tuner_and_key(tuners, knob)
                 if not tuner.available(key):
                     row["error"] = "unavailable on this host"
                     continue
