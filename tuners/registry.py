@@ -7,6 +7,7 @@ search space of `hosttune tune` then know it.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from hosttune.agent.sense.errors import KnobError
@@ -54,7 +55,8 @@ def tuner_and_key(tuners: dict[str, Tuner], knob: str) -> tuple[Tuner, str]:
 def default_allowlist() -> dict[str, dict[str, Any]]:
     """What hosttune may set on its own, and within which bounds: every
     family's own entries (a fresh copy: callers merge the site's config over it)."""
-    return {knob: dict(entry) for family in FAMILIES for knob, entry in family.allowlist.items()}
+    return {knob: copy.deepcopy(dict(entry))
+            for family in FAMILIES for knob, entry in family.allowlist.items()}
 
 
 def capture_patterns() -> tuple[str, ...]:
