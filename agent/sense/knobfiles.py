@@ -12,7 +12,6 @@ import re
 
 from hosttune.agent.sense.host import Host
 
-PROC_SYS = "/proc/sys"
 THP_DIR = "/sys/kernel/mm/transparent_hugepage"
 HUGEPAGES_DIR = "/sys/kernel/mm/hugepages"
 NODE_DIR = "/sys/devices/system/node"

@@ -3,7 +3,7 @@ reports these and does not fight them. Which knob a tuned option or a running
 irqbalance stands for is the knob family's to say (hosttune.tuners.owners
 asks each family); this module only reads the daemons and their files.
 
-- tuned: when a `tuned` process runs, the knobs its active profile sets
+- tuned: when a `tuned` process runs, the options its active profile sets
   (/etc/tuned/active_profile, one or more names; /etc/tuned/post_loaded_profile
   too). Profiles are found as tuned finds them: <dir>/<name>/tuned.conf, the
   last of `profile_dirs` (tuned-main.conf; default /usr/lib/tuned, /etc/tuned)
@@ -12,15 +12,14 @@ asks each family); this module only reads the daemons and their files.
   drops the earlier one). Each option of an enabled unit is reported with
   its plugin (`type=` or the section name), as a `TunedOption`. A file tuned
   could not parse sets nothing (tuned would not load the profile either) and
-  is named in a note. [variables] are
-  evaluated as tuned does (in order, `include=` files first where they
-  stand); a [scheduler] unit's `isolated_cores` (cpu-partitioning) sets
-  CPUs apart like isolcpus= does.
-- irqbalance: when running, it owns IRQ affinity, except IRQs it was told to
-  leave alone (--banirq) and unless banned CPUs are configured
+  is named in a note. [variables] are evaluated as tuned does (in order,
+  `include=` files first where they stand); a [scheduler] unit's
+  `isolated_cores` (cpu-partitioning) sets CPUs apart like isolcpus= does.
+- irqbalance: whether it runs, the IRQs it was told to leave alone
+  (--banirq), and whether banned CPUs are configured
   (IRQBALANCE_BANNED_CPULIST / IRQBALANCE_BANNED_CPUS), the admin's way of
   sharing the IRQs with someone else.
-- numad: when running, it owns the NUMA placement of processes.
+- numad: whether it runs (it places processes on NUMA nodes).
 
 Running daemons are found by /proc/PID/comm through the Host. Nothing here
 raises on odd files: what cannot be read is a note."""
