@@ -226,11 +226,12 @@ def random_best(workload: str, scale: float, knobs: list[str], *, defaults: dict
     from hosttune.models.optimizer import random_search
     from hosttune.models.space import space_for
     from hosttune.tuners.allowlist import DEFAULT_ALLOWLIST
+    from hosttune.tuners.registry import search_hints
 
     def measure() -> float:
         return statistics.median(run_once(workload, scale)[0] for _ in range(repeats))
 
-    space = space_for(knobs, DEFAULT_ALLOWLIST)
+    space = space_for(knobs, DEFAULT_ALLOWLIST, hints=search_hints())
     best, best_score = defaults, measure()
     for point in random_search(space, budget, seed=seed):
         write_knobs({**defaults, **point})

@@ -13,11 +13,12 @@ from hosttune.agent.sense.cpulist import parse_kernel_cpulist
 from hosttune.agent.sense.errors import ParseError
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.isolation import cpu_isolation, explain_reserved
-from hosttune.agent.sense.ownership import owner_of, owners
+from hosttune.agent.sense.ownership import owner_of
 from hosttune.tuners.irq import IrqTuner
 from hosttune.tuners.journal import Journal
 from hosttune.tuners.knobs import Change, Plan
 from hosttune.tuners.numa import NumaTuner
+from hosttune.tuners.owners import owners
 from hosttune.tuners.transaction import apply_plan, rollback
 
 

@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.isolation import cpu_isolation
-from hosttune.agent.sense.ownership import Owner, cpu_reservations, owner_of, owners, owners_report
-from hosttune.agent.sense.peers import banned_irqs, peer_owners
+from hosttune.agent.sense.ownership import Owner, cpu_reservations, owner_of
+from hosttune.agent.sense.peers import banned_irqs
 from hosttune.tuners.irq import IrqTuner
+from hosttune.tuners.owners import owners, owners_report, peer_owners
 
 TUNED_PEER = Path(__file__).parent / "fixtures" / "hosts" / "tuned-peer"
 

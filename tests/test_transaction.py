@@ -16,9 +16,10 @@ import pytest
 
 from hosttune.agent.sense.errors import HostWriteError
 from hosttune.agent.sense.host import Host
-from hosttune.agent.sense.ownership import Owner, owner_of, owners
+from hosttune.agent.sense.ownership import Owner, owner_of
 from hosttune.tuners.journal import Journal, JournalError, LockTimeout
 from hosttune.tuners.knobs import Change, Plan
+from hosttune.tuners.owners import owners
 from hosttune.tuners.transaction import apply_plan, history, recover, rollback
 
 KNOBS = {"vm/swappiness": "60", "vm/dirty_ratio": "20", "vm/dirty_background_ratio": "10",

@@ -9,13 +9,14 @@ import pytest
 
 from hosttune.agent.sense.errors import HostWriteError, KnobError
 from hosttune.agent.sense.host import Host
-from hosttune.tuners.base import Tuner, tuners_for
+from hosttune.tuners.base import Tuner
 from hosttune.tuners.block import BlockTuner
 from hosttune.tuners.cpu import CpuTuner
 from hosttune.tuners.cpuset import CpusetTuner
 from hosttune.tuners.hugepages import HugepagesShortfall, HugepagesTuner
 from hosttune.tuners.irq import IrqTuner
 from hosttune.tuners.numa import NumaTuner
+from hosttune.tuners.registry import bind_tuners
 from hosttune.tuners.sysctl import SysctlTuner
 from hosttune.tuners.thp import ThpTuner
 
@@ -28,7 +29,7 @@ def put(root: Path, path: str, text: str) -> Path:
 
 
 def test_registry_has_every_family(tmp_path: Path) -> None:
-    tuners = tuners_for(Host(tmp_path))
+    tuners = bind_tuners(Host(tmp_path))
     assert set(tuners) == {"sysctl", "thp", "hugepages", "irq", "numa", "cpuset", "cpu", "block"}
     for family, tuner in tuners.items():
         assert isinstance(tuner, Tuner) and tuner.family == family

@@ -23,9 +23,9 @@ import pytest
 from hosttune.agent.sense.cpulist import parse_cpulist
 from hosttune.agent.sense.errors import HostWriteError, KnobError
 from hosttune.agent.sense.host import Host
-from hosttune.tuners.base import tuner_for, tuners_for
 from hosttune.tuners.journal import Journal
 from hosttune.tuners.knobs import Change, Plan
+from hosttune.tuners.registry import bind_tuners, tuner_and_key
 from hosttune.tuners.transaction import apply_plan, recover, rollback
 
 pytestmark = [
@@ -40,24 +40,24 @@ GLOBAL_KNOBS = ["sysctl:vm.swappiness", "sysctl:vm.dirty_ratio",
 
 
 def _block_knobs(host: Host) -> list[str]:
-    tuners = tuners_for(host)
+    tuners = bind_tuners(host)
     for dev in ("loop7", "loop6", "loop0"):
         knobs = [f"block:{dev}:read_ahead_kb", f"block:{dev}:scheduler"]
-        if all(tuner_for(tuners, k)[0].available(tuner_for(tuners, k)[1]) for k in knobs):
+        if all(tuner_and_key(tuners, k)[0].available(tuner_and_key(tuners, k)[1]) for k in knobs):
             return knobs
     return []
 
 
 def _irq_knobs(host: Host) -> tuple[str | None, str | None]:
     """(a movable IRQ, a managed one), found by rewriting each IRQ's own mask."""
-    tuners = tuners_for(host)
+    tuners = bind_tuners(host)
     movable = managed = None
     for name in host.listdir_optional("/proc/irq"):
         if movable and managed:
             break
         if not name.isdigit():
             continue
-        tuner, key = tuner_for(tuners, f"irq:{name}")
+        tuner, key = tuner_and_key(tuners, f"irq:{name}")
         if not tuner.available(key):
             continue
         current = tuner.read(key)
@@ -88,10 +88,10 @@ def _managed_candidates(host: Host) -> set[str]:
 
 
 def snapshot(host: Host, knobs: list[str]) -> dict[str, str]:
-    tuners = tuners_for(host)
+    tuners = bind_tuners(host)
     values = {}
     for knob in knobs:
-        tuner, key = tuner_for(tuners, knob)
+        tuner, key = tuner_and_key(tuners, knob)
         values[knob] = tuner.read(key)
     return values
 
@@ -106,11 +106,11 @@ def guarded(kernel_lock: None) -> Iterator[tuple[Host, list[str], dict[str, str]
     before = snapshot(host, knobs)
     yield host, knobs, before
     after = snapshot(host, knobs)
-    tuners = tuners_for(host)
+    tuners = bind_tuners(host)
     differ = {k: (before[k], after[k]) for k in knobs
-              if not tuner_for(tuners, k)[0].equal(before[k], after[k])}
+              if not tuner_and_key(tuners, k)[0].equal(before[k], after[k])}
     for knob, (value, _) in differ.items():
-        tuner, key = tuner_for(tuners, knob)
+        tuner, key = tuner_and_key(tuners, knob)
         tuner.apply(key, value)
     assert not differ, f"left changed (now restored): {differ}"
 
@@ -133,9 +133,9 @@ def test_global_knobs_apply_verify_and_roll_back(
         result = apply_plan(host, plan, journal, force=True)
         assert result.ok, result.message
         now = snapshot(host, list(wanted))
-        tuners = tuners_for(host)
+        tuners = bind_tuners(host)
         for knob, value in wanted.items():
-            assert tuner_for(tuners, knob)[0].equal(now[knob], value), (knob, now[knob])
+            assert tuner_and_key(tuners, knob)[0].equal(now[knob], value), (knob, now[knob])
         # The pool really holds the pages.
         assert host.read_int("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages") >= 2
         back = rollback(host, journal, baseline=True)
@@ -316,8 +316,8 @@ def test_numa_rollback_refuses_a_reused_pid(tmp_path: Path) -> None:
                     reason="no cpuset cgroup")
 def test_cpuset_of_a_cgroup_the_test_creates(tmp_path: Path) -> None:
     host = Host()
-    tuners = tuners_for(host)
-    tuner, _ = tuner_for(tuners, "cpuset:/")
+    tuners = bind_tuners(host)
+    tuner, _ = tuner_and_key(tuners, "cpuset:/")
     found = tuner.hierarchy()  # type: ignore[attr-defined]
     if found is None:
         pytest.skip("no cpuset controller")
@@ -376,9 +376,9 @@ def test_sigkill_on_the_real_kernel_then_recover(
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=False)
     assert proc.returncode == -9, proc.stderr
-    tuners = tuners_for(host)
-    assert tuner_for(tuners, "thp:enabled")[0].read("enabled") == "always"
-    swappiness = tuner_for(tuners, "sysctl:vm.swappiness")[0].read("vm.swappiness")
+    tuners = bind_tuners(host)
+    assert tuner_and_key(tuners, "thp:enabled")[0].read("enabled") == "always"
+    swappiness = tuner_and_key(tuners, "sysctl:vm.swappiness")[0].read("vm.swappiness")
     assert swappiness == ("14" if kill_at == "written" else before["sysctl:vm.swappiness"])
     with Journal(tmp_path / "journal.db") as journal:
         (result,) = recover(host, journal)

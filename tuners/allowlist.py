@@ -22,54 +22,12 @@ from typing import Any
 
 from hosttune.agent.sense.errors import ConfigError, KnobError
 from hosttune.tuners.knobs import entry_for, parse_knob
+from hosttune.tuners.registry import default_allowlist
 
 Allowlist = dict[str, dict[str, Any]]
 
-DEFAULT_ALLOWLIST: Allowlist = {
-    # Memory reclaim and writeback.
-    "sysctl:vm.swappiness": {"min": 0, "max": 100},
-    "sysctl:vm.dirty_ratio": {"min": 5, "max": 80},
-    "sysctl:vm.dirty_background_ratio": {"min": 1, "max": 50},
-    "sysctl:vm.dirty_expire_centisecs": {"min": 500, "max": 30000},
-    "sysctl:vm.dirty_writeback_centisecs": {"min": 100, "max": 6000},
-    "sysctl:vm.min_free_kbytes": {"min": 8192, "max": 4194304},
-    "sysctl:vm.zone_reclaim_mode": {"min": 0, "max": 1},
-    "sysctl:vm.max_map_count": {"min": 65530, "max": 16777216},
-    "sysctl:vm.vfs_cache_pressure": {"min": 10, "max": 200},
-    "sysctl:vm.overcommit_memory": {"min": 0, "max": 1},
-    "sysctl:vm.watermark_scale_factor": {"min": 10, "max": 1000},
-    # Scheduler and NUMA.
-    "sysctl:kernel.numa_balancing": {"min": 0, "max": 1},
-    "sysctl:kernel.sched_autogroup_enabled": {"min": 0, "max": 1},
-    # Network buffers (per network namespace).
-    "sysctl:net.core.rmem_max": {"min": 212992, "max": 536870912},
-    "sysctl:net.core.wmem_max": {"min": 212992, "max": 536870912},
-    "sysctl:net.core.rmem_default": {"min": 212992, "max": 67108864},
-    "sysctl:net.core.wmem_default": {"min": 212992, "max": 67108864},
-    "sysctl:net.ipv4.tcp_rmem": {"min": 4096, "max": 536870912},
-    "sysctl:net.ipv4.tcp_wmem": {"min": 4096, "max": 536870912},
-    "sysctl:net.core.netdev_max_backlog": {"min": 1000, "max": 250000},
-    "sysctl:net.core.somaxconn": {"min": 128, "max": 65535},
-    "sysctl:net.ipv4.tcp_mtu_probing": {"min": 0, "max": 2},
-    # Transparent hugepages.
-    "thp:enabled": {"choices": ["always", "madvise", "never"]},
-    "thp:defrag": {"choices": ["always", "defer", "defer+madvise", "madvise", "never"]},
-    "thp:shmem_enabled": {"choices": ["always", "within_size", "advise", "never"]},
-    "thp:khugepaged.defrag": {"min": 0, "max": 1},
-    "thp:khugepaged.pages_to_scan": {"min": 512, "max": 65536},
-    # Persistent hugepage pools, global and per node.
-    "hugepages:*": {"min": 0, "max_memory_fraction": 0.5},
-    # IRQ affinity and process placement: any CPU list the validator accepts.
-    "irq:*": {},
-    "numa:pid:*": {},
-    # Block devices.
-    "block:*:read_ahead_kb": {"min": 0, "max": 16384},
-    "block:*:scheduler": {"choices": ["none", "mq-deadline", "kyber", "bfq"]},
-    "block:*:nr_requests": {"min": 32, "max": 4096},
-    # CPU frequency (absent on many VMs: the tuner reports it unavailable).
-    "cpu:governor": {"choices": ["performance", "schedutil", "ondemand", "powersave"]},
-    "cpu:epp": {"choices": ["performance", "balance_performance", "balance_power", "power"]},
-}
+# Each family declares its own entries (its `allowlist` class attribute).
+DEFAULT_ALLOWLIST: Allowlist = default_allowlist()
 
 _ENTRY_KEYS = {"min", "max", "choices", "max_memory_fraction"}
 

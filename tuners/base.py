@@ -1,4 +1,5 @@
-"""What every tuner family shares: the Tuner protocol and the FileTuner base.
+"""What every tuner family shares: the Tuner base class, with every hook a
+family may have declared, and the FileTuner base of one-file-per-knob families.
 
 Each tuner normalises what it accepts (`validate`) and compares values as
 values (`equal`: "4096 87380 6291456" equals "4096\\t87380\\t6291456").
@@ -7,58 +8,109 @@ The knob vocabulary (names, Change, Plan) is in `hosttune.tuners.knobs`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
-from hosttune.agent.sense.errors import KnobError
-from hosttune.tuners.knobs import parse_knob
-
-if TYPE_CHECKING:
-    from hosttune.agent.sense.host import Host
-
-@runtime_checkable
-class Tuner(Protocol):
-    """One knob family. It knows how to read and write its knobs, never why."""
-
-    family: str
-
-    def available(self, key: str) -> bool:
-        """Whether this host has the knob (a kernel without cpufreq has no governor)."""
-        ...
-
-    def read(self, key: str) -> str:
-        """The current value, normalised the way `validate` normalises."""
-        ...
-
-    def validate(self, key: str, value: str) -> str:
-        """The normalised value, or KnobError saying what is wrong with it."""
-        ...
-
-    def apply(self, key: str, value: str) -> None:
-        """Write a validated value. Raises KnobError/HostWriteError on refusal."""
-        ...
-
-    def verify(self, key: str, value: str) -> bool:
-        """Whether the knob now holds `value` (read back)."""
-        ...
-
-    def equal(self, a: str, b: str) -> bool:
-        """Whether two values of this knob mean the same."""
-        ...
-
-    def advise(self, key: str, value: str) -> list[str]:
-        """Warnings worth showing with a change (irqbalance would undo it, ...)."""
-        ...
+from hosttune.agent.sense.errors import HostReadError, KnobError, ParseError
+from hosttune.agent.sense.host import Host
+from hosttune.agent.sense.ownership import Owner
+from hosttune.agent.sense.peers import PeerReport
+from hosttune.tuners.knobs import SearchHint
 
 
-class FileTuner:
-    """A family whose knobs are one kernel file each (`_path(key)` names it):
-    sysctl, thp and block. Subclasses parse and validate; reading, writing and
-    the read-back check are the same for all of them."""
+class Tuner:
+    """One knob family: how to read and write its knobs (never why), and what
+    the rest of hosttune needs to know about it, declared in one place.
 
-    family = ""
+    A subclass sets `family` and overrides `available`, `read`, `validate` and
+    `apply`; every other hook has a default that fits a family without that
+    concern. The class attributes are plain data that `tuners.registry`
+    assembles: the default allowlist, what `hosttune capture` copies, and the
+    search steps of `hosttune tune`."""
+
+    family: ClassVar[str] = ""
+    # Default allowlist entries (knob or fnmatch pattern -> min/max/choices/...):
+    # what hosttune may set on its own, within which bounds (tuners.allowlist).
+    allowlist: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    # Host path patterns (fnmatch per path component) `hosttune capture` copies
+    # so that a fixture tree holds this family's knobs.
+    capture: ClassVar[tuple[str, ...]] = ()
+    # Knob pattern -> how `hosttune tune` steps through its range.
+    search: ClassVar[Mapping[str, SearchHint]] = {}
 
     def __init__(self, host: Host) -> None:
         self.host = host
+
+    # -- reading and writing ------------------------------------------------------
+
+    def available(self, key: str) -> bool:
+        """Whether this host has the knob (a kernel without cpufreq has no governor)."""
+        raise NotImplementedError
+
+    def read(self, key: str) -> str:
+        """The current value, normalised the way `validate` normalises."""
+        raise NotImplementedError
+
+    def validate(self, key: str, value: str) -> str:
+        """The normalised value, or KnobError saying what is wrong with it."""
+        raise NotImplementedError
+
+    def apply(self, key: str, value: str) -> None:
+        """Write a validated value. Raises KnobError/HostWriteError on refusal."""
+        raise NotImplementedError
+
+    def verify(self, key: str, value: str) -> bool:
+        """Whether the knob now holds `value` (read back)."""
+        return self.equal(self.read(key), value)
+
+    def equal(self, a: str, b: str) -> bool:
+        """Whether two values of this knob mean the same."""
+        return a.strip() == b.strip()
+
+    def advise(self, key: str, value: str) -> list[str]:
+        """Warnings worth showing with a change (irqbalance would undo it, ...)."""
+        return []
+
+    def identity(self, key: str) -> str:
+        """What the knob's object is, beyond its key: a knob on a process names
+        the process by its start time too, so a rollback never touches another
+        process that got the same pid. "" when the key says it all."""
+        return ""
+
+    def conflict(self, key: str, value: str, before: str) -> str | None:
+        """Why `value` may not be set even though it is valid (it places work
+        on CPUs the admin isolated); None when nothing stands in the way."""
+        return None
+
+    # -- who else owns these knobs ------------------------------------------------------
+
+    def owned_by_files(self) -> dict[str, Owner]:
+        """Knobs (or patterns) an administrator's configuration files set
+        (sysctl.d for sysctl)."""
+        return {}
+
+    @classmethod
+    def owned_by_cmdline(cls, params: Sequence[str]) -> dict[str, Owner]:
+        """Knobs (or patterns) the kernel command line `params` owns."""
+        return {}
+
+    @classmethod
+    def tuned_knobs(cls, plugin: str, option: str, devices: Sequence[str]) -> list[str]:
+        """The knobs (or patterns) a tuned unit's option sets: [vm]
+        transparent_hugepages is thp:enabled. `devices`: a [disk] unit's devices."""
+        return []
+
+    @classmethod
+    def owned_by_daemons(cls, report: PeerReport) -> dict[str, Owner]:
+        """Knobs owned by peer daemons other than tuned (irqbalance, numad)."""
+        return {}
+
+
+class FileTuner(Tuner):
+    """A family whose knobs are one kernel file each (`_path(key)` names it,
+    through sense.knobfiles): sysctl, thp, hugepages, irq and block.
+    Subclasses parse and validate; reading, writing and the read-back check
+    are the same for all of them."""
 
     def _path(self, key: str) -> str:
         raise NotImplementedError
@@ -72,8 +124,6 @@ class FileTuner:
 
     def _raw(self, key: str) -> str:
         """The file's text, stripped; KnobError naming the knob and the path."""
-        from hosttune.agent.sense.errors import HostReadError
-
         path = self._path(key)
         if not self.available(key):
             raise KnobError(f"{self.family}:{key}", f"unavailable: this host has no {path}")
@@ -89,42 +139,6 @@ class FileTuner:
 
     def apply(self, key: str, value: str) -> None:
         self.host.write_text(self._path(key), value)
-
-    def verify(self, key: str, value: str) -> bool:
-        return self.equal(self.read(key), value)
-
-    def equal(self, a: str, b: str) -> bool:
-        return a.strip() == b.strip()
-
-    def advise(self, key: str, value: str) -> list[str]:
-        return []
-
-
-def tuners_for(host: Host) -> dict[str, Tuner]:
-    """Every tuner family, bound to `host`."""
-    from hosttune.tuners.block import BlockTuner
-    from hosttune.tuners.cpu import CpuTuner
-    from hosttune.tuners.cpuset import CpusetTuner
-    from hosttune.tuners.hugepages import HugepagesTuner
-    from hosttune.tuners.irq import IrqTuner
-    from hosttune.tuners.numa import NumaTuner
-    from hosttune.tuners.sysctl import SysctlTuner
-    from hosttune.tuners.thp import ThpTuner
-
-    tuners: list[Tuner] = [
-        SysctlTuner(host), ThpTuner(host), HugepagesTuner(host), IrqTuner(host),
-        NumaTuner(host), CpusetTuner(host), CpuTuner(host), BlockTuner(host),
-    ]
-    return {t.family: t for t in tuners}
-
-
-def tuner_for(tuners: dict[str, Tuner], knob: str) -> tuple[Tuner, str]:
-    family, key = parse_knob(knob)
-    tuner = tuners.get(family)
-    if tuner is None:
-        known = ", ".join(sorted(tuners))
-        raise KnobError(knob, f"unknown knob family {family!r} (known: {known})")
-    return tuner, key
 
 
 def split_values(value: str) -> list[str]:
@@ -147,8 +161,6 @@ def parse_choice(text: str, *, source: str = "choice") -> tuple[str, tuple[str, 
     if selected is None:
         if len(options) == 1:
             return options[0], tuple(options)
-        from hosttune.agent.sense.errors import ParseError
-
         raise ParseError(source, f"no [selected] option in {text[:80]!r}")
     return selected, tuple(options)
 

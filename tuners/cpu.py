@@ -5,27 +5,33 @@ Keys: `governor` (cpufreq/scaling_governor) and `epp`
 CPUs ("performance"), or per CPU ("0=performance 1=powersave") when they
 differ: `read` prints the per-CPU form only then, so a rollback restores a
 mixed state exactly. Hosts without cpufreq (most VMs) report the knobs
-unavailable."""
+unavailable. Owned by tuned's [cpu] governor and energy_performance_preference."""
 
 from __future__ import annotations
 
-import re
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
+from hosttune.agent.sense import knobfiles
 from hosttune.agent.sense.errors import HostReadError, KnobError
-from hosttune.agent.sense.host import Host
+from hosttune.tuners.base import Tuner
 
 _FILES = {
     "governor": ("scaling_governor", "scaling_available_governors"),
     "epp": ("energy_performance_preference", "energy_performance_available_preferences"),
 }
-_CPU_RE = re.compile(r"^cpu(\d+)$")
+_TUNED_CPU = {"governor": "cpu:governor", "energy_performance_preference": "cpu:epp"}
 
 
-class CpuTuner:
+class CpuTuner(Tuner):
     family = "cpu"
-
-    def __init__(self, host: Host) -> None:
-        self.host = host
+    # absent on many VMs: the tuner reports them unavailable
+    allowlist: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "cpu:governor": {"choices": ["performance", "schedutil", "ondemand", "powersave"]},
+        "cpu:epp": {"choices": ["performance", "balance_performance", "balance_power", "power"]},
+    }
+    capture = tuple(knobfiles.cpufreq("[0-9]*", name) for files in _FILES.values()
+                    for name in files)
 
     def _files(self, key: str) -> tuple[str, str]:
         if key not in _FILES:
@@ -34,16 +40,10 @@ class CpuTuner:
 
     def cpus(self, key: str) -> list[int]:
         """The CPUs that have this cpufreq file."""
-        name = self._files(key)[0]
-        found = []
-        for entry in self.host.listdir_optional("/sys/devices/system/cpu"):
-            match = _CPU_RE.match(entry)
-            if match and self.host.exists(f"/sys/devices/system/cpu/{entry}/cpufreq/{name}"):
-                found.append(int(match.group(1)))
-        return sorted(found)
+        return knobfiles.cpufreq_cpus(self.host, self._files(key)[0])
 
     def _path(self, key: str, cpu: int, which: int = 0) -> str:
-        return f"/sys/devices/system/cpu/cpu{cpu}/cpufreq/{self._files(key)[which]}"
+        return knobfiles.cpufreq(cpu, self._files(key)[which])
 
     def available(self, key: str) -> bool:
         try:
@@ -121,5 +121,6 @@ class CpuTuner:
             return set(pa.values()) == set(pb.values()) if set(pa) & set(pb) else False
         return pa == pb
 
-    def advise(self, key: str, value: str) -> list[str]:
-        return []
+    @classmethod
+    def tuned_knobs(cls, plugin: str, option: str, devices: Sequence[str]) -> list[str]:
+        return [_TUNED_CPU[option]] if plugin == "cpu" and option in _TUNED_CPU else []

@@ -11,27 +11,20 @@ from __future__ import annotations
 
 import re
 
+from hosttune.agent.sense import knobfiles
 from hosttune.agent.sense.cpulist import format_cpulist, parse_cpulist
 from hosttune.agent.sense.errors import HostReadError, KnobError, ParseError
-from hosttune.agent.sense.host import Host
+from hosttune.tuners.base import Tuner
 
 _PATH_RE = re.compile(r"^(/[A-Za-z0-9_.@:\-]+)+$|^/$")
 
 
-class CpusetTuner:
+class CpusetTuner(Tuner):
     family = "cpuset"
-
-    def __init__(self, host: Host) -> None:
-        self.host = host
 
     def hierarchy(self) -> tuple[str, int] | None:
         """(root directory, cgroup version) of the cpuset controller."""
-        if self.host.exists("/sys/fs/cgroup/cpuset/cpuset.cpus"):
-            return "/sys/fs/cgroup/cpuset", 1
-        controllers = self.host.read_optional("/sys/fs/cgroup/cgroup.controllers")
-        if controllers is not None and "cpuset" in controllers.split():
-            return "/sys/fs/cgroup", 2
-        return None
+        return knobfiles.cpuset_hierarchy(self.host)
 
     def _dir(self, key: str) -> str:
         if not _PATH_RE.match(key) or "/../" in f"{key}/" or "/./" in f"{key}/":
@@ -85,15 +78,9 @@ class CpusetTuner:
         for name, cpus in self._fields(key, value).items():
             self.host.write_text(f"{base}/cpuset.{name}", format_cpulist(cpus))
 
-    def verify(self, key: str, value: str) -> bool:
-        return self.equal(self.read(key), value)
-
     def equal(self, a: str, b: str) -> bool:
         try:
             fa, fb = self._fields("/", a), self._fields("/", b)
         except KnobError:
             return a.split() == b.split()
         return all(set(fa[n]) == set(fb[n]) for n in fa.keys() & fb.keys())
-
-    def advise(self, key: str, value: str) -> list[str]:
-        return []

@@ -4,13 +4,21 @@ Keys: `2048kB` (/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages) and
 `node0:2048kB` (/sys/devices/system/node/node0/hugepages/...). The value is
 the number of pages. The kernel may give fewer pages than asked when memory
 is fragmented: `apply` reads the pool back and raises, naming both counts,
-rather than pretend."""
+rather than pretend.
+
+Owned by the kernel command line: `hugepages=N` reserves the pool of the size
+named by the `hugepagesz=` before it (else `default_hugepagesz=`, else 2 MB),
+and `default_hugepagesz=` owns the pool of its size."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
+from hosttune.agent.sense import knobfiles
 from hosttune.agent.sense.errors import KnobError
+from hosttune.agent.sense.ownership import Owner
 from hosttune.tuners.base import FileTuner
 
 _KEY_RE = re.compile(r"^(?:node(\d+):)?(\d+)kB$")
@@ -28,6 +36,12 @@ class HugepagesShortfall(KnobError):
 
 class HugepagesTuner(FileTuner):
     family = "hugepages"
+    allowlist: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        # Persistent hugepage pools, global and per node.
+        "hugepages:*": {"min": 0, "max_memory_fraction": 0.5},
+    }
+    capture = (knobfiles.hugepages_dir("*") + "/*",
+               knobfiles.hugepages_dir("*", node="[0-9]*") + "/*")
 
     @staticmethod
     def parse_key(key: str) -> tuple[int | None, int]:
@@ -41,9 +55,7 @@ class HugepagesTuner(FileTuner):
 
     def _path(self, key: str) -> str:
         node, size = self.parse_key(key)
-        if node is None:
-            return f"/sys/kernel/mm/hugepages/hugepages-{size}kB/nr_hugepages"
-        return f"/sys/devices/system/node/node{node}/hugepages/hugepages-{size}kB/nr_hugepages"
+        return knobfiles.hugepages(size, node)
 
     def read(self, key: str) -> str:
         raw = self._raw(key)
@@ -55,8 +67,8 @@ class HugepagesTuner(FileTuner):
                             ) from None
 
     def free(self, key: str) -> int | None:
-        path = self._path(key).replace("nr_hugepages", "free_hugepages")
-        return self.host.read_optional_int(path)
+        node, size = self.parse_key(key)
+        return self.host.read_optional_int(knobfiles.hugepages(size, node, "free_hugepages"))
 
     def validate(self, key: str, value: str) -> str:
         knob = f"hugepages:{key}"
@@ -84,3 +96,38 @@ class HugepagesTuner(FileTuner):
             return int(a) == int(b)
         except ValueError:
             return a.strip() == b.strip()
+
+    @classmethod
+    def owned_by_cmdline(cls, params: Sequence[str]) -> dict[str, Owner]:
+        owned: dict[str, Owner] = {}
+        default_kb = 2048
+        size_kb: int | None = None
+        for param in params:
+            name, _, value = param.partition("=")
+            if name == "default_hugepagesz":
+                kb = _size_kb(value)
+                if kb:
+                    default_kb = kb
+                    owned[f"hugepages:{kb}kB"] = Owner("cmdline", param)
+                    owned[f"hugepages:node*:{kb}kB"] = Owner("cmdline", param)
+            elif name == "hugepagesz":
+                size_kb = _size_kb(value)
+            elif name == "hugepages":
+                kb = size_kb or default_kb
+                owned[f"hugepages:{kb}kB"] = Owner("cmdline", param)
+                owned[f"hugepages:node*:{kb}kB"] = Owner("cmdline", param)
+                size_kb = None
+        return owned
+
+
+def _size_kb(text: str) -> int | None:
+    """A kernel parameter's size ("1G", "2M", "2097152") in kB."""
+    units = {"k": 1, "m": 1024, "g": 1024 * 1024}
+    text = text.strip().lower()
+    if text.endswith("b"):
+        text = text[:-1]
+    if text and text[-1] in units and text[:-1].isdigit():
+        return int(text[:-1]) * units[text[-1]]
+    if text.isdigit():
+        return int(text) // 1024
+    return None

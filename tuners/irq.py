@@ -5,28 +5,37 @@ with what was asked: effective_affinity_list follows only at the next
 interrupt. Managed IRQs (multi-queue drivers) and per-CPU IRQs refuse the
 write with EIO or EPERM; that is reported as "cannot be moved". A running
 irqbalance would move the IRQ again; it is detected and its own setting
-(IRQBALANCE_BANNED_CPULIST) offered instead (while it runs it owns IRQ
-affinity: tuners.peers).
+(IRQBALANCE_BANNED_CPULIST) offered instead. While it runs irqbalance owns
+IRQ affinity, but for the IRQs it was told to leave alone (--banirq) and
+unless banned CPUs are configured (sense.peers); `irqaffinity=` on the kernel
+command line owns every IRQ's affinity.
 
 CPUs the admin set apart at boot (isolcpus=, nohz_full=, rcu_nocbs=; see
-agent.isolation) or through a running tuned's isolated_cores
-(tuners.ownership.cpu_reservations) never get an interrupt from hosttune: `conflict` names the
-parameter, and the transaction refuses such a change unless an admin forces
-it by hand."""
+sense.isolation) or through a running tuned's isolated_cores
+(sense.ownership.cpu_reservations) never get an interrupt from hosttune:
+`conflict` names the parameter, and the transaction refuses such a change
+unless an admin forces it by hand."""
 
 from __future__ import annotations
 
 import errno
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
+from hosttune.agent.sense import knobfiles
 from hosttune.agent.sense.cpulist import format_cpulist, parse_cpulist
 from hosttune.agent.sense.errors import HostWriteError, KnobError, ParseError
-from hosttune.agent.sense.ownership import cpu_reservations
-from hosttune.agent.sense.peers import IRQBALANCE_CONFIGS, irqbalance_config, pids_of
+from hosttune.agent.sense.ownership import Owner, cpu_reservations
+from hosttune.agent.sense.peers import IRQBALANCE_CONFIGS, PeerReport, irqbalance_config, pids_of
+from hosttune.agent.sense.topology import online_cpus
 from hosttune.tuners.base import FileTuner
 
 
 class IrqTuner(FileTuner):
     family = "irq"
+    # any CPU list the validator accepts
+    allowlist: ClassVar[Mapping[str, Mapping[str, Any]]] = {"irq:*": {}}
+    capture = (knobfiles.irq("[0-9]*"), knobfiles.irq("[0-9]*", "effective_affinity_list"))
 
     @staticmethod
     def _irq(key: str) -> int:
@@ -35,7 +44,7 @@ class IrqTuner(FileTuner):
         return int(key)
 
     def _path(self, key: str) -> str:
-        return f"/proc/irq/{self._irq(key)}/smp_affinity_list"
+        return knobfiles.irq(self._irq(key))
 
     def read(self, key: str) -> str:
         raw = self._raw(key)
@@ -46,12 +55,8 @@ class IrqTuner(FileTuner):
 
     def effective(self, key: str) -> str | None:
         """Where the IRQ is delivered now (changes only at its next interrupt)."""
-        text = self.host.read_optional(f"/proc/irq/{self._irq(key)}/effective_affinity_list")
+        text = self.host.read_optional(knobfiles.irq(self._irq(key), "effective_affinity_list"))
         return None if text is None else format_cpulist(parse_cpulist(text))
-
-    def online_cpus(self) -> tuple[int, ...]:
-        text = self.host.read_optional("/sys/devices/system/cpu/online")
-        return parse_cpulist(text) if text else ()
 
     def validate(self, key: str, value: str) -> str:
         knob = f"irq:{key}"
@@ -62,7 +67,7 @@ class IrqTuner(FileTuner):
             raise KnobError(knob, exc.message) from None
         if not cpus:
             raise KnobError(knob, "an IRQ needs at least one CPU")
-        online = self.online_cpus()
+        online = online_cpus(self.host)
         if online:
             offline = sorted(set(cpus) - set(online))
             if offline:
@@ -121,3 +126,23 @@ class IrqTuner(FileTuner):
                 f"IRQ {key} again: add --banirq={key} to IRQBALANCE_ARGS in {where} so it "
                 f"leaves this IRQ alone, or set IRQBALANCE_BANNED_CPULIST{banned} there to keep "
                 f"its IRQs off the CPUs you reserve, instead of fighting it"]
+
+    @classmethod
+    def owned_by_cmdline(cls, params: Sequence[str]) -> dict[str, Owner]:
+        # irqaffinity=: the admin chose the default CPUs of every IRQ
+        owned: dict[str, Owner] = {}
+        for param in params:
+            name, _, value = param.partition("=")
+            if name == "irqaffinity" and value:
+                owned["irq:*"] = Owner("cmdline", param)
+        return owned
+
+    @classmethod
+    def owned_by_daemons(cls, report: PeerReport) -> dict[str, Owner]:
+        balancer = report.irqbalance
+        if balancer is None or balancer.shares:
+            return {}
+        owned = {"irq:[0-9]*": Owner("peer", f"{balancer.who} balances IRQ affinity")}
+        for irq in balancer.banned_irqs:
+            owned[f"irq:{irq}"] = Owner("excluded", f"{balancer.who} --banirq={irq}", "peer")
+        return owned

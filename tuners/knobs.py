@@ -1,5 +1,5 @@
-"""The knob vocabulary: knob names, Change and Plan, and how a knob finds its
-entry in a table of knob patterns (the allowlist). Plain data, no host access:
+"""The knob vocabulary: knob names, Change and Plan, search hints, and how a
+knob finds its entry in a table of knob patterns (the allowlist). Plain data, no host access:
 the decide layer (hosttune.models) builds plans from it without importing any
 tuner's write path.
 
@@ -14,7 +14,7 @@ import fnmatch
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from hosttune.agent.sense.errors import ConfigError, KnobError
 
@@ -23,6 +23,8 @@ from hosttune.agent.sense.errors import ConfigError, KnobError
 SOURCES: tuple[str, ...] = ("expert", "model", "optimizer", "admin", "rollback")
 
 _FAMILY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+_Entry = TypeVar("_Entry")
 
 
 def parse_knob(knob: str) -> tuple[str, str]:
@@ -212,8 +214,19 @@ def _change_from_yaml(item: Any, path: str, line: int) -> Change:
         raise ConfigError(exc.message, path=path, line=line, key=knob) from None
 
 
-def entry_for(table: Mapping[str, Mapping[str, Any]], knob: str) -> Mapping[str, Any] | None:
-    """The entry for `knob`: an exact name first, else the longest matching pattern."""
+@dataclass(frozen=True)
+class SearchHint:
+    """How `hosttune tune` moves through a knob's allowed range: in steps of
+    `step` (the block layer keeps readahead in whole 4 KiB pages), on a log
+    scale or not (None: log when the range spans three decades or more)."""
+
+    step: int = 1
+    log: bool | None = None
+
+
+def entry_for(table: Mapping[str, _Entry], knob: str) -> _Entry | None:
+    """The entry for `knob`: an exact name first, else the longest matching
+    pattern (an allowlist entry, a search hint)."""
     if knob in table:
         return table[knob]
     matches = [p for p in table if fnmatch.fnmatchcase(knob, p)]

@@ -18,8 +18,9 @@ was on (not page-for-page to the same node when it was spread over several).
 
 A process is never moved onto CPUs the admin isolated (isolcpus=,
 nohz_full=, ..., a running tuned's isolated_cores:
-tuners.ownership.cpu_reservations) unless it already runs there: `conflict`
-names the parameter and the transaction refuses the change.
+sense.ownership.cpu_reservations) unless it already runs there: `conflict`
+names the parameter and the transaction refuses the change. A running numad
+owns the placement of every process.
 
 A pid can be reused: `identity` (the process start time) lets the
 transaction refuse to roll back a different process that got the same pid.
@@ -28,12 +29,17 @@ transaction refuse to roll back a different process that got the same pid.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
+from hosttune.agent.sense import knobfiles
 from hosttune.agent.sense.cpulist import format_cpulist, parse_cpulist
 from hosttune.agent.sense.errors import HostReadError, KnobError, ParseError
-from hosttune.agent.sense.host import Host
-from hosttune.agent.sense.ownership import cpu_reservations
+from hosttune.agent.sense.ownership import Owner, cpu_reservations
+from hosttune.agent.sense.peers import PeerReport
+from hosttune.agent.sense.topology import memory_nodes, node_cpus, online_cpus
+from hosttune.tuners.base import Tuner
 
 _NODE_TOKEN = re.compile(r"^N(\d+)=(\d+)$")
 
@@ -50,11 +56,10 @@ class Placement:
         return text
 
 
-class NumaTuner:
+class NumaTuner(Tuner):
     family = "numa"
-
-    def __init__(self, host: Host) -> None:
-        self.host = host
+    # any placement the validator accepts
+    allowlist: ClassVar[Mapping[str, Mapping[str, Any]]] = {"numa:pid:*": {}}
 
     @staticmethod
     def pid_of(key: str) -> int:
@@ -67,37 +72,24 @@ class NumaTuner:
             pid = self.pid_of(key)
         except KnobError:
             return False
-        return self.host.exists(f"/proc/{pid}/status")
+        return self.host.exists(knobfiles.process(pid, "status"))
 
     def identity(self, key: str) -> str:
         """The process start time (field 22 of /proc/PID/stat): a pid and its
         start time name one process for the life of the boot."""
         pid = self.pid_of(key)
-        text = self.host.read_optional(f"/proc/{pid}/stat")
+        text = self.host.read_optional(knobfiles.process(pid, "stat"))
         if text is None:
             return ""
         # comm (field 2) may hold spaces and parentheses: split after its last ')'.
         fields = text.rsplit(")", 1)[-1].split()
         return fields[19] if len(fields) > 19 else ""
 
-    # -- topology the values refer to ----------------------------------------
-
-    def online_cpus(self) -> tuple[int, ...]:
-        text = self.host.read_optional("/sys/devices/system/cpu/online")
-        return parse_cpulist(text) if text else ()
-
-    def memory_nodes(self) -> tuple[int, ...]:
-        for path in ("/sys/devices/system/node/has_memory", "/sys/devices/system/node/online"):
-            text = self.host.read_optional(path)
-            if text:
-                return parse_cpulist(text, source=path)
-        return (0,)
-
     def node_cpus(self, node: int) -> tuple[int, ...]:
-        text = self.host.read_optional(f"/sys/devices/system/node/node{node}/cpulist")
-        if text is None:
+        cpus = node_cpus(self.host, node)
+        if cpus is None:
             raise KnobError(f"numa:node{node}", f"this host has no NUMA node {node}")
-        return parse_cpulist(text)
+        return cpus
 
     # -- values ---------------------------------------------------------------
 
@@ -128,18 +120,19 @@ class NumaTuner:
 
     def read_placement(self, key: str) -> Placement:
         pid = self.pid_of(key)
-        status = self.host.read_optional(f"/proc/{pid}/status")
+        path = knobfiles.process(pid, "status")
+        status = self.host.read_optional(path)
         if status is None:
             raise KnobError(f"numa:{key}", f"no process {pid}")
         cpus: tuple[int, ...] = ()
         for line in status.splitlines():
             if line.startswith("Cpus_allowed_list:"):
-                cpus = parse_cpulist(line.split(":", 1)[1], source=f"/proc/{pid}/status")
+                cpus = parse_cpulist(line.split(":", 1)[1], source=path)
         return Placement(cpus, self.anon_nodes(pid) or None)
 
     def anon_nodes(self, pid: int) -> tuple[int, ...]:
         """The nodes holding the process's anonymous pages, from numa_maps."""
-        text = self.host.read_optional(f"/proc/{pid}/numa_maps")
+        text = self.host.read_optional(knobfiles.process(pid, "numa_maps"))
         if text is None:
             return ()
         nodes: set[int] = set()
@@ -156,8 +149,8 @@ class NumaTuner:
     def thread_cpus(self, pid: int) -> dict[int, tuple[int, ...]]:
         """Each thread's affinity, from /proc/PID/task/TID/status."""
         result: dict[int, tuple[int, ...]] = {}
-        for tid in self.host.listdir_optional(f"/proc/{pid}/task"):
-            status = self.host.read_optional(f"/proc/{pid}/task/{tid}/status")
+        for tid in self.host.listdir_optional(knobfiles.process_tasks(pid)):
+            status = self.host.read_optional(knobfiles.thread(pid, tid, "status"))
             for line in (status or "").splitlines():
                 if line.startswith("Cpus_allowed_list:"):
                     result[int(tid)] = parse_cpulist(line.split(":", 1)[1])
@@ -174,12 +167,12 @@ class NumaTuner:
         placement = self.parse(key, value)
         if not placement.cpus:
             raise KnobError(knob, "a process needs at least one CPU")
-        online = self.online_cpus()
+        online = online_cpus(self.host)
         if online and not set(placement.cpus) <= set(online):
             bad = format_cpulist(sorted(set(placement.cpus) - set(online)))
             raise KnobError(knob, f"CPU(s) {bad} are not online (online: {format_cpulist(online)})")
         if placement.mems:
-            nodes = self.memory_nodes()
+            nodes = memory_nodes(self.host)
             bad_nodes = sorted(set(placement.mems) - set(nodes))
             if bad_nodes:
                 raise KnobError(knob, f"node(s) {format_cpulist(bad_nodes)} have no memory "
@@ -193,7 +186,7 @@ class NumaTuner:
         try:
             self.host.set_affinity(pid, placement.cpus)
             if placement.mems:
-                others = set(self.memory_nodes()) - set(placement.mems)
+                others = set(memory_nodes(self.host)) - set(placement.mems)
                 if others:
                     left = self.host.migrate_pages(pid, sorted(others), placement.mems)
                     if left:
@@ -234,7 +227,7 @@ class NumaTuner:
             now = set(self.parse(key, before).cpus) if before else set()
         except KnobError:
             return None
-        online = set(self.online_cpus())
+        online = set(online_cpus(self.host))
         if online and now >= online:
             now = set()  # allowed everywhere is not placed anywhere
         isolation = cpu_reservations(self.host)
@@ -244,5 +237,9 @@ class NumaTuner:
         return (f"process {self.pid_of(key)} would move onto isolated CPUs: "
                 f"{isolation.explain(intruding)}; hosttune does not place work there")
 
-    def advise(self, key: str, value: str) -> list[str]:
-        return []
+    @classmethod
+    def owned_by_daemons(cls, report: PeerReport) -> dict[str, Owner]:
+        if not report.numad:
+            return {}
+        pids = ", ".join(map(str, report.numad))
+        return {"numa:*": Owner("peer", f"numad (pid {pids}) places processes on NUMA nodes")}

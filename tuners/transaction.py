@@ -30,11 +30,14 @@ from typing import Any
 
 from hosttune.agent.sense.errors import HosttuneError, KnobError, PermissionRefused
 from hosttune.agent.sense.host import Host
-from hosttune.agent.sense.ownership import Owner, owner_of, owners
+from hosttune.agent.sense.ownership import Owner, owner_of
+from hosttune.agent.sense.topology import mem_total_kb
 from hosttune.tuners import allowlist as allowlist_mod
-from hosttune.tuners.base import Tuner, tuner_for, tuners_for
+from hosttune.tuners.base import Tuner
 from hosttune.tuners.journal import TOUCHED, Journal, JournalError, TxnRecord
 from hosttune.tuners.knobs import Change, Plan
+from hosttune.tuners.owners import owners
+from hosttune.tuners.registry import bind_tuners, tuner_and_key
 
 Hook = Callable[[str, int, Change], None]
 
@@ -112,31 +115,12 @@ def require_root(host: Host) -> None:
             "--dry-run shows what would change")
 
 
-def _identity(tuner: Tuner, key: str) -> str:
-    ident: Callable[[str], str] | None = getattr(tuner, "identity", None)
-    return ident(key) if ident is not None else ""
-
-
-def _conflict(tuner: Tuner, key: str, value: str, before: str) -> str | None:
-    """Why `value` would intrude on CPUs the admin set apart, if it would
-    (tuners that place work on CPUs have a `conflict` method)."""
-    check: Callable[[str, str, str], str | None] | None = getattr(tuner, "conflict", None)
-    return check(key, value, before) if check is not None else None
-
-
-def _mem_total_kb(host: Host) -> int | None:
-    for line in (host.read_optional("/proc/meminfo") or "").splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1])
-    return None
-
-
 def _prepare(host: Host, changes: list[Change], journal: Journal, tuners: dict[str, Tuner], *,
              force: bool, allowlist: Mapping[str, Mapping[str, Any]] | None,
              owned: dict[str, Owner]) -> list[_Step]:
     steps: list[_Step] = []
     seen: set[str] = set()
-    mem_total = _mem_total_kb(host)
+    mem_total = mem_total_kb(host)
     for seq, change in enumerate(changes, start=1):
         step = _Step(seq, change, None, "", change.before, change.after)
         steps.append(step)
@@ -144,19 +128,19 @@ def _prepare(host: Host, changes: list[Change], journal: Journal, tuners: dict[s
             if change.knob in seen:
                 raise KnobError(change.knob, "appears twice in the plan")
             seen.add(change.knob)
-            tuner, key = tuner_for(tuners, change.knob)
+            tuner, key = tuner_and_key(tuners, change.knob)
             step.tuner, step.key = tuner, key
             if not tuner.available(key):
                 raise KnobError(change.knob, "unavailable on this host")
             step.after = tuner.validate(key, change.after)
             step.before = tuner.read(key)
-            step.identity = _identity(tuner, key)
+            step.identity = tuner.identity(key)
             if change.source in AUTONOMOUS and allowlist is not None:
                 allowlist_mod.check(allowlist, change.knob, step.after, mem_total_kb=mem_total)
             if change.source != "rollback" and not (force and change.source == "admin"):
                 # CPUs the admin isolated at boot: an admin's own --force may
                 # overrule that, the rules, models and the optimizer never do.
-                conflict = _conflict(tuner, key, step.after, step.before)
+                conflict = tuner.conflict(key, step.after, step.before)
                 if conflict:
                     raise KnobError(change.knob, conflict + (
                         " (--force to override)" if change.source == "admin" else ""))
@@ -290,7 +274,7 @@ def apply_plan(host: Host, plan: Plan, journal: Journal, *, dry_run: bool = Fals
     `skip_refused` (then the rest is applied and the refusals are reported)."""
     if not dry_run:
         require_root(host)
-    tuners = tuners if tuners is not None else tuners_for(host)
+    tuners = tuners if tuners is not None else bind_tuners(host)
     uid = os.getuid() if uid is None else uid
     table = allowlist_mod.DEFAULT_ALLOWLIST if allowlist is None else allowlist
 
@@ -352,8 +336,8 @@ def _recover_one(record: TxnRecord, journal: Journal, tuners: dict[str, Tuner], 
         outcomes.append(out)
         value: str | None = None
         try:
-            tuner, key = tuner_for(tuners, step.knob)
-            if not tuner.available(key) or (step.identity and _identity(tuner, key)
+            tuner, key = tuner_and_key(tuners, step.knob)
+            if not tuner.available(key) or (step.identity and tuner.identity(key)
                                             != step.identity):
                 out.status, out.message = "gone", "no longer exists; nothing to restore"
             elif step.before is None:
@@ -393,7 +377,7 @@ def recover(host: Host, journal: Journal, *, force: bool = False, lock_timeout: 
     at the start of anything that may write (CLI commands, the daemon)."""
     if not journal.open_transactions():
         return []
-    tuners = tuners if tuners is not None else tuners_for(host)
+    tuners = tuners if tuners is not None else bind_tuners(host)
     require_root(host)
     with journal.locked(lock_timeout):
         return _recover_locked(host, journal, tuners, force=force)
@@ -432,7 +416,7 @@ def rollback(host: Host, journal: Journal, to: int | str | None = None, *,
         raise KnobError("rollback", f"no transaction {keep} in {journal.path}")
     if not dry_run:
         require_root(host)
-    tuners = tuners if tuners is not None else tuners_for(host)
+    tuners = tuners if tuners is not None else bind_tuners(host)
     uid = os.getuid() if uid is None else uid
 
     def prepare() -> list[_Step]:
@@ -446,15 +430,15 @@ def rollback(host: Host, journal: Journal, to: int | str | None = None, *,
             step = _Step(seq, change, None, "", None, target)
             steps.append(step)
             try:
-                tuner, key = tuner_for(tuners, knob)
+                tuner, key = tuner_and_key(tuners, knob)
                 step.tuner, step.key = tuner, key
                 last = journal.last_change(knob)
                 if not tuner.available(key) or (last is not None and last.identity
-                                                and _identity(tuner, key) != last.identity):
+                                                and tuner.identity(key) != last.identity):
                     step.status, step.message = "gone", "no longer exists; nothing to restore"
                     continue
                 step.before = tuner.read(key)
-                step.identity = _identity(tuner, key)
+                step.identity = tuner.identity(key)
                 ours = journal.hosttune_value(knob)
                 if tuner.equal(step.before, target):
                     step.status = "unchanged"

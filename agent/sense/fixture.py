@@ -7,12 +7,18 @@ environments, no command lines but those of the peer tuning daemons (tuned,
 irqbalance, numad: their comm and cmdline say who owns what), nothing under
 /etc but sysctl files and tuned's and irqbalance's configuration. sysfs
 symlinks are kept as relative links so the tree resolves inside itself.
+
+This module copies what the sense layer reads (counters, topology, devices,
+peer daemons); the files of each knob family are named by the family
+(hosttune.tuners.registry.capture_patterns) and handed in as `knob_files`.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,14 +30,6 @@ PROC_FILES = (
     "/proc/diskstats", "/proc/net/dev", "/proc/cmdline", "/proc/cpuinfo", "/proc/version",
     "/proc/pressure/cpu", "/proc/pressure/memory", "/proc/pressure/io", "/proc/pressure/irq",
 )
-SYSCTL_DIRS = ("/proc/sys/vm",)
-SYSCTL_FILES = (
-    "/proc/sys/kernel/numa_balancing", "/proc/sys/kernel/sched_autogroup_enabled",
-    "/proc/sys/net/core/rmem_max", "/proc/sys/net/core/wmem_max",
-    "/proc/sys/net/core/netdev_max_backlog", "/proc/sys/net/ipv4/tcp_rmem",
-    "/proc/sys/net/ipv4/tcp_wmem",
-)
-CONFIG_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/lib/sysctl.d", "/usr/local/lib/sysctl.d")
 PEER_FILES = ("/etc/tuned/active_profile", "/etc/tuned/profile_mode",
               "/etc/tuned/post_loaded_profile", "/etc/tuned/tuned-main.conf",
               "/etc/default/irqbalance", "/etc/sysconfig/irqbalance")
@@ -43,11 +41,11 @@ PCI_ATTRS = (
     "max_link_speed", "max_link_width", "irq", "enable",
 )
 NET_ATTRS = ("operstate", "speed", "mtu", "ifindex", "address", "duplex", "carrier")
-BLOCK_ATTRS = ("size", "queue/read_ahead_kb", "queue/scheduler", "queue/rotational",
-               "queue/nr_requests")
+BLOCK_ATTRS = ("size", "queue/rotational")
 # Skip huge or binary attribute files (config space, ROMs, resource maps).
 _MAX_FILE = 256 * 1024
 _CPU_RE = re.compile(r"^cpu\d+$")
+_GLOB_CHARS = frozenset("*?[")
 
 
 @dataclass
@@ -96,6 +94,29 @@ class Capturer:
         dest.symlink_to(os.path.relpath(target, dest.parent))
         self.report.links += 1
 
+    def copy_matching(self, pattern: str) -> None:
+        """Copy the files `pattern` names, a host path whose components may be
+        fnmatch patterns ("/proc/irq/[0-9]*/smp_affinity_list"). A last
+        component without wildcards is copied (or reported skipped) as named;
+        one with wildcards copies the plain files that match."""
+        parts = pattern.strip("/").split("/")
+        dirs = [""]
+        for part in parts[:-1]:
+            if _GLOB_CHARS.isdisjoint(part):
+                dirs = [f"{d}/{part}" for d in dirs]
+            else:
+                dirs = [f"{d}/{name}" for d in dirs for name in self.host.listdir_optional(d)
+                        if fnmatch.fnmatchcase(name, part)]
+        last = parts[-1]
+        for directory in dirs:
+            if _GLOB_CHARS.isdisjoint(last):
+                self.copy(f"{directory}/{last}")
+                continue
+            names = tuple(n for n in self.host.listdir_optional(directory)
+                          if fnmatch.fnmatchcase(n, last))
+            if names:
+                self.copy_dir_files(directory, names)
+
     def mkdir(self, path: str) -> None:
         self._dest(path).mkdir(parents=True, exist_ok=True)
         (self._dest(path) / ".keep").touch()
@@ -105,21 +126,10 @@ class Capturer:
     def proc(self) -> None:
         for path in PROC_FILES:
             self.copy(path)
-        for d in SYSCTL_DIRS:
-            self.copy_dir_files(d)
-        for path in SYSCTL_FILES:
-            self.copy(path)
-        for irq in self.host.listdir_optional("/proc/irq"):
-            if irq.isdigit():
-                self.copy_dir_files(f"/proc/irq/{irq}",
-                                    ("smp_affinity_list", "effective_affinity_list"))
 
-    def config(self) -> None:
-        self.copy("/etc/sysctl.conf")
-        for d in CONFIG_DIRS:
-            for name in self.host.listdir_optional(d):
-                if name.endswith(".conf"):
-                    self.copy(f"{d}/{name}")
+    def knobs(self, patterns: Sequence[str]) -> None:
+        for pattern in patterns:
+            self.copy_matching(pattern)
 
     def peers(self) -> None:
         for path in PEER_FILES:
@@ -149,10 +159,6 @@ class Capturer:
             self.copy_dir_files(f"{base}/{name}/topology",
                                 ("core_id", "physical_package_id", "die_id",
                                  "thread_siblings_list", "core_cpus_list"))
-            self.copy_dir_files(f"{base}/{name}/cpufreq",
-                                ("scaling_governor", "scaling_available_governors",
-                                 "energy_performance_preference",
-                                 "energy_performance_available_preferences"))
         nbase = "/sys/devices/system/node"
         self.copy_dir_files(nbase, ("online", "possible", "has_cpu", "has_memory"))
         for name in self.host.listdir_optional(nbase):
@@ -160,15 +166,6 @@ class Capturer:
                 continue
             self.copy_dir_files(f"{nbase}/{name}",
                                 ("cpulist", "cpumap", "distance", "meminfo", "numastat", "vmstat"))
-            for pool in self.host.listdir_optional(f"{nbase}/{name}/hugepages"):
-                self.copy_dir_files(f"{nbase}/{name}/hugepages/{pool}")
-
-    def mm(self) -> None:
-        thp = "/sys/kernel/mm/transparent_hugepage"
-        self.copy_dir_files(thp)
-        self.copy_dir_files(f"{thp}/khugepaged")
-        for pool in self.host.listdir_optional("/sys/kernel/mm/hugepages"):
-            self.copy_dir_files(f"/sys/kernel/mm/hugepages/{pool}")
 
     def pci(self) -> None:
         for address in self.host.listdir_optional("/sys/bus/pci/devices"):
@@ -223,13 +220,14 @@ class Capturer:
                 self.copy(f"/sys/block/{name}/{attr}")
 
 
-def capture(host: Host, out: Path) -> CaptureReport:
+def capture(host: Host, out: Path, *, knob_files: Sequence[str]) -> CaptureReport:
+    """Copy `host` into `out`; `knob_files`: the knob families' path patterns
+    (hosttune.tuners.registry.capture_patterns)."""
     cap = Capturer(host, out)
     cap.proc()
-    cap.config()
+    cap.knobs(knob_files)
     cap.peers()
     cap.cpus_and_nodes()
-    cap.mm()
     cap.pci()
     cap.net()
     cap.block()

@@ -1,5 +1,9 @@
-"""Which knobs the administrator owns: set in sysctl configuration files or on
-the kernel command line. hosttune reports these and does not fight them.
+"""Who owns a setting, in the words of the place that sets it: `Owner`, the
+sysctl configuration files (key -> file and line), the CPUs set apart for
+latency-critical work, and `owner_of`, the lookup in a table of knob names and
+patterns. hosttune reports owned knobs and does not fight them. Turning a
+sysctl.d line, a kernel parameter or a peer daemon's option into a knob is the
+knob family's part (hosttune.tuners.owners assembles the table).
 
 sysctl files follow sysctl.d(5) as systemd-sysctl applies them: `*.conf` in
 /etc/sysctl.d, /run/sysctl.d, /usr/local/lib/sysctl.d, /usr/lib/sysctl.d (and
@@ -17,17 +21,8 @@ keeps the key out of every glob and sets nothing. A later line for the same
 key replaces an earlier one (an exclusion replaces an assignment and the
 other way round).
 
-The command line: `hugepages=`, `hugepagesz=`, `default_hugepagesz=` own the
-hugepage pools of the sizes they name; `transparent_hugepage=` owns
-thp:enabled and `transparent_hugepage_shmem=` thp:shmem_enabled;
-`irqaffinity=` (the admin chose the default IRQ CPUs) owns the affinity of
-every IRQ. CPUs set apart by `isolcpus=`/`nohz_full=` are not knobs: the
-tuners keep off them (agent.isolation).
-
-Peer daemons (tuners.peers: tuned, irqbalance, numad) own what they set
-while they run. With tuned's `reapply_sysctl` (the default) the sysctl.d
-files are applied after tuned's [sysctl] settings, so a key both set is
-reported as the file's.
+CPUs set apart by `isolcpus=`/`nohz_full=` (sense.isolation) or a running
+tuned's isolated_cores (sense.peers) are not knobs: the tuners keep off them.
 """
 
 from __future__ import annotations
@@ -36,10 +31,10 @@ import fnmatch
 import os
 from dataclasses import dataclass, replace
 
-from hosttune.agent.sense.bootparams import kernel_params
 from hosttune.agent.sense.errors import HostReadError
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.isolation import CpuIsolation, Reservation, cpu_isolation
+from hosttune.agent.sense.peers import peer_report
 
 SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d",
                "/lib/sysctl.d")
@@ -142,86 +137,15 @@ def _same_setting(a: Owner, b: Owner) -> bool:
     return a.kind == "excluded" or a.value == b.value
 
 
-def _size_kb(text: str) -> int | None:
-    units = {"k": 1, "m": 1024, "g": 1024 * 1024}
-    text = text.strip().lower()
-    if text.endswith("b"):
-        text = text[:-1]
-    if text and text[-1] in units and text[:-1].isdigit():
-        return int(text[:-1]) * units[text[-1]]
-    if text.isdigit():
-        return int(text) // 1024
-    return None
-
-
-def cmdline_settings(host: Host) -> dict[str, Owner]:
-    """knob (or glob) -> the kernel command line parameter that owns it."""
-    owned: dict[str, Owner] = {}
-    tokens = kernel_params(host)
-    default_kb = 2048
-    size_kb: int | None = None
-    for token in tokens:
-        name, _, value = token.partition("=")
-        if name == "default_hugepagesz":
-            kb = _size_kb(value)
-            if kb:
-                default_kb = kb
-                owned[f"hugepages:{kb}kB"] = Owner("cmdline", token)
-                owned[f"hugepages:node*:{kb}kB"] = Owner("cmdline", token)
-        elif name == "hugepagesz":
-            size_kb = _size_kb(value)
-        elif name == "hugepages":
-            kb = size_kb or default_kb
-            owned[f"hugepages:{kb}kB"] = Owner("cmdline", token)
-            owned[f"hugepages:node*:{kb}kB"] = Owner("cmdline", token)
-            size_kb = None
-        elif name == "transparent_hugepage":
-            owned["thp:enabled"] = Owner("cmdline", token)
-        elif name == "transparent_hugepage_shmem":
-            owned["thp:shmem_enabled"] = Owner("cmdline", token)
-        elif name == "irqaffinity" and value:
-            owned["irq:*"] = Owner("cmdline", token)
-    return owned
-
-
-def owners_report(host: Host) -> tuple[dict[str, Owner], list[str]]:
-    """`owners(host)` and notes on what could not be read (a malformed tuned
-    profile, a peer daemon that runs without a profile, ...)."""
-    from hosttune.agent.sense.peers import peer_owners
-
-    peers = peer_owners(host)
-    files = {f"sysctl:{key}": owner for key, owner in sysctl_settings(host).items()}
-    owned: dict[str, Owner] = {}
-    # The one applied last is the one reported for a knob both set.
-    order = [peers.owned, files] if peers.tuned_reapplies_sysctl else [files, peers.owned]
-    for part in order:
-        for knob, owner in part.items():
-            if owner.kind == "excluded" and knob in owned and owned[knob].kind != "excluded":
-                continue  # an exclusion only keeps its own kind's patterns off
-            owned.pop(knob, None)
-            owned[knob] = owner
-    owned.update(cmdline_settings(host))
-    return owned, peers.notes
-
-
 def cpu_reservations(host: Host) -> CpuIsolation:
     """The CPUs set apart for latency-critical work: by boot parameters and
     the kernel (agent.isolation), then by a running peer daemon (tuned's
     isolated_cores)."""
-    from hosttune.agent.sense.peers import peer_owners
-
     boot = cpu_isolation(host)
-    peers = peer_owners(host)
+    peers = peer_report(host)
     extra = tuple(Reservation(cpus, why, "peer") for cpus, why in peers.isolated)
     return replace(boot, reserved=boot.reserved + extra,
                    notes=boot.notes + tuple(n for n in peers.notes if "isolated_cores" in n))
-
-
-def owners(host: Host) -> dict[str, Owner]:
-    """Every knob name (or fnmatch pattern of knob names) the administrator
-    or a peer daemon owns. Use `owner_of` to look one knob up: it matches the
-    patterns too."""
-    return owners_report(host)[0]
 
 
 def _is_pattern(name: str) -> bool:
@@ -229,9 +153,10 @@ def _is_pattern(name: str) -> bool:
 
 
 def owner_of(knob: str, owned: dict[str, Owner]) -> Owner | None:
-    """The owner of `knob` in `owners(host)`. An exact entry wins over every
-    pattern (systemd-sysctl never lets a glob set a key named explicitly); an
-    exact "excluded" entry keeps the patterns of its kind off the knob. Among
+    """The owner of `knob` in a knob -> owner table (hosttune.tuners.owners).
+    An exact entry wins over every pattern (systemd-sysctl never lets a glob
+    set a key named explicitly); an exact "excluded" entry keeps the patterns
+    of its kind off the knob. Among
     patterns, the last one that matches (entries keep the order they were
     read in, and the setting read last is the one the kernel holds)."""
     exact = owned.get(knob)

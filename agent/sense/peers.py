@@ -1,25 +1,25 @@
-"""Peer tuning daemons and the knobs they own: hosttune reports these and
-does not fight them.
+"""Peer tuning daemons and what they set, in their own words: hosttune
+reports these and does not fight them. Which knob a tuned option or a running
+irqbalance stands for is the knob family's to say (hosttune.tuners.owners
+asks each family); this module only reads the daemons and their files.
 
-- tuned: when a `tuned` process runs, the knobs its active profile sets
+- tuned: when a `tuned` process runs, the options its active profile sets
   (/etc/tuned/active_profile, one or more names; /etc/tuned/post_loaded_profile
   too). Profiles are found as tuned finds them: <dir>/<name>/tuned.conf, the
   last of `profile_dirs` (tuned-main.conf; default /usr/lib/tuned, /etc/tuned)
   first; `include=` in [main] loads other profiles first, and a later
   profile's section updates an earlier one of the same name (`replace=1`
-  drops the earlier one). Sections map to knobs by plugin (`type=` or the
-  section name): [sysctl] keys, [vm] THP and dirty settings, [disk]
-  readahead and elevator, [cpu] governor and EPP, [sysfs] THP and block
-  queue paths. A file tuned could not parse owns nothing (tuned would not
-  load the profile either) and is named in a note. [variables] are
-  evaluated as tuned does (in order, `include=` files first where they
-  stand); a [scheduler] unit's `isolated_cores` (cpu-partitioning) sets
-  CPUs apart like isolcpus= does.
-- irqbalance: when running, it owns IRQ affinity, except IRQs it was told to
-  leave alone (--banirq) and unless banned CPUs are configured
+  drops the earlier one). Each option of an enabled unit is reported with
+  its plugin (`type=` or the section name), as a `TunedOption`. A file tuned
+  could not parse sets nothing (tuned would not load the profile either) and
+  is named in a note. [variables] are evaluated as tuned does (in order,
+  `include=` files first where they stand); a [scheduler] unit's
+  `isolated_cores` (cpu-partitioning) sets CPUs apart like isolcpus= does.
+- irqbalance: whether it runs, the IRQs it was told to leave alone
+  (--banirq), and whether banned CPUs are configured
   (IRQBALANCE_BANNED_CPULIST / IRQBALANCE_BANNED_CPUS), the admin's way of
   sharing the IRQs with someone else.
-- numad: when running, it owns the NUMA placement of processes.
+- numad: whether it runs (it places processes on NUMA nodes).
 
 Running daemons are found by /proc/PID/comm through the Host. Nothing here
 raises on odd files: what cannot be read is a note."""
@@ -39,7 +39,8 @@ from hosttune.agent.sense.cpulist import (
 )
 from hosttune.agent.sense.errors import HostReadError, ParseError
 from hosttune.agent.sense.host import Host
-from hosttune.agent.sense.ownership import Owner, normalise_sysctl_key
+from hosttune.agent.sense.knobfiles import process
+from hosttune.agent.sense.topology import online_cpus
 
 TUNED_DIR = "/etc/tuned"
 TUNED_MAIN = "/etc/tuned/tuned-main.conf"
@@ -60,11 +61,41 @@ _VARIABLE = re.compile(r"(?<!\\)\$\{(\w+)\}")
 _VARIABLE_NAME = re.compile(r"^\w+$")
 
 
+@dataclass(frozen=True)
+class TunedOption:
+    """One option of an active tuned unit, e.g. plugin "vm", option
+    "transparent_hugepages", value "always"."""
+
+    plugin: str
+    option: str
+    value: str
+    said: str  # "transparent_hugepages=always", as the profile writes it
+    where: str  # the sentence naming the profile, file and line
+    devices: tuple[str, ...] = ("*",)  # a [disk] unit's device name patterns
+
+
+@dataclass(frozen=True)
+class Irqbalance:
+    """A running irqbalance and how it is configured."""
+
+    pids: tuple[int, ...]
+    # banned CPUs are configured: the admin shares IRQ affinity between
+    # irqbalance and someone else, so irqbalance does not own it
+    shares: bool
+    banned_irqs: tuple[int, ...]  # --banirq: IRQs it leaves alone
+
+    @property
+    def who(self) -> str:
+        return f"irqbalance (pid {_pids(list(self.pids))})"
+
+
 @dataclass
 class PeerReport:
-    """Knob (or pattern) -> owner, in the order they were found, and notes."""
+    """What the running peer daemons set, in the order it was found, and notes."""
 
-    owned: dict[str, Owner] = field(default_factory=dict)
+    tuned: list[TunedOption] = field(default_factory=list)
+    irqbalance: Irqbalance | None = None
+    numad: tuple[int, ...] = ()  # pids of a running numad
     notes: list[str] = field(default_factory=list)
     # CPUs a peer keeps for latency-critical work (tuned's [scheduler]
     # isolated_cores, as cpu-partitioning sets it): (CPUs, what says so)
@@ -78,15 +109,13 @@ def pids_of(comms: dict[int, str], name: str) -> list[int]:
     return sorted(pid for pid, comm in comms.items() if comm == name)
 
 
-def peer_owners(host: Host) -> PeerReport:
+def peer_report(host: Host) -> PeerReport:
+    """What tuned, irqbalance and numad set while they run here."""
     report = PeerReport()
     comms = host.proc_comms()
     _tuned(host, comms, report)
     _irqbalance(host, comms, report)
-    numad = pids_of(comms, "numad")
-    if numad:
-        report.owned["numa:*"] = Owner(
-            "peer", f"numad (pid {_pids(numad)}) places processes on NUMA nodes")
+    report.numad = tuple(pids_of(comms, "numad"))
     return report
 
 
@@ -160,20 +189,18 @@ def _irqbalance(host: Host, comms: dict[int, str], report: PeerReport) -> None:
     if not pids:
         return
     config = irqbalance_config(host, report.notes)
-    who = f"irqbalance (pid {_pids(pids)})"
     if config.banned_cpus:
+        report.irqbalance = Irqbalance(tuple(pids), True, ())
         report.notes.append(
-            f"{who} runs with banned CPUs {format_cpulist(config.banned_cpus)} "
+            f"{report.irqbalance.who} runs with banned CPUs {format_cpulist(config.banned_cpus)} "
             f"({config.banned_setting} in {config.path}): IRQ affinity is shared with it, "
             "not owned by it")
         return
-    report.owned["irq:[0-9]*"] = Owner("peer", f"{who} balances IRQ affinity")
     args = list(config.args)
     for pid in pids:
-        cmdline = host.read_optional(f"/proc/{pid}/cmdline") or ""
+        cmdline = host.read_optional(process(pid, "cmdline")) or ""
         args += [a for a in cmdline.split("\0") if a]
-    for irq in sorted(set(banned_irqs(tuple(args)))):
-        report.owned[f"irq:{irq}"] = Owner("excluded", f"{who} --banirq={irq}", "peer")
+    report.irqbalance = Irqbalance(tuple(pids), False, tuple(sorted(set(banned_irqs(tuple(args))))))
 
 
 # -- tuned ---------------------------------------------------------------------------
@@ -335,46 +362,6 @@ def _devices(options: dict[str, _Setting]) -> list[str]:
     return positive or ["*"]
 
 
-_VM_KNOBS = {
-    "transparent_hugepages": "thp:enabled", "transparent_hugepage": "thp:enabled",
-    "transparent_hugepage.defrag": "thp:defrag",
-    "dirty_bytes": "sysctl:vm.dirty_bytes", "dirty_ratio": "sysctl:vm.dirty_ratio",
-    "dirty_background_bytes": "sysctl:vm.dirty_background_bytes",
-    "dirty_background_ratio": "sysctl:vm.dirty_background_ratio",
-}
-_CPU_KNOBS = {"governor": "cpu:governor", "energy_performance_preference": "cpu:epp"}
-_DISK_KNOBS = {"readahead": "read_ahead_kb", "readahead_multiply": "read_ahead_kb",
-               "elevator": "scheduler"}
-_THP_SYSFS = "/sys/kernel/mm/transparent_hugepage/"
-_BLOCK_SYSFS = re.compile(r"^/sys/block/([^/]+)/queue/([a-z_]+)$")
-
-
-def _unit_knobs(plugin: str, options: dict[str, _Setting]) -> list[tuple[str, str, _Setting]]:
-    """(knob or pattern, the setting as the profile writes it, where) for one unit."""
-    out: list[tuple[str, str, _Setting]] = []
-    for name, setting in options.items():
-        if name in _UNIT_OPTIONS:
-            continue
-        said = f"{name}={setting.value}"
-        if plugin == "sysctl":
-            out.append((f"sysctl:{normalise_sysctl_key(name)}", said, setting))
-        elif plugin == "vm" and name in _VM_KNOBS:
-            out.append((_VM_KNOBS[name], said, setting))
-        elif plugin == "cpu" and name in _CPU_KNOBS:
-            out.append((_CPU_KNOBS[name], said, setting))
-        elif plugin == "disk" and name in _DISK_KNOBS:
-            for device in _devices(options):
-                out.append((f"block:{device}:{_DISK_KNOBS[name]}", said, setting))
-        elif plugin == "sysfs":
-            if name.startswith(_THP_SYSFS):
-                key = name[len(_THP_SYSFS):].replace("/", ".")
-                out.append((f"thp:{key}", said, setting))
-            match = _BLOCK_SYSFS.match(name)
-            if match:
-                out.append((f"block:{match.group(1)}:{match.group(2)}", said, setting))
-    return out
-
-
 def _enabled(options: dict[str, _Setting]) -> bool:
     flag = options.get("enabled")
     return flag is None or flag.value.lower() not in ("0", "false", "no", "off")
@@ -446,11 +433,16 @@ def _tuned(host: Host, comms: dict[int, str], report: PeerReport) -> None:
         plugin = options["type"].value if "type" in options else unit
         if plugin == "scheduler" and "isolated_cores" in options:
             _isolated_cores(host, active, options["isolated_cores"], variables, report)
-        for knob, said, setting in _unit_knobs(plugin, options):
+        devices = tuple(_devices(options))
+        for name, setting in options.items():
+            if name in _UNIT_OPTIONS:
+                continue
+            said = f"{name}={setting.value}"
             via = "" if setting.profile == active else f" (through {setting.profile})"
             where = setting.path + (f":{setting.line}" if setting.line else "")
-            report.owned[knob] = Owner(
-                "peer", f"tuned profile {active}{via} sets {said} ({where})", said)
+            report.tuned.append(TunedOption(
+                plugin, name, setting.value, said,
+                f"tuned profile {active}{via} sets {said} ({where})", devices))
 
 
 def _variables(host: Host, options: dict[str, _Setting], notes: list[str]) -> dict[str, str]:
@@ -489,12 +481,9 @@ def _isolated_cores(host: Host, active: str, setting: _Setting, variables: dict[
         return
     plus = ",".join(p for p in text.split(",") if not p.strip().startswith("^"))
     minus = ",".join(p.strip()[1:] for p in text.split(",") if p.strip().startswith("^"))
-    last = None
-    online = host.read_optional("/sys/devices/system/cpu/online")
+    online = online_cpus(host)
+    last = online[-1] if online else None
     try:
-        if online:
-            cpus = parse_cpulist(online)
-            last = cpus[-1] if cpus else None
         chosen = set(parse_kernel_cpulist(plus, last_cpu=last, source=where))
         chosen -= set(parse_kernel_cpulist(minus, last_cpu=last, source=where))
     except ParseError as exc:

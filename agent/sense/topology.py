@@ -302,3 +302,36 @@ def discover(host: Host, *, netifs: bool = True) -> Topology:
         else:
             nets = _netifs_sysfs(host)
     return Topology(cpus=cpus, nodes=nodes, pci=pci, netifs=nets, gaps=gaps)
+
+
+# -- single facts, for code that needs one of them and not a whole discover() --
+
+
+def online_cpus(host: Host) -> tuple[int, ...]:
+    """The online CPUs (/sys/devices/system/cpu/online); () when unreadable."""
+    return _cpulist(host, f"{CPU_DIR}/online") or ()
+
+
+def memory_nodes(host: Host) -> tuple[int, ...]:
+    """The NUMA nodes with memory; (0,) on a kernel without NUMA."""
+    for name in ("has_memory", "online"):
+        nodes = _cpulist(host, f"{NODE_DIR}/{name}")
+        if nodes:
+            return nodes
+    return (0,)
+
+
+def node_cpus(host: Host, node: int) -> tuple[int, ...] | None:
+    """The CPUs of NUMA node `node`; None when the host has no such node."""
+    path = f"{NODE_DIR}/node{node}/cpulist"
+    text = host.read_optional(path)
+    return None if text is None else parse_cpulist(text, source=host.describe(path))
+
+
+def mem_total_kb(host: Host) -> int | None:
+    """MemTotal of /proc/meminfo in kB; None when it cannot be read."""
+    for line in (host.read_optional("/proc/meminfo") or "").splitlines():
+        if line.startswith("MemTotal:"):
+            fields = line.split()
+            return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
+    return None

@@ -39,14 +39,14 @@ def prior_knobs() -> list[str]:
 
 def read_knobs(host: Host, knobs: Iterable[str]) -> tuple[dict[str, str], dict[str, str]]:
     """Current values of the knobs this host has, and why others were skipped."""
-    from hosttune.tuners.base import tuner_for, tuners_for
+    from hosttune.tuners.registry import bind_tuners, tuner_and_key
 
-    tuners = tuners_for(host)
+    tuners = bind_tuners(host)
     values: dict[str, str] = {}
     gaps: dict[str, str] = {}
     for knob in knobs:
         try:
-            tuner, key = tuner_for(tuners, knob)
+            tuner, key = tuner_and_key(tuners, knob)
             if not tuner.available(key):
                 continue
             values[knob] = tuner.read(key)
@@ -60,7 +60,8 @@ def owned_knobs(host: Host, knobs: Iterable[str],
     """knob -> who owns it and where ("owned by the administrator: set in
     /etc/sysctl.d/90-ai.conf:3 (...)", "owned by a peer tuning daemon: tuned
     profile ..."); what could not be read goes to `notes`."""
-    from hosttune.agent.sense.ownership import owner_of, owners_report
+    from hosttune.agent.sense.ownership import owner_of
+    from hosttune.tuners.owners import owners_report
 
     owned, found_notes = owners_report(host)
     if notes is not None:

@@ -41,9 +41,9 @@ from hosttune.models.space import DEFAULT_TUNE_KNOBS, space_for
 from hosttune.models.state import HostState
 from hosttune.models.tuning import Objective, Trial, TuningResult, run_tuning
 from hosttune.tuners.allowlist import DEFAULT_ALLOWLIST
-from hosttune.tuners.base import tuner_for, tuners_for
 from hosttune.tuners.journal import Journal
 from hosttune.tuners.knobs import Change, Plan
+from hosttune.tuners.registry import bind_tuners, search_hints, tuner_and_key
 from hosttune.tuners.transaction import apply_plan, recover
 
 
@@ -82,19 +82,19 @@ class TransactionActuator:
         self.journal_path = journal_path
         self.baseline = dict(baseline)
         self.label = label
-        self.tuners = tuners_for(host)
+        self.tuners = bind_tuners(host)
 
     def current(self, knobs: list[str]) -> dict[str, str]:
         out = {}
         for knob in knobs:
-            tuner, key = tuner_for(self.tuners, knob)
+            tuner, key = tuner_and_key(self.tuners, knob)
             out[knob] = tuner.read(key)
         return out
 
     def _apply(self, values: dict[str, str], source: str, reason: str) -> None:
         changes = []
         for knob, value in values.items():
-            tuner, key = tuner_for(self.tuners, knob)
+            tuner, key = tuner_and_key(self.tuners, knob)
             if not tuner.equal(tuner.read(key), value):
                 changes.append(Change(knob=knob, after=value, reason=reason, source=source))
         if not changes:
@@ -254,7 +254,7 @@ def run_tune(req: TuneRequest, echo: Callable[[str], None] | None) -> dict[str, 
     workload_classes.check(req.workload)
     host = Host(req.root)
     knobs = req.knobs or list(DEFAULT_TUNE_KNOBS)
-    space = space_for(knobs, DEFAULT_ALLOWLIST)
+    space = space_for(knobs, DEFAULT_ALLOWLIST, hints=search_hints())
     state_dir = req.state_dir or Paths.from_env().state_dir
     journal = state_dir / "journal.db"
     objective = _objective(req)

@@ -26,12 +26,14 @@ def capture_command(
     `hosttune topology --root OUTPUT` (and every other command with --root)
     reads the tree back. Copies no process data and nothing under /etc but
     sysctl configuration."""
-    from hosttune.agent.sense.fixture import capture  # 30 ms, not for --help
+    # the fixture copier and the knob families: 30 ms, not for --help
+    from hosttune.agent.sense.fixture import capture
+    from hosttune.tuners.registry import capture_patterns
 
     if output.exists() and any(output.iterdir()):
         raise fail(f"{output}: exists and is not empty")
     output.mkdir(parents=True, exist_ok=True)
-    report = capture(Host(), output)
+    report = capture(Host(), output, knob_files=capture_patterns())
     (output / "README.md").write_text(
         "Captured with `hosttune capture` from a live host.\n"
     )

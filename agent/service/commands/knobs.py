@@ -305,11 +305,12 @@ def show_command(
     The owner is hosttune, the admin's file:line, the kernel command line, a
     peer daemon, or the default."""
     # the act layer: not at --help (see the module docstring)
-    from hosttune.agent.sense.ownership import owner_of, owners
-    from hosttune.tuners.base import tuner_for, tuners_for
+    from hosttune.agent.sense.ownership import owner_of
+    from hosttune.tuners.owners import owners
+    from hosttune.tuners.registry import bind_tuners, tuner_and_key
 
     host = Host(host_root(root))
-    tuners = tuners_for(host)
+    tuners = bind_tuners(host)
     owned = owners(host)
     _, config_owned = _admin_overrides()
     journal = _journal(must_exist=True)
@@ -320,7 +321,7 @@ def show_command(
                                    "last_change": None}
             rows.append(row)
             try:
-                tuner, key = tuner_for(tuners, knob)
+                tuner, key = tuner_and_key(tuners, knob)
                 if not tuner.available(key):
                     row["error"] = "unavailable on this host"
                     continue
