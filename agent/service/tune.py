@@ -211,7 +211,7 @@ class ObservingObjective:
         self._done = True
         import threading
 
-        from hosttune.agent.service.observe import observe
+        from hosttune.agent.service.snapshot import observe
 
         def look() -> None:
             time.sleep(self.delay)
@@ -231,7 +231,7 @@ class ObservingObjective:
 def _prior_start(host: Host, space: Space, baseline: dict[str, str], workload: str,
                  state: HostState | None = None) -> tuple[dict[str, str] | None, list[str]]:
     """The priors' recommendation for this class, restricted to the space."""
-    from hosttune.agent.service.observe import observe
+    from hosttune.agent.service.snapshot import observe
     from hosttune.models.recommender import recommend
 
     if state is None:
