@@ -31,6 +31,7 @@ from typing import Any
 from hosttune.agent.sense.errors import HosttuneError, KnobError, PermissionRefused
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.ownership import Owner, owner_of, owners
+from hosttune.agent.sense.telemetry.memory import mem_total_kb
 from hosttune.tuners import allowlist as allowlist_mod
 from hosttune.tuners.base import Tuner, tuner_for, tuners_for
 from hosttune.tuners.journal import TOUCHED, Journal, JournalError, TxnRecord
@@ -124,19 +125,12 @@ def _conflict(tuner: Tuner, key: str, value: str, before: str) -> str | None:
     return check(key, value, before) if check is not None else None
 
 
-def _mem_total_kb(host: Host) -> int | None:
-    for line in (host.read_optional("/proc/meminfo") or "").splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1])
-    return None
-
-
 def _prepare(host: Host, changes: list[Change], journal: Journal, tuners: dict[str, Tuner], *,
              force: bool, allowlist: Mapping[str, Mapping[str, Any]] | None,
              owned: dict[str, Owner]) -> list[_Step]:
     steps: list[_Step] = []
     seen: set[str] = set()
-    mem_total = _mem_total_kb(host)
+    mem_total = mem_total_kb(host)
     for seq, change in enumerate(changes, start=1):
         step = _Step(seq, change, None, "", change.before, change.after)
         steps.append(step)
