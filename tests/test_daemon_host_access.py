@@ -14,7 +14,7 @@ import pytest
 
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.telemetry.memory import mem_total_kb
-from hosttune.agent.service import snapshot
+from hosttune.agent.service import recommend, snapshot
 from hosttune.agent.service.daemon.host_access import HostTools
 from hosttune.tuners.knobs import Change, Plan
 
@@ -37,7 +37,8 @@ def test_recommend_is_a_function_of_the_held_sample(tmp_path: Path,
         second = tools.sample()
         rates = tools.rates(first, second)
         monkeypatch.setattr(snapshot, "Sampler", _no_sampler)
-        monkeypatch.setattr(snapshot.time, "sleep", _no_sampler)
+        monkeypatch.setattr(snapshot, "sample_window", _no_sampler)
+        monkeypatch.setattr(recommend, "sample_window", _no_sampler)
         started = time.monotonic()
         proposal = tools.recommend("training", second, rates)
         assert time.monotonic() - started < 5
