@@ -4,7 +4,7 @@ and resident memory, at its default interval, measured from /proc over a few
 minutes; and the same for Debian's `tuned` daemon side by side when it is
 installed (apt-get install tuned).
 
-    .venv/bin/python benchmarks/daemon_cost.py [--duration 180] [--no-tuned]
+    .venv/bin/python benchmarks/daemon_cost.py [--duration 180] [--no-tuned] [--mode recommend]
 
 hosttuned runs as installed (the shipped config/hosttune.yaml: observe mode,
 5 s interval; `--no-config` runs it without a file) with its state, socket
@@ -129,7 +129,7 @@ def boot_values() -> dict[str, str]:
 SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "config" / "hosttune.yaml"
 
 
-def start_hosttuned(tmp: Path, site_model: Path | None, config: bool
+def start_hosttuned(tmp: Path, site_model: Path | None, config: bool, mode: str | None = None
                     ) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
     exe = Path(sys.executable).parent / "hosttuned"
     if config:
@@ -148,7 +148,8 @@ def start_hosttuned(tmp: Path, site_model: Path | None, config: bool
     for var in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
         env.pop(var, None)
     log = open(tmp / "hosttuned.log", "wb")  # noqa: SIM115 (lives as long as the daemon)
-    proc = subprocess.Popen([str(exe), "--foreground"], env=env, stdout=log, stderr=log)
+    argv = [str(exe), "--foreground", *(["--mode", mode] if mode else [])]
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=log)
     return proc, env
 
 
@@ -209,6 +210,10 @@ def main() -> int:
     ap.add_argument("--no-config", action="store_true",
                     help="start hosttuned without a configuration file (defaults, no YAML "
                     "parsed); default: the shipped config/hosttune.yaml, as installed")
+    ap.add_argument("--mode", choices=("observe", "recommend"),
+                    help="override the configured mode (recommend: keeps a plan ready, "
+                    "made from the daemon's own samples); auto is not offered, it changes "
+                    "the host")
     ap.add_argument("--json", action="store_true", help="print JSON")
     args = ap.parse_args()
 
@@ -220,7 +225,7 @@ def main() -> int:
         notes: list[str] = []
         results: list[dict[str, Any]] = []
         try:
-            hproc, env = start_hosttuned(tmp, args.site_model, not args.no_config)
+            hproc, env = start_hosttuned(tmp, args.site_model, not args.no_config, args.mode)
             procs.append(hproc)
             measured = [Measured("hosttuned", hproc, lambda: hproc.pid)]
             if not args.no_tuned:
@@ -264,6 +269,7 @@ def main() -> int:
                 results[0]["model"] = (f"{model.get('source')} ({model.get('kind')})" if model
                                        else f"none: {engine.get('model_error')}")
                 results[0]["workload"] = st["workload"]["label"]
+                results[0]["mode"] = st["mode"]
                 notes += [f"hosttuned: {n}" for n in st.get("notes", [])]
         finally:
             for p in procs:
@@ -295,7 +301,8 @@ def main() -> int:
               f"{r['startup_cpu_s']:>14.2f}  {r['seconds']:.0f} s")
     h = results[0]
     if "samples" in h:
-        print(f"hosttuned: interval {h['interval_s']:g} s, {h['samples']} samples, "
+        print(f"hosttuned: {h['mode']} mode, interval {h['interval_s']:g} s, "
+              f"{h['samples']} samples, "
               f"model loaded: {h['model_loaded']}, workload: {h['workload']}")
         print(f"hosttuned model: {h['model']}")
     for note in notes:

@@ -1,7 +1,7 @@
 """A plain description of what the recommender looks at: the workload class,
 current knob values, telemetry rates, topology (nodes, devices with IRQs),
 the AI processes and the disks. Built from a live Host by
-`hosttune.agent.service.observe`, or written by hand in tests; the rules only ever
+`hosttune.agent.service.snapshot`, or written by hand in tests; the rules only ever
 see the flat facts derived from it here."""
 
 from __future__ import annotations

@@ -28,11 +28,12 @@ from hosttune.agent.sense.paths import Paths
 from hosttune.agent.sense.sample import Sample
 from hosttune.agent.sense.telemetry.sampler import Sampler, rates
 from hosttune.agent.service import config as cfg
-from hosttune.agent.service.daemon import Daemon
-from hosttune.agent.service.engine import Proposal, TxnOutcome
+from hosttune.agent.service.daemon.host_access import Proposal, TxnOutcome
+from hosttune.agent.service.daemon.loop import Daemon
 from hosttune.agent.service.log import Log
 from hosttune.agent.service.notify import Notifier
 from hosttune.agent.service.tracker import Verdict
+from hosttune.tuners.knobs import Change, Plan
 
 FIXTURE = Path(__file__).parent / "fixtures" / "telemetry" / "vm-2cpu"
 KNOB_PATH = "/proc/sys/vm/swappiness"
@@ -93,28 +94,6 @@ class World:
 
 
 @dataclass
-class Change:
-    knob: str
-    after: str
-    reason: str = ""
-    before: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        data = {"knob": self.knob, "value": self.after, "reason": self.reason}
-        return data if self.before is None else {**data, "before": self.before}
-
-
-@dataclass
-class Plan:
-    changes: list[Change]
-    workload: str | None = None
-    note: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"workload": self.workload, "changes": [c.to_dict() for c in self.changes]}
-
-
-@dataclass
 class FixtureEngine:
     """Real sampling of the fixture tree; a rule classifier; knob writes
     through Host with the old values journalled in memory."""
@@ -153,24 +132,27 @@ class FixtureEngine:
 
     slow_unknown: float = 0.0  # seconds the generic ("unknown") plan takes
 
-    def recommend(self, workload: str) -> Proposal | None:
+    def recommend(self, workload: str, latest: Sample | None,
+                  rates: Mapping[str, float]) -> Proposal | None:
+        assert latest is not None and rates  # the loop's own samples, not a new sampler
         if workload == "unknown":
             time.sleep(self.slow_unknown)
         if workload != "training":
             return None
-        plan = Plan([Change("sysctl:vm.swappiness", "10", "keep the dataset cached", "60")],
+        plan = Plan([Change("sysctl:vm.swappiness", "10", before="60",
+                            reason="keep the dataset cached", source="expert")],
                     workload=workload)
         return Proposal(workload=workload, plan=plan, report={"rules": ["swappiness"]})
 
     def allowlist_defaults(self) -> Mapping[str, Mapping[str, Any] | None]:
         return {"sysctl:vm.swappiness": {"min": 0, "max": 100}}
 
-    def allowed(self, plan: Any, allowlist: Mapping[str, Mapping[str, Any]],
-                avoid: set[tuple[str, str, str]]) -> Any:
+    def preflight(self, plan: Any, allowlist: Mapping[str, Mapping[str, Any]],
+                  admin_owned: Mapping[str, str]) -> Any:
         keep = []
         for c in plan.changes:
             bound = allowlist.get(c.knob)
-            if bound is None or (plan.workload or "", c.knob, c.after) in avoid:
+            if bound is None:
                 continue
             if not bound.get("min", 0) <= int(c.after) <= bound.get("max", 1 << 62):
                 continue
@@ -246,27 +228,27 @@ def test_auto_applies_then_reverts_a_change_that_hurt(tmp_path: Path,
     daemon, thread = _start(tmp_path, root, AUTO)
     try:
         _wait(lambda: daemon.tracker.stable == "idle", 10, "idle")
-        assert not daemon.applied  # nothing to do for an idle host
+        assert not daemon.policy.applied  # nothing to do for an idle host
         world.busy = 0.9
-        switched_at = daemon.windows
+        switched_at = daemon.window.windows
         _wait(lambda: daemon.tracker.stable == "training", 10, "training")
         # Taken within hysteresis windows (plus the window already under way).
-        assert daemon.windows - switched_at <= AUTO.hysteresis + 1
-        _wait(lambda: daemon.applied, 10, "auto apply")
+        assert daemon.window.windows - switched_at <= AUTO.hysteresis + 1
+        _wait(lambda: daemon.policy.applied, 10, "auto apply")
         assert (root / "proc/sys/vm/swappiness").read_text() == "10"
-        assert daemon.applied[0]["changes"][0]["knob"] == "sysctl:vm.swappiness"
+        assert daemon.policy.applied[0]["changes"][0]["knob"] == "sysctl:vm.swappiness"
         world.stall = 0.5  # the change hurts: half of every second stalled
-        _wait(lambda: daemon.reverts, 10, "revert")
+        _wait(lambda: daemon.policy.reverts, 10, "revert")
         assert (root / "proc/sys/vm/swappiness").read_text().strip() == "60"
-        why = daemon.reverts[0]["why"]
+        why = daemon.policy.reverts[0]["why"]
         assert "stall time" in why
-        assert ("training", "sysctl:vm.swappiness", "10") in daemon.avoid
+        assert ("training", "sysctl:vm.swappiness", "10") in daemon.policy.avoid
         # Remembered: later windows of the same workload do not re-apply it.
-        windows = daemon.windows
-        daemon._start_recommendation("training")
-        _wait(lambda: daemon.windows >= windows + 4, 10, "more windows")
-        assert len(daemon.applied) == 1
-        status = daemon.status()
+        windows = daemon.window.windows
+        daemon.policy.start_recommendation("training")
+        _wait(lambda: daemon.window.windows >= windows + 4, 10, "more windows")
+        assert len(daemon.policy.applied) == 1
+        status = daemon.requests.status()
         assert status["mode"] == "auto" and len(status["reverts"]) == 1
     finally:
         daemon.request_stop()
@@ -281,8 +263,8 @@ def test_auto_applies_then_reverts_a_change_that_hurt(tmp_path: Path,
     store.close()
     daemon2, thread2 = _start(tmp_path, root, AUTO)
     try:
-        _wait(lambda: daemon2.sample_count > 0, 5, "start")
-        assert ("training", "sysctl:vm.swappiness", "10") in daemon2.avoid
+        _wait(lambda: daemon2.window.sample_count > 0, 5, "start")
+        assert ("training", "sysctl:vm.swappiness", "10") in daemon2.policy.avoid
     finally:
         daemon2.request_stop()
         thread2.join(timeout=10)
@@ -293,11 +275,11 @@ def test_a_harmless_change_is_kept(tmp_path: Path, tree: tuple[Path, World]) -> 
     world.busy = 0.9
     daemon, thread = _start(tmp_path, root, AUTO)
     try:
-        _wait(lambda: daemon.applied, 10, "auto apply")
-        applied_windows = daemon.windows
-        _wait(lambda: daemon.windows >= applied_windows + AUTO.auto.watch_windows + 2, 10,
+        _wait(lambda: daemon.policy.applied, 10, "auto apply")
+        applied_windows = daemon.window.windows
+        _wait(lambda: daemon.window.windows >= applied_windows + AUTO.auto.watch_windows + 2, 10,
               "watch windows")
-        assert not daemon.reverts and daemon.watch is None
+        assert not daemon.policy.reverts and daemon.policy.watch is None
         assert (root / "proc/sys/vm/swappiness").read_text() == "10"
     finally:
         daemon.request_stop()
@@ -310,12 +292,12 @@ def test_recommend_mode_never_writes(tmp_path: Path, tree: tuple[Path, World]) -
     config = cfg.with_mode(AUTO, "recommend")
     daemon, thread = _start(tmp_path, root, config)
     try:
-        _wait(lambda: daemon.recommendation is not None, 10, "recommendation")
-        rec = daemon.status()["recommendation"]
+        _wait(lambda: daemon.policy.recommendation is not None, 10, "recommendation")
+        rec = daemon.requests.status()["recommendation"]
         assert rec["workload"] == "training"
         assert rec["plan"]["changes"][0]["value"] == "10"
         time.sleep(0.5)
-        assert not daemon.applied
+        assert not daemon.policy.applied
         assert (root / "proc/sys/vm/swappiness").read_text() == "60\n"
     finally:
         daemon.request_stop()
@@ -329,7 +311,7 @@ def test_revert_on_stop(tmp_path: Path, tree: tuple[Path, World]) -> None:
                        "auto: {cooldown_windows: 0}\nsocket: {group: root}\n")
     daemon, thread = _start(tmp_path, root, config)
     try:
-        _wait(lambda: daemon.applied, 10, "auto apply")
+        _wait(lambda: daemon.policy.applied, 10, "auto apply")
         assert (root / "proc/sys/vm/swappiness").read_text() == "10"
     finally:
         daemon.request_stop()
@@ -341,17 +323,15 @@ def test_reload_keeps_old_config_on_error(tmp_path: Path, tree: tuple[Path, Worl
     root, _world = tree
     daemon, thread = _start(tmp_path, root, AUTO)
     try:
-        _wait(lambda: daemon.sample_count > 2, 5, "samples")
-        daemon.paths.config.write_text("mode: observe\nwindow: many\n")
-        daemon._reload = True
-        daemon._wake.set()
-        _wait(lambda: daemon.store.events(kind="reload-failed"), 5, "reload failure")
-        assert daemon.config is AUTO
-        daemon.paths.config.write_text("mode: observe\ninterval: 0.2\n")
-        daemon._reload = True
-        daemon._wake.set()
-        _wait(lambda: daemon.config.mode == "observe", 5, "reload")
-        assert daemon.config.interval == 0.2
+        _wait(lambda: daemon.window.sample_count > 2, 5, "samples")
+        daemon.services.paths.config.write_text("mode: observe\nwindow: many\n")
+        daemon.request_reload()
+        _wait(lambda: daemon.services.store.events(kind="reload-failed"), 5, "reload failure")
+        assert daemon.services.config is AUTO
+        daemon.services.paths.config.write_text("mode: observe\ninterval: 0.2\n")
+        daemon.request_reload()
+        _wait(lambda: daemon.services.config.mode == "observe", 5, "reload")
+        assert daemon.services.config.interval == 0.2
     finally:
         daemon.request_stop()
         thread.join(timeout=10)
@@ -411,13 +391,13 @@ def test_a_failing_tick_is_survived(tmp_path: Path, tree: tuple[Path, World]) ->
     root, _world = tree
     daemon, thread = _start(tmp_path, root, AUTO)
     try:
-        _wait(lambda: daemon.sample_count > 2, 5, "samples")
-        engine = daemon.engine
+        _wait(lambda: daemon.window.sample_count > 2, 5, "samples")
+        engine = daemon.services.access
         assert isinstance(engine, FixtureEngine)
-        count = daemon.sample_count
+        count = daemon.window.sample_count
         engine.fail_next = 3
-        _wait(lambda: daemon.sample_count > count + 3, 5, "sampling to go on")
-        assert daemon.sample_errors == 3 and thread.is_alive()
+        _wait(lambda: daemon.window.sample_count > count + 3, 5, "sampling to go on")
+        assert daemon.window.sample_errors == 3 and thread.is_alive()
     finally:
         daemon.request_stop()
         thread.join(timeout=10)
@@ -434,10 +414,10 @@ def test_objective_command_judges_the_change(tmp_path: Path, tree: tuple[Path, W
         f"objective: {{command: 'cat {score}', higher_is_better: true, timeout: 10}}\n")
     daemon, thread = _start(tmp_path, root, config)
     try:
-        _wait(lambda: daemon.applied, 10, "auto apply")
+        _wait(lambda: daemon.policy.applied, 10, "auto apply")
         score.write_text("samples/s: 50\n")  # the benchmark got slower after the change
-        _wait(lambda: daemon.reverts, 10, "revert")
-        assert daemon.reverts[0]["why"] == "objective command went from 100 to 50"
+        _wait(lambda: daemon.policy.reverts, 10, "revert")
+        assert daemon.policy.reverts[0]["why"] == "objective command went from 100 to 50"
         assert (root / "proc/sys/vm/swappiness").read_text().strip() == "60"
     finally:
         daemon.request_stop()
@@ -465,9 +445,9 @@ def test_a_class_believed_while_a_plan_is_computed_gets_its_own(
     try:
         _wait(lambda: daemon.tracker.stable == "training", 10, "training")
         # Well before the periodic refresh (20 windows, 6 s here) would catch it.
-        _wait(lambda: daemon.applied, 4, "the training plan applied")
-        assert daemon.recommendation is not None
-        assert daemon.recommendation.workload == "training"
+        _wait(lambda: daemon.policy.applied, 4, "the training plan applied")
+        assert daemon.policy.recommendation is not None
+        assert daemon.policy.recommendation.workload == "training"
     finally:
         daemon.request_stop()
         thread.join(timeout=10)

@@ -119,9 +119,9 @@ def test_daemon_engine_classifies_without_numpy(tmp_path: Path) -> None:
     code = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from hosttune.agent.service.engine import HostEngine
+        from hosttune.agent.service.daemon.host_access import HostTools
         from hosttune.agent.sense.host import Host
-        e = HostEngine(Host(), Path({str(tmp_path)!r}))
+        e = HostTools(Host(), Path({str(tmp_path)!r}))
         info = e.prepare()
         samples = [e.sample()]
         rates = []

@@ -14,7 +14,7 @@ import pytest
 
 from hosttune.agent.sense.cpulist import parse_cpulist
 from hosttune.agent.sense.host import Host
-from hosttune.agent.service.observe import observe_topology
+from hosttune.agent.service.snapshot import observe_topology
 from hosttune.models.recommender import recommend, to_plan
 from hosttune.models.state import HostState, ProcessState
 from hosttune.tuners.knobs import Plan

@@ -14,7 +14,7 @@ import pytest
 
 from hosttune.agent.sense.paths import Paths
 from hosttune.agent.service import config as cfg
-from hosttune.agent.service.daemon import Daemon
+from hosttune.agent.service.daemon.loop import Daemon
 from hosttune.agent.service.log import Log
 from hosttune.agent.service.notify import Notifier
 from hosttune.models import classifier as serving
@@ -199,15 +199,15 @@ def test_daemon_warns_once_outside_the_model_geometry(tmp_path: Path) -> None:
     engine: Any = _Engine()
     daemon = Daemon(paths, config, engine, Log("debug", use_journal=False, stream=stream),
                     Notifier(env={}))
-    daemon.engine_info = {"model": {"geometry": serving.validated_geometry(
+    daemon.info.host = {"model": {"geometry": serving.validated_geometry(
         {"geometries": {"validated": ["5s/30s"], "interval_seconds": [1, 5],
                         "window_seconds": [10, 60]}})}}
-    daemon._check_geometry()
-    daemon._check_geometry()
+    daemon.check_geometry()
+    daemon.check_geometry()
     lines = [line for line in stream.getvalue().splitlines() if "validated" in line]
     assert len(lines) == 1, stream.getvalue()
     assert "60 s windows of 10 s rows" in lines[0] and "hosttune model train" in lines[0]
-    assert daemon.geometry_warning is not None
-    daemon.config = cfg.parse("interval: 5\nwindow: 6\n")
-    daemon._check_geometry()
-    assert daemon.geometry_warning is None
+    assert daemon.info.geometry_warning is not None
+    daemon.services.config = cfg.parse("interval: 5\nwindow: 6\n")
+    daemon.check_geometry()
+    assert daemon.info.geometry_warning is None

@@ -13,6 +13,7 @@ from hosttune.agent.sense.fixture import capture
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.ownership import owner_of
 from hosttune.agent.sense.peers import Irqbalance, PeerReport, TunedOption
+from hosttune.agent.sense.telemetry.memory import mem_total_kb
 from hosttune.models.space import space_for
 from hosttune.tuners.allowlist import DEFAULT_ALLOWLIST
 from hosttune.tuners.base import Tuner
@@ -203,7 +204,7 @@ def test_search_steps_come_from_the_families() -> None:
 def test_topology_single_facts(tmp_path: Path) -> None:
     host = Host(tmp_path)
     assert topology.online_cpus(host) == () and topology.memory_nodes(host) == (0,)
-    assert topology.node_cpus(host, 0) is None and topology.mem_total_kb(host) is None
+    assert topology.node_cpus(host, 0) is None and mem_total_kb(host) is None
     put(tmp_path, "/sys/devices/system/cpu/online", "0-3,6\n")
     put(tmp_path, "/sys/devices/system/node/has_memory", "0-1\n")
     put(tmp_path, "/sys/devices/system/node/node1/cpulist", "2-3\n")
@@ -211,4 +212,4 @@ def test_topology_single_facts(tmp_path: Path) -> None:
     assert topology.online_cpus(host) == (0, 1, 2, 3, 6)
     assert topology.memory_nodes(host) == (0, 1)
     assert topology.node_cpus(host, 1) == (2, 3)
-    assert topology.mem_total_kb(host) == 24576000
+    assert mem_total_kb(host) == 24576000

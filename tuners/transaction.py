@@ -31,7 +31,7 @@ from typing import Any
 from hosttune.agent.sense.errors import HosttuneError, KnobError, PermissionRefused
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.ownership import Owner, owner_of
-from hosttune.agent.sense.topology import mem_total_kb
+from hosttune.agent.sense.telemetry.memory import mem_total_kb
 from hosttune.tuners import allowlist as allowlist_mod
 from hosttune.tuners.base import Tuner
 from hosttune.tuners.journal import TOUCHED, Journal, JournalError, TxnRecord

@@ -18,6 +18,7 @@ from hosttune.agent.sense.cpulist import parse_cpulist
 from hosttune.agent.sense.errors import HosttuneError
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.pci import PciDevice, scan
+from hosttune.agent.sense.telemetry.memory import mem_total_kb
 
 log = logging.getLogger(__name__)
 
@@ -196,13 +197,7 @@ def _nodes(host: Host, cpus: list[Cpu], gaps: dict[str, str]) -> list[NumaNode]:
         # A kernel built without NUMA (or a tree without the directory) is one
         # node holding every CPU and all memory.
         gaps["numa"] = f"{NODE_DIR} missing: treated as one node"
-        total = None
-        meminfo = host.read_optional("/proc/meminfo")
-        if meminfo:
-            for line in meminfo.splitlines():
-                if line.startswith("MemTotal:"):
-                    total = int(line.split()[1])
-        return [NumaNode(0, tuple(c.id for c in cpus if c.online), total, None, (10,),
+        return [NumaNode(0, tuple(c.id for c in cpus if c.online), mem_total_kb(host), None, (10,),
                          _hugepools(host, "/sys/kernel/mm"))]
     nodes = []
     for node in ids:
@@ -326,12 +321,3 @@ def node_cpus(host: Host, node: int) -> tuple[int, ...] | None:
     path = f"{NODE_DIR}/node{node}/cpulist"
     text = host.read_optional(path)
     return None if text is None else parse_cpulist(text, source=host.describe(path))
-
-
-def mem_total_kb(host: Host) -> int | None:
-    """MemTotal of /proc/meminfo in kB; None when it cannot be read."""
-    for line in (host.read_optional("/proc/meminfo") or "").splitlines():
-        if line.startswith("MemTotal:"):
-            fields = line.split()
-            return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
-    return None

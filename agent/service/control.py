@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import grp
 import json
 import os
+import pwd
 import selectors
 import socket
 import struct
@@ -82,9 +84,6 @@ def peer_of(sock: socket.socket) -> Peer:
 
 
 def _groups_from_db(uid: int) -> tuple[int, ...]:
-    import grp
-    import pwd
-
     try:
         name = pwd.getpwuid(uid).pw_name
     except KeyError:

@@ -1,18 +1,23 @@
 """One `hosttune recommend`: decide the workload class (the shipped
 classifier, or what the admin says), observe the host, consult the outcomes
 measured here, and produce the recommendations, the plan and its rendering.
-Kept out of the CLI module so the daemon can serve the same answer."""
+Kept out of the CLI module so the daemon can serve the same answer, on the
+samples it already holds."""
 
 from __future__ import annotations
 
-import importlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from hosttune.agent.sense.errors import ConfigError, HosttuneError
+from hosttune.agent.sense.errors import ConfigError, HosttuneError, PermissionRefused
 from hosttune.agent.sense.host import Host
+from hosttune.agent.sense.paths import Paths
+from hosttune.agent.service.client import DaemonClient, DaemonError, DaemonUnavailable
+from hosttune.agent.service.outcome_store import OutcomeStore
 from hosttune.agent.service.recording import live_window
+from hosttune.agent.service.snapshot import Telemetry, host_state, sample_window
+from hosttune.models.outcomes import OutcomeError
 from hosttune.models.recommender import Recommendations, recommend, to_plan
 from hosttune.models.rules import load_priors
 
@@ -64,9 +69,6 @@ def daemon_workload() -> tuple[str | None, str]:
     """The class a running hosttuned believes in: it has watched the host for
     several windows with hysteresis, which a few seconds here cannot match.
     None (and why, or "" when no daemon answers) when it has no settled class."""
-    from hosttune.agent.sense.errors import PermissionRefused
-    from hosttune.agent.service.client import DaemonClient, DaemonError, DaemonUnavailable
-
     try:
         status = DaemonClient(timeout=2.0).request("status")
     except (DaemonUnavailable, DaemonError, PermissionRefused):
@@ -88,22 +90,18 @@ def daemon_workload() -> tuple[str | None, str]:
 
 def classify(host: Host, window: float) -> tuple[str | None, str]:
     """The running daemon's settled class, else the shipped classifier's
-    answer on a window of live telemetry, or None and why there is none.
-    Looked up by name: the recommender works (on the 'unknown' priors) in a
-    build that ships no model."""
+    answer on a window of live telemetry, or None and why there is none."""
     if not host.is_live:
         return None, "a captured host tree has no live telemetry to classify"
     label, how = daemon_workload()
     if label is not None:
         return label, how
+    # numpy (60 ms, 17 MB) comes with these: the daemon, which always passes
+    # its workload, never classifies here.
+    from hosttune.models import classifier, features, recognise
+
     try:
-        serving: Any = importlib.import_module("hosttune.models.classifier")
-        recognise: Any = importlib.import_module("hosttune.models.recognise")
-        features: Any = importlib.import_module("hosttune.models.features")
-    except ImportError:
-        return None, "no workload model is shipped in this build"
-    try:
-        model = serving.load()
+        model = classifier.load()
         # one sample a second, and the classifier needs MIN_ROWS of them
         seconds = max(window, float(features.MIN_ROWS) + 1.0)
         columns, matrix = live_window(seconds, 1.0)
@@ -111,19 +109,18 @@ def classify(host: Host, window: float) -> tuple[str | None, str]:
     except HosttuneError as exc:
         return None, f"the workload model could not classify: {exc}"
     label = str(pred.label)
-    if label == str(serving.UNKNOWN):
+    if label == str(classifier.UNKNOWN):
         return None, (f"the workload model is unsure (best guess {pred.best} at "
                       f"{pred.confidence:.2f}, below its threshold)")
     return label, f"classified by the shipped model, confidence {pred.confidence:.2f}"
 
 
 def run_recommend(host: Host, *, workload: str | None, window: float = 1.0,
-                  state_dir: str | None = None) -> RecommendReport:
-    from hosttune.agent.sense.paths import Paths
-    from hosttune.agent.service.observe import observe
-    from hosttune.agent.service.outcome_store import OutcomeStore
-    from hosttune.models.outcomes import OutcomeError
-
+                  state_dir: str | None = None,
+                  telemetry: Telemetry | str | None = None) -> RecommendReport:
+    """`telemetry`: what the caller already sampled (the daemon's latest
+    sample and rates; text: why it has none); None samples a `window`-second
+    window here."""
     priors = load_priors()
     notes: list[str] = []
     if workload is not None:
@@ -144,7 +141,9 @@ def run_recommend(host: Host, *, workload: str | None, window: float = 1.0,
                          "'unknown' priors")
             label = "unknown"
         workload = label
-    state = observe(host, workload=workload, window=window)
+    if telemetry is None:
+        telemetry = sample_window(host, window)
+    state = host_state(host, workload=workload, telemetry=telemetry)
     learned = None
     store_dir = state_dir if state_dir is not None else str(Paths.from_env().state_dir)
     try:

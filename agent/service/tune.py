@@ -32,8 +32,8 @@ from hosttune.agent.service.objective import (
     MetricFileObjective,
     PrometheusObjective,
 )
-from hosttune.agent.service.observe import observe
 from hosttune.agent.service.outcome_store import OutcomeStore
+from hosttune.agent.service.snapshot import observe
 from hosttune.models import workload_classes
 from hosttune.models.optimizer import Space
 from hosttune.models.recommender import recommend

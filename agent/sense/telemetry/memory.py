@@ -146,6 +146,17 @@ def parse_meminfo(text: str, path: str = MEMINFO, layout: Layout | None = None) 
     return out
 
 
+def mem_total_kb(host: Host) -> int | None:
+    """MemTotal of /proc/meminfo in kB; None when the file or the line is
+    missing or odd (callers cope: an allowlist's memory bound, one-node
+    topology)."""
+    for line in (host.read_optional(MEMINFO) or "").splitlines():
+        if line.startswith("MemTotal:"):
+            fields = line.split()
+            return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
+    return None
+
+
 def parse_node_meminfo(text: str, node: int, path: str = "",
                        layout: Layout | None = None) -> dict[str, float]:
     """'Node 0 MemTotal:   4942028 kB' lines -> node.<node>.* metrics."""

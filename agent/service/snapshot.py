@@ -1,19 +1,54 @@
-"""Build the recommender's HostState from a Host (the live machine or a
-fixture tree): knob values through the tuners, NUMA nodes and devices through
-topology discovery, rates and AI processes through the telemetry sampler,
-admin ownership through tuners.ownership. A part that cannot be observed is
-recorded in `gaps` and the rest still works: recommend must never fail
-because one /proc file is odd."""
+"""The recommender's snapshot of a host (`HostState`): the telemetry the
+caller already holds (the daemon's latest sample and rates), plus host facts:
+knob values through the tuners, NUMA nodes and devices through topology
+discovery, admin ownership and isolated CPUs through sense.ownership. A part
+that cannot be observed is recorded in `gaps` and the rest still works:
+recommend must never fail because one /proc file is odd.
+
+Only a caller without samples of its own (`hosttune recommend` with no daemon,
+`hosttune tune`) takes a short window here, through `sample_window`."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
+from hosttune.agent.sense.cpulist import parse_cpulist
 from hosttune.agent.sense.errors import HosttuneError
 from hosttune.agent.sense.host import Host
+from hosttune.agent.sense.ownership import cpu_reservations, owner_of
+from hosttune.agent.sense.sample import Sample
+from hosttune.agent.sense.telemetry.sampler import Sampler, rates
+from hosttune.agent.sense.topology import discover
 from hosttune.models.rules import Leaf, Node, load_priors
 from hosttune.models.state import DeviceState, DiskState, HostState, ProcessState
+from hosttune.tuners.owners import owners_report
+from hosttune.tuners.registry import bind_tuners, tuner_and_key
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """A sample and its rates against the sample before it."""
+
+    sample: Sample
+    rates: Mapping[str, float]
+
+
+def sample_window(host: Host, seconds: float) -> Telemetry | str:
+    """Two samples `seconds` apart, for a caller that holds none (text: why
+    there are none)."""
+    try:
+        sampler = Sampler(host)
+        try:
+            first = sampler.sample()
+            time.sleep(seconds)
+            second = sampler.sample()
+        finally:
+            sampler.close()
+    except HosttuneError as exc:
+        return str(exc)
+    return Telemetry(second, rates(first, second))
 
 
 def _leaf_facts(cond: Leaf | Node) -> Iterable[str]:
@@ -39,8 +74,6 @@ def prior_knobs() -> list[str]:
 
 def read_knobs(host: Host, knobs: Iterable[str]) -> tuple[dict[str, str], dict[str, str]]:
     """Current values of the knobs this host has, and why others were skipped."""
-    from hosttune.tuners.registry import bind_tuners, tuner_and_key
-
     tuners = bind_tuners(host)
     values: dict[str, str] = {}
     gaps: dict[str, str] = {}
@@ -60,9 +93,6 @@ def owned_knobs(host: Host, knobs: Iterable[str],
     """knob -> who owns it and where ("owned by the administrator: set in
     /etc/sysctl.d/90-ai.conf:3 (...)", "owned by a peer tuning daemon: tuned
     profile ..."); what could not be read goes to `notes`."""
-    from hosttune.agent.sense.ownership import owner_of
-    from hosttune.tuners.owners import owners_report
-
     owned, found_notes = owners_report(host)
     if notes is not None:
         notes.extend(found_notes)
@@ -76,18 +106,27 @@ def owned_knobs(host: Host, knobs: Iterable[str],
 
 def observe_isolation(host: Host, state: HostState) -> None:
     """The CPUs the admin set apart at boot, and what set them apart."""
-    from hosttune.agent.sense.ownership import cpu_reservations
-
     isolation = cpu_reservations(host)
     state.isolated = isolation.by_cpu()
     state.notes.extend(isolation.notes)
 
 
 def observe(host: Host, *, workload: str, window: float = 1.0) -> HostState:
+    """The snapshot for a caller that holds no samples: a `window`-second
+    sample of its own, then `host_state`."""
+    return host_state(host, workload=workload, telemetry=sample_window(host, window))
+
+
+def host_state(host: Host, *, workload: str, telemetry: Telemetry | str | None) -> HostState:
+    """The recommender's snapshot from the telemetry the caller holds (text:
+    why it has none)."""
     state = HostState(workload=workload)
     observe_topology(host, state)
     observe_isolation(host, state)
-    _observe_telemetry(host, state, window)
+    if isinstance(telemetry, Telemetry):
+        _add_telemetry(state, telemetry)
+    else:
+        state.gaps["telemetry"] = telemetry or "no sample taken yet"
     knobs = prior_knobs()
     knobs += [f"block:{d.name}:read_ahead_kb" for d in state.disks]
     knobs += [f"irq:{irq}" for dev in state.devices for irq in dev.irqs]
@@ -105,8 +144,6 @@ def observe(host: Host, *, workload: str, window: float = 1.0) -> HostState:
         for irq in dev.irqs:
             text = values.get(f"irq:{irq}")
             if text is not None:
-                from hosttune.agent.sense.cpulist import parse_cpulist
-
                 state.irq_affinity[irq] = parse_cpulist(text)
     try:
         # placement and IRQ knobs are proposed whether or not they were read
@@ -137,8 +174,6 @@ def _nvidia_minor(host: Host, address: str) -> int | None:
 
 
 def observe_topology(host: Host, state: HostState) -> None:
-    from hosttune.agent.sense.topology import discover
-
     try:
         topo = discover(host, netifs=False)
     except HosttuneError as exc:
@@ -170,19 +205,10 @@ def observe_topology(host: Host, state: HostState) -> None:
     state.devices = tuple(devices)
 
 
-def _observe_telemetry(host: Host, state: HostState, window: float) -> None:
-    from hosttune.agent.sense.telemetry.sampler import Sampler, rates
-
-    try:
-        sampler = Sampler(host)
-        first = sampler.sample()
-        time.sleep(window)
-        second = sampler.sample()
-    except HosttuneError as exc:
-        state.gaps["telemetry"] = str(exc)
-        return
+def _add_telemetry(state: HostState, telemetry: Telemetry) -> None:
+    second = telemetry.sample
     values = dict(second.values)
-    values.update(rates(first, second))
+    values.update(telemetry.rates)
     state.telemetry = {k: float(v) for k, v in values.items()}
     disks: dict[str, DiskState] = {}
     for name, value in values.items():
