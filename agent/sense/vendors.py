@@ -6,7 +6,7 @@ they are tried (`accel/select.py`), the vendor names the backends report,
 and the device files a process opens to drive an accelerator.
 
 Adding a vendor is one row here; adding its backend is that row's `backend`
-plus one module under `accel/` and its line in `accel/select.BACKEND_CLASSES`
+plus one module under `accel/` and its line in `accel/select.DEFAULT_FACTORIES`
 (a backend named here without one is accepted by the config and skipped).
 
 Sources: PCI ids and names from the PCI ID Repository (pciutils/pciids
