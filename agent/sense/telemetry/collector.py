@@ -18,10 +18,9 @@ benchmarks/sample_cost.py to time reading the same files raw).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-if TYPE_CHECKING:
-    from hosttune.agent.sense.host import Host
+from hosttune.agent.sense.host import Host
 
 
 @runtime_checkable
