@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hosttune.agent.sense.cpulist import parse_cpulist
-from hosttune.agent.sense.errors import HosttuneError
+from hosttune.agent.sense.errors import HosttuneError, ParseError
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.pci import PciDevice, scan
 
@@ -189,6 +189,20 @@ def _hugepools(host: Host, base: str) -> dict[int, HugePool]:
     return pools
 
 
+def mem_total_kb(host: Host) -> int | None:
+    """MemTotal of /proc/meminfo in kB (the whole machine's usable RAM), or
+    None when the file or the line is missing. A MemTotal line without a
+    number is a ParseError naming the file."""
+    for line in (host.read_optional("/proc/meminfo") or "").splitlines():
+        if line.startswith("MemTotal:"):
+            try:
+                return int(line.split()[1])
+            except (IndexError, ValueError):
+                raise ParseError(host.describe("/proc/meminfo"),
+                                 f"MemTotal is not a number: {line[:60]!r}") from None
+    return None
+
+
 def _nodes(host: Host, cpus: list[Cpu], gaps: dict[str, str]) -> list[NumaNode]:
     ids = sorted(int(m.group(1)) for n in host.listdir_optional(NODE_DIR)
                  if (m := _NODE_RE.match(n)))
@@ -196,14 +210,8 @@ def _nodes(host: Host, cpus: list[Cpu], gaps: dict[str, str]) -> list[NumaNode]:
         # A kernel built without NUMA (or a tree without the directory) is one
         # node holding every CPU and all memory.
         gaps["numa"] = f"{NODE_DIR} missing: treated as one node"
-        total = None
-        meminfo = host.read_optional("/proc/meminfo")
-        if meminfo:
-            for line in meminfo.splitlines():
-                if line.startswith("MemTotal:"):
-                    total = int(line.split()[1])
-        return [NumaNode(0, tuple(c.id for c in cpus if c.online), total, None, (10,),
-                         _hugepools(host, "/sys/kernel/mm"))]
+        return [NumaNode(0, tuple(c.id for c in cpus if c.online), mem_total_kb(host), None,
+                         (10,), _hugepools(host, "/sys/kernel/mm"))]
     nodes = []
     for node in ids:
         base = f"{NODE_DIR}/node{node}"
