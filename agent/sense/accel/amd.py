@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 from types import ModuleType
 from typing import Any
 
@@ -29,8 +28,6 @@ from hosttune.agent.sense.accel.base import (
 )
 from hosttune.agent.sense.accel.library import Fault, LibraryBackend, LibraryDevice
 from hosttune.agent.sense.vendors import for_backend
-
-log = logging.getLogger("hosttune.accel")
 
 # amdsmi_status_t (amdsmi.h)
 STATUS_NOT_SUPPORTED = 2
@@ -88,7 +85,7 @@ class AmdBackend(LibraryBackend[LibraryDevice]):
         try:
             smi.amdsmi_init(smi.AmdSmiInitFlags.INIT_AMD_GPUS)
         except smi.AmdSmiException as exc:
-            raise BackendUnavailable("amd", f"amdsmi_init failed: {_reason(exc)}") from None
+            raise BackendUnavailable(self.name, f"amdsmi_init failed: {_reason(exc)}") from None
         self._initialised = True
         try:
             handles = smi.amdsmi_get_processor_handles()
@@ -96,10 +93,11 @@ class AmdBackend(LibraryBackend[LibraryDevice]):
                                   i) for i, h in enumerate(handles)]
         except smi.AmdSmiException as exc:
             self.close()
-            raise BackendUnavailable("amd", f"amdsmi cannot list GPUs: {_reason(exc)}") from None
+            raise BackendUnavailable(self.name,
+                                     f"amdsmi cannot list GPUs: {_reason(exc)}") from None
         if not gpus:
             self.close()
-            raise BackendUnavailable("amd", "amdsmi finds no GPU")
+            raise BackendUnavailable(self.name, "amdsmi finds no GPU")
         self._devices = gpus
 
     def fault(self, exc: Exception) -> Fault | None:

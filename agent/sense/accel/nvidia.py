@@ -71,7 +71,7 @@ class NvidiaBackend(LibraryBackend[_Gpu]):
                 # optional: nvidia-ml-py is installed only where NVIDIA GPUs are
                 import pynvml
             except ImportError as exc:
-                raise BackendUnavailable("nvidia", f"nvidia-ml-py is not installed ({exc})") \
+                raise BackendUnavailable(self.name, f"nvidia-ml-py is not installed ({exc})") \
                     from None
             nvml = pynvml
         self.nvml: Any = nvml
@@ -85,7 +85,7 @@ class NvidiaBackend(LibraryBackend[_Gpu]):
         try:
             nvml.nvmlInit()
         except nvml.NVMLError as exc:
-            raise BackendUnavailable("nvidia", f"NVML init failed: {exc}") from None
+            raise BackendUnavailable(self.name, f"NVML init failed: {exc}") from None
         self._initialised = True
         try:
             count = nvml.nvmlDeviceGetCount()
@@ -103,10 +103,10 @@ class NvidiaBackend(LibraryBackend[_Gpu]):
                 gpus.append(_Gpu(i, handle, normalize_pci_address(_text(pci.busId)), i))
         except nvml.NVMLError as exc:
             self.close()
-            raise BackendUnavailable("nvidia", f"NVML cannot list GPUs: {exc}") from None
+            raise BackendUnavailable(self.name, f"NVML cannot list GPUs: {exc}") from None
         if not gpus:
             self.close()
-            raise BackendUnavailable("nvidia", "NVML finds no usable GPU")
+            raise BackendUnavailable(self.name, "NVML finds no usable GPU")
         self._devices = gpus
         self._events = self._register_xid_events()
 
