@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from hosttune.agent.sense.accel.base import METRICS
 from hosttune.agent.sense.errors import HostReadError
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.sample import AIProcess
@@ -59,8 +60,6 @@ def test_live_names_are_catalogued() -> None:
 
 
 def test_accel_backend_names_are_catalogued() -> None:
-    from hosttune.agent.sense.accel.base import METRICS
-
     for suffix in METRICS:
         assert lookup(f"accel.0.{suffix}") is not None, suffix
 
