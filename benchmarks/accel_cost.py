@@ -18,6 +18,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+from hosttune.agent.sense.accel.nvidia import NvidiaBackend
 from hosttune.agent.sense.accel.select import AccelCollector
 from hosttune.agent.sense.accel.sysfs import SysfsBackend
 from hosttune.agent.sense.host import Host
@@ -42,8 +43,6 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     if args.nvml:
-        from hosttune.agent.sense.accel.nvidia import NvidiaBackend
-
         coll = AccelCollector(Host(args.root), ["nvidia"])
         bare = NvidiaBackend()
         took = median_us(lambda: coll.collect({}), args.n)

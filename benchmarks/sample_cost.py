@@ -5,7 +5,8 @@ files raw, and the RSS of a process that samples.
 
 Rows:
 - system sample: Sampler.sample() with every system collector, no process scan
-  (what the daemon does most intervals);
+  (what the daemon does most intervals; `open_sampler(host, accelerators=False,
+  process_every=0)`);
 - raw open+read: open, read and close each file that sample reads (the
   budget in DESIGN.md: a full Sample <= 2x this);
 - kept-fd reads: the same files read the sampler's way (preadv on kept-open
@@ -45,7 +46,7 @@ from functools import partial
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.telemetry.interrupts import IrqTable, parse_interrupts
 from hosttune.agent.sense.telemetry.processes import find_ai_processes, host_has_accel_devices
-from hosttune.agent.sense.telemetry.sampler import Sampler
+from hosttune.agent.sense.telemetry.sampler import Sampler, open_sampler
 
 
 def measure(fn: Callable[[], object], runs: int) -> dict[str, float]:
@@ -118,8 +119,8 @@ def rss_kib(numpy_first: bool) -> int:
     code = (
         ("import numpy\n" if numpy_first else "")
         + "from hosttune.agent.sense.host import Host\n"
-        "from hosttune.agent.sense.telemetry.sampler import Sampler\n"
-        "s = Sampler(Host(), process_every=1); s.sample(); s.sample()\n"
+        "from hosttune.agent.sense.telemetry.sampler import open_sampler\n"
+        "s = open_sampler(Host(), accelerators=False, process_every=1); s.sample(); s.sample()\n"
         "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmRSS')][0])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
@@ -194,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, dict[str, float]] = {}
     ratios: list[float] = []
     for _ in range(max(1, args.repeat)):
-        with Sampler(host, process_every=0) as sampler:
+        with open_sampler(host, accelerators=False, process_every=0) as sampler:
             paths = system_paths(sampler)
             rows["system sample"] = measure(sampler.sample, args.samples)
         rows["raw open+read"] = measure(partial(read_raw, paths), args.samples)
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     preader = Preader(host, paths)
     rows["kept-fd reads"] = measure(preader, args.samples)
     preader.close()
-    with Sampler(host, process_every=1) as sampler:
+    with open_sampler(host, accelerators=False, process_every=1) as sampler:
         rows["sample with processes"] = measure(sampler.sample, args.process_samples)
     ppaths = process_paths(host)
     rows["raw system+process files"] = measure(lambda: read_raw(paths + ppaths),

@@ -8,7 +8,9 @@ the fake and the FAKE_NVML_* variables configuring it.
 
 from __future__ import annotations
 
+import ctypes.util
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -18,6 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from hosttune.agent.sense.accel.nvidia import NvidiaBackend
+from hosttune.agent.sense.accel.select import AccelCollector
+from hosttune.agent.sense.host import Host
 
 FAKE_SOURCE = Path(__file__).parent / "fixtures" / "accel" / "fake_nvml.c"
 NVIDIA_HOST = Path(__file__).parent / "fixtures" / "hosts" / "nvidia-8gpu"
@@ -225,15 +231,8 @@ def test_hung_nvml_call_does_not_stall_the_sampler(fake_nvml_dir: Path) -> None:
 def test_no_nvml_library_at_all() -> None:
     """The real pynvml with no libnvidia-ml anywhere: automatic choice on a
     host whose sysfs shows 8 NVIDIA GPUs falls back to sysfs, saying so once."""
-    import ctypes.util
-    import logging
-
     if ctypes.util.find_library("nvidia-ml"):
         pytest.skip("this machine has a real libnvidia-ml")
-    from hosttune.agent.sense.accel.nvidia import NvidiaBackend
-    from hosttune.agent.sense.accel.select import AccelCollector
-    from hosttune.agent.sense.host import Host
-
     lines: list[str] = []
 
     class Keep(logging.Handler):

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from hosttune.agent.sense.accel.sysfs import SysfsBackend, is_accelerator, link_generation, scan
+from hosttune.agent.sense.accel.sysfs import (
+    SysfsBackend,
+    device_file,
+    is_accelerator,
+    link_generation,
+    scan,
+)
 from hosttune.agent.sense.host import Host
 
 HOSTS = Path(__file__).parent / "fixtures" / "hosts"
@@ -112,3 +118,33 @@ def test_empty_host(tmp_path: Path) -> None:
     values: dict[str, float] = {}
     backend.sample(values)
     assert values == {}
+
+
+def _device_files(host: Host) -> list[tuple[str, str | None]]:
+    nth: dict[str | None, int] = {}
+    out = []
+    for dev in scan(host):
+        path = device_file(host, dev, nth.get(dev.driver, 0))
+        if path is not None:
+            nth[dev.driver] = nth.get(dev.driver, 0) + 1
+        out.append((dev.address, path))
+    return out
+
+
+def test_device_files_by_driver_order() -> None:
+    assert _device_files(Host(HOSTS / "mixed")) == [
+        ("0000:17:00.0", "/dev/nvidia0"), ("0000:31:00.0", "/dev/davinci0"),
+        ("0000:4b:00.0", None), ("0000:98:00.0", "/dev/dri/renderD128"),
+        ("0000:b1:00.0", "/dev/nvidia1")]
+
+
+def test_device_file_takes_the_nvidia_minor(tmp_path: Path) -> None:
+    root = tmp_path / "host"
+    shutil.copytree(HOSTS / "nvidia-8gpu", root, symlinks=True)
+    info = root / "proc/driver/nvidia/gpus/0000:18:00.0/information"
+    info.parent.mkdir(parents=True)
+    info.write_text("Model: \t\t NVIDIA H100\nDevice Minor: \t 5\n")
+    files = _device_files(Host(root))
+    assert files[0] == ("0000:18:00.0", "/dev/nvidia5")
+    # the others keep their place in address order
+    assert files[1] == ("0000:2a:00.0", "/dev/nvidia1")

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from hosttune.agent.sense.errors import ParseError
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.telemetry.memory import mem_total_kb
 from hosttune.agent.service import recommend, snapshot
@@ -108,6 +109,7 @@ def test_mem_total_has_one_parser(tmp_path: Path) -> None:
     (tmp_path / "proc/meminfo").write_text("MemFree: 5 kB\n")
     assert mem_total_kb(host) is None  # no line
     (tmp_path / "proc/meminfo").write_text("MemTotal: lots kB\n")
-    assert mem_total_kb(host) is None  # odd
+    with pytest.raises(ParseError, match="MemTotal"):  # odd: said, not a silent None
+        mem_total_kb(host)
     (tmp_path / "proc/meminfo").write_text("MemTotal:       24000000 kB\nMemFree: 5 kB\n")
     assert mem_total_kb(host) == 24000000

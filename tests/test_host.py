@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from hosttune.agent.sense.errors import HostReadError, HostWriteError, ParseError
-from hosttune.agent.sense.host import Host
+from hosttune.agent.sense.host import _KEPT_BUFFER, Host
 
 
 def test_reads_under_root(tmp_path: Path) -> None:
@@ -57,8 +57,6 @@ def test_resolve_stays_inside_fixture(tmp_path: Path) -> None:
 
 
 def test_kept_file_grows_its_buffer_and_rereads(tmp_path: Path) -> None:
-    from hosttune.agent.sense.host import _KEPT_BUFFER
-
     (tmp_path / "proc").mkdir(exist_ok=True)
     big = "".join(f"line {i}\n" for i in range(_KEPT_BUFFER // 3))
     (tmp_path / "proc/big").write_text(big)

@@ -20,15 +20,17 @@ from hosttune.agent.sense.telemetry.disks import DiskCollector, looks_whole, par
 from hosttune.agent.sense.telemetry.interrupts import parse_interrupts
 from hosttune.agent.sense.telemetry.load import parse_loadavg
 from hosttune.agent.sense.telemetry.memory import (
+    MemoryCollector,
     NumaMemoryCollector,
     parse_meminfo,
     parse_node_meminfo,
     parse_numastat,
 )
 from hosttune.agent.sense.telemetry.network import parse_net_dev
+from hosttune.agent.sense.telemetry.parsing import Layout
 from hosttune.agent.sense.telemetry.pressure import PressureCollector, parse_pressure
 from hosttune.agent.sense.telemetry.processes import parse_numa_maps, parse_stat_cpu_seconds
-from hosttune.agent.sense.telemetry.vmstat import parse_vmstat
+from hosttune.agent.sense.telemetry.vmstat import VmstatCollector, parse_vmstat
 
 FIX = Path(__file__).parent / "fixtures" / "telemetry"
 TWO = FIX / "two-node"
@@ -281,8 +283,6 @@ def test_mutated_real_files(which: str, data: st.DataObject) -> None:
 @settings(max_examples=100, deadline=None)
 @given(data=st.data())
 def test_layout_gives_the_same_values(which: str, data: st.DataObject) -> None:
-    from hosttune.agent.sense.telemetry.parsing import Layout
-
     path = {"vmstat": "/proc/vmstat", "meminfo": "/proc/meminfo",
             "node_meminfo": "/sys/devices/system/node/node0/meminfo"}[which]
 
@@ -318,9 +318,6 @@ def test_layout_gives_the_same_values(which: str, data: st.DataObject) -> None:
 
 
 def test_live_layouts_match_fresh_parses() -> None:
-    from hosttune.agent.sense.telemetry.memory import MemoryCollector
-    from hosttune.agent.sense.telemetry.vmstat import VmstatCollector
-
     host = Host()
     for coll, path, parse in ((VmstatCollector(host), "/proc/vmstat", parse_vmstat),
                               (MemoryCollector(host), "/proc/meminfo", parse_meminfo)):

@@ -14,7 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hosttune.agent.sense.host import Host
-from hosttune.agent.sense.telemetry.processes import cmdline_reasons, find_ai_processes
+from hosttune.agent.sense.telemetry.processes import (
+    cmdline_reasons,
+    find_ai_processes,
+    own_rss_bytes,
+)
 
 TWO = Path(__file__).parent / "fixtures" / "telemetry" / "two-node"
 
@@ -127,3 +131,10 @@ def test_odd_process_files_never_raise(tmp_path: Path, files: dict[str, str]) ->
     p = found[0]
     assert p.rss_bytes >= 0 and p.anon_huge_bytes >= 0 and p.cpu_seconds >= 0
     assert all(isinstance(n, int) and n >= 0 for n in p.numa_pages)
+
+
+def test_own_rss_bytes(tmp_path: Path) -> None:
+    rss = own_rss_bytes(Host())
+    assert rss is not None
+    assert 1 << 20 < rss < 1 << 32
+    assert own_rss_bytes(Host(tmp_path)) is None

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from hosttune.agent.sense.accel.base import METRICS
 from hosttune.agent.sense.errors import HostReadError
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.sample import AIProcess
@@ -15,6 +16,7 @@ from hosttune.agent.sense.telemetry.catalogue import CATALOGUE, lookup
 from hosttune.agent.sense.telemetry.collector import Collector
 from hosttune.agent.sense.telemetry.sampler import (
     Sampler,
+    open_sampler,
     rates,
     sample_window,
     system_collectors,
@@ -58,8 +60,6 @@ def test_live_names_are_catalogued() -> None:
 
 
 def test_accel_backend_names_are_catalogued() -> None:
-    from hosttune.agent.sense.accel.base import METRICS
-
     for suffix in METRICS:
         assert lookup(f"accel.0.{suffix}") is not None, suffix
 
@@ -135,3 +135,34 @@ def test_default_collectors_on_a_tree_with_nothing(tmp_path: Path) -> None:
     assert "pressure" not in sample.errors and "numa" not in sample.errors
     assert sample.processes == []
     assert len(system_collectors(Host(tmp_path))) == 9
+
+
+def test_open_sampler_adds_the_accelerators() -> None:
+    with open_sampler(Host(HOSTS / "nvidia-8gpu"), process_every=0) as sampler:
+        assert sampler.accel is not None
+        assert sampler.collectors[-1] is sampler.accel
+        assert [c.name for c in sampler.collectors[:-1]] == [
+            c.name for c in system_collectors(Host(HOSTS / "nvidia-8gpu"))]
+        assert sampler.process_every == 0
+        assert sampler.notes == []
+        sample = sampler.sample()
+    assert sample.values["accel.count"] == 8.0
+    assert "accel.0.lost" in sample.values
+
+
+def test_open_sampler_without_accelerators() -> None:
+    with open_sampler(Host(HOSTS / "nvidia-8gpu"), accelerators=False,
+                      process_every=3) as sampler:
+        assert sampler.accel is None
+        assert "accel" not in [c.name for c in sampler.collectors]
+        assert sampler.process_every == 3
+        assert "accel.count" not in sampler.sample().values
+
+
+def test_open_sampler_says_why_accelerators_are_off() -> None:
+    with open_sampler(Host(HOSTS / "nvidia-8gpu"), backends=["cuda"]) as sampler:
+        assert sampler.accel is None
+        assert len(sampler.notes) == 1
+        assert sampler.notes[0].startswith("accelerator telemetry off: ")
+        assert "'cuda'" in sampler.notes[0]
+        assert "sampler.seconds" in sampler.sample().values

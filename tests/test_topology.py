@@ -9,8 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hosttune.agent.sense.errors import ParseError
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.pci import classify, read_device
+from hosttune.agent.sense.telemetry.memory import mem_total_kb
 from hosttune.agent.sense.topology import discover
 from hosttune.agent.service.cli import main
 from hosttune.agent.service.render.topology import affinity, topology_lines
@@ -180,3 +182,15 @@ def test_well_formed_node_files_are_read(tmp_path: Path) -> None:
     assert (n0.mem_total_kb, n0.mem_free_kb) == (1024, 512)
     assert n0.hugepages[2048].total == 8 and n0.hugepages[2048].free == 6
     assert n0.hugepages[2048].surplus == 1
+
+
+def test_mem_total_kb(tmp_path: Path) -> None:
+    text = (HOSTS / "this-vm/proc/meminfo").read_text()
+    want = int(next(ln for ln in text.splitlines() if ln.startswith("MemTotal:")).split()[1])
+    assert mem_total_kb(Host(HOSTS / "this-vm")) == want
+    assert mem_total_kb(Host(tmp_path)) is None
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc/meminfo").write_text("MemTotal:  lots kB\n")
+    with pytest.raises(ParseError, match=r"/proc/meminfo.*MemTotal"):
+        mem_total_kb(Host(tmp_path))
+    assert (mem_total_kb(Host()) or 0) > 0

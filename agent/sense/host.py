@@ -365,15 +365,16 @@ class Host:
         """migrate_pages(2): move `pid`'s pages on `from_nodes` to `to_nodes`.
         Returns how many pages could not be moved."""
         self._refuse_unless_live(f"/proc/{pid}")
+        # ctypes: 3 ms and 0.4 MB RSS in every process holding a Host; only this needs it
         import ctypes
-        import platform
 
         numbers = {"x86_64": 256, "aarch64": 238, "ppc64le": 258, "s390x": 287, "riscv64": 238}
-        number = numbers.get(platform.machine())
+        machine = os.uname().machine
+        number = numbers.get(machine)
         old, new = set(from_nodes), set(to_nodes)
         if number is None:
             raise HostWriteError(self.describe(f"/proc/{pid}"),
-                                 f"migrate_pages: unknown syscall number on {platform.machine()}",
+                                 f"migrate_pages: unknown syscall number on {machine}",
                                  errno=errno_mod.ENOSYS)
         bits = max([*old, *new, 0]) + 1
         words = (bits + 63) // 64

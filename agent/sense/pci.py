@@ -3,19 +3,19 @@
 The role of a device (accelerator, NIC, NVMe) comes from its PCI class code
 and, for display-class devices, its vendor: a server's BMC VGA is a display
 controller too, and must not be taken for an accelerator. Class codes are from
-the PCI Code and ID Assignment Specification (PCI-SIG), vendor ids from the
-PCI ID Repository (pci-ids.ucw.cz, `pci.ids`).
+the PCI Code and ID Assignment Specification (PCI-SIG); the vendors, with
+their ids and sources, are in hosttune.agent.sense.vendors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from hosttune.agent.sense.cpulist import parse_cpulist, parse_cpumask
 from hosttune.agent.sense.errors import HosttuneError
 from hosttune.agent.sense.host import Host
+from hosttune.agent.sense.vendors import is_ai_vendor, vendor_name
 
 PCI_DEVICES = "/sys/bus/pci/devices"
 
@@ -33,42 +33,13 @@ CLASS_BRIDGE_PCI = 0x0604
 _DISPLAY = (CLASS_DISPLAY_VGA, CLASS_DISPLAY_3D, CLASS_DISPLAY_OTHER)
 _NETWORK = (CLASS_ETHERNET, CLASS_INFINIBAND, CLASS_NETWORK_OTHER)
 
-# Vendors whose display-class devices are AI accelerators (pci.ids names in
-# comments). A processing accelerator (0x1200) or co-processor counts whoever
-# made it, so vendors shipping only those need no entry to be found; they are
-# here to be named.
-# Sources: pciutils/pciids `pci.ids` for the names; 0x1da3 is also
-# PCI_VENDOR_ID_HABANALABS in the kernel's drivers/accel/habanalabs; 0x1d22
-# ("Baidu Technology", 3684 "Kunlun AI Accelerator") and 0x1d94 ("Chengdu
-# Haiguang IC Design Co., Ltd.") were checked against pci.ids excerpts. 0xcabc
-# (Cambricon) could not be confirmed from a public source here; it stays only
-# as a name, since its MLUs report class 0x1200 and are accelerators by class.
-AI_VENDORS: Mapping[int, str] = {
-    0x10DE: "nvidia",  # NVIDIA Corporation
-    0x1002: "amd",  # Advanced Micro Devices, Inc. [AMD/ATI]
-    0x19E5: "huawei",  # Huawei Technologies Co., Ltd.
-    0xCABC: "cambricon",  # unverified id, see above
-    0x1DA3: "habana",  # Habana Labs Ltd. (Intel Gaudi)
-    0x1D22: "kunlunxin",  # Baidu Technology (Kunlun AI Accelerator)
-    0x1D94: "hygon",  # Chengdu Haiguang IC Design Co., Ltd. (Hygon DCU)
-}
-NIC_VENDORS: Mapping[int, str] = {
-    0x15B3: "mellanox",  # Mellanox Technologies (NVIDIA networking)
-    0x8086: "intel",
-    0x14E4: "broadcom",
-    0x1AF4: "virtio",  # Red Hat, Inc. (virtio)
-    0x1077: "qlogic",
-    0x19E5: "huawei",
-}
-
-
 def classify(vendor_id: int, class_code: int) -> str:
     """accelerator | nic | nvme | bridge | other, from the 24-bit class code."""
     cls = class_code >> 8
     if cls in (CLASS_PROCESSING_ACCELERATOR, CLASS_COPROCESSOR):
         return "accelerator"
     if cls in _DISPLAY:
-        return "accelerator" if vendor_id in AI_VENDORS else "other"
+        return "accelerator" if is_ai_vendor(vendor_id) else "other"
     if cls in _NETWORK:
         return "nic"
     if class_code == CLASS_NVME:
@@ -76,10 +47,6 @@ def classify(vendor_id: int, class_code: int) -> str:
     if cls == CLASS_BRIDGE_PCI:
         return "bridge"
     return "other"
-
-
-def vendor_name(vendor_id: int) -> str | None:
-    return AI_VENDORS.get(vendor_id) or NIC_VENDORS.get(vendor_id)
 
 
 @dataclass(frozen=True)

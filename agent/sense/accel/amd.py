@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
@@ -29,8 +26,8 @@ from hosttune.agent.sense.accel.base import (
     metric_name,
     normalize_pci_address,
 )
-
-log = logging.getLogger("hosttune.accel")
+from hosttune.agent.sense.accel.library import Fault, LibraryBackend, LibraryDevice
+from hosttune.agent.sense.vendors import for_backend
 
 # amdsmi_status_t (amdsmi.h)
 STATUS_NOT_SUPPORTED = 2
@@ -58,6 +55,7 @@ def import_amdsmi() -> ModuleType:
     sink = io.StringIO()
     try:
         with contextlib.redirect_stdout(sink):
+            # optional: amdsmi is installed only where AMD GPUs are
             import amdsmi
     # amdsmi raises KeyError/OSError, not ImportError, when its C library is missing
     except Exception as exc:
@@ -75,72 +73,55 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-@dataclass
-class _Gpu:
-    local: int
-    handle: Any
-    address: str
-    index: int
-    lost: bool = False
-    unsupported: set[str] = field(default_factory=set)
-
-
-class AmdBackend:
+class AmdBackend(LibraryBackend[LibraryDevice]):
     name = "amd"
+    vendor = for_backend(name)
+    lost_words = "is gone"
 
     def __init__(self, amdsmi: ModuleType | None = None) -> None:
+        super().__init__()
         smi: Any = amdsmi if amdsmi is not None else import_amdsmi()
         self.smi = smi
-        self._processes: list[AccelProcess] | None = None
         try:
             smi.amdsmi_init(smi.AmdSmiInitFlags.INIT_AMD_GPUS)
         except smi.AmdSmiException as exc:
-            raise BackendUnavailable("amd", f"amdsmi_init failed: {_reason(exc)}") from None
+            raise BackendUnavailable(self.name, f"amdsmi_init failed: {_reason(exc)}") from None
         self._initialised = True
         try:
             handles = smi.amdsmi_get_processor_handles()
-            gpus = [_Gpu(i, h, normalize_pci_address(smi.amdsmi_get_gpu_device_bdf(h)), i)
-                    for i, h in enumerate(handles)]
+            gpus = [LibraryDevice(i, h, normalize_pci_address(smi.amdsmi_get_gpu_device_bdf(h)),
+                                  i) for i, h in enumerate(handles)]
         except smi.AmdSmiException as exc:
             self.close()
-            raise BackendUnavailable("amd", f"amdsmi cannot list GPUs: {_reason(exc)}") from None
+            raise BackendUnavailable(self.name,
+                                     f"amdsmi cannot list GPUs: {_reason(exc)}") from None
         if not gpus:
             self.close()
-            raise BackendUnavailable("amd", "amdsmi finds no GPU")
-        self._gpus = gpus
+            raise BackendUnavailable(self.name, "amdsmi finds no GPU")
+        self._devices = gpus
 
-    def _call(self, gpu: _Gpu, what: str, fn: Callable[..., Any], *args: Any) -> Any | None:
+    def fault(self, exc: Exception) -> Fault | None:
         smi = self.smi
-        if gpu.lost or what in gpu.unsupported:
-            return None
-        try:
-            return fn(*args)
-        except smi.AmdSmiLibraryException as exc:
+        if isinstance(exc, smi.AmdSmiLibraryException):
             code = exc.err_code
             if code in _FATAL:
-                raise BackendUnavailable("amd", f"amdsmi stopped working: {_reason(exc)}") \
-                    from None
+                return Fault.FATAL
             if code == STATUS_NOT_FOUND:
-                gpu.lost = True
-                log.warning("accel: AMD GPU %d (%s) is gone (amdsmi: %s); reporting it as lost",
-                            gpu.local, gpu.address, _reason(exc))
-            elif code in _ABSENT:
-                gpu.unsupported.add(what)
+                return Fault.LOST
             # retry/timeout/busy and the rest: absent this pass only
-            return None
-        except smi.AmdSmiException:
+            return Fault.UNSUPPORTED if code in _ABSENT else Fault.TRANSIENT
+        if isinstance(exc, smi.AmdSmiException):
             # parameter/key errors: this amdsmi does not offer the call as we use it
-            gpu.unsupported.add(what)
-            return None
+            return Fault.UNSUPPORTED
+        return None
 
-    def reindex(self, by_address: Mapping[str, int]) -> None:
-        for gpu in self._gpus:
-            gpu.index = by_address.get(gpu.address, gpu.index)
+    def reason(self, exc: Exception) -> str:
+        return _reason(exc)
 
     def devices(self) -> list[AccelDevice]:
         smi = self.smi
         out = []
-        for gpu in self._gpus:
+        for gpu in self._devices:
             h = gpu.handle
             asic = self._call(gpu, "asic", smi.amdsmi_get_gpu_asic_info, h) or {}
             uuid = self._call(gpu, "uuid", smi.amdsmi_get_gpu_device_uuid, h)
@@ -150,21 +131,22 @@ class AmdBackend:
             serial = asic.get("asic_serial")
             model = asic.get("market_name")
             out.append(AccelDevice(
-                index=gpu.index, vendor="amd", backend=self.name, pci_address=gpu.address,
+                index=gpu.index, vendor=self.vendor.name, backend=self.name,
+                pci_address=gpu.address,
                 model=model if model and model != "N/A" else None, vendor_index=gpu.local,
                 # amdsmi answers -1 when the kernel has no NUMA information
                 numa_node=numa if isinstance(numa, int) and numa >= 0 else None,
                 memory_total_bytes=int(total * MB) if total is not None else None,
-                driver="amdgpu", serial=serial if serial and serial != "N/A" else None,
+                driver=self.vendor.driver, serial=serial if serial and serial != "N/A" else None,
                 uuid=uuid or None, links=self._links(gpu),
                 facts={"state": "lost"} if gpu.lost else {},
             ))
         return out
 
-    def _links(self, gpu: _Gpu) -> tuple[AccelLink, ...]:
+    def _links(self, gpu: LibraryDevice) -> tuple[AccelLink, ...]:
         smi = self.smi
         links = []
-        for peer in self._gpus:
+        for peer in self._devices:
             if peer is gpu or gpu.lost or peer.lost:
                 continue
             link = self._call(gpu, "link_type", smi.amdsmi_topo_get_link_type,
@@ -178,7 +160,7 @@ class AmdBackend:
     def sample(self, values: dict[str, float]) -> None:
         smi = self.smi
         processes: list[AccelProcess] = []
-        for gpu in self._gpus:
+        for gpu in self._devices:
             h = gpu.handle
             i = gpu.index
             if gpu.lost:
@@ -237,11 +219,6 @@ class AmdBackend:
                         name if name and name != "N/A" else None))
             values[metric_name(i, "lost")] = 1.0 if gpu.lost else 0.0
         self._processes = processes
-
-    def processes(self) -> list[AccelProcess]:
-        if self._processes is None:
-            self.sample({})
-        return list(self._processes or [])
 
     def close(self) -> None:
         if getattr(self, "_initialised", False):

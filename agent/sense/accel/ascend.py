@@ -30,6 +30,7 @@ from hosttune.agent.sense.accel.base import (
 from hosttune.agent.sense.cpulist import parse_cpulist
 from hosttune.agent.sense.errors import HostCommandError, ParseError
 from hosttune.agent.sense.host import Host
+from hosttune.agent.sense.vendors import for_backend
 
 log = logging.getLogger("hosttune.accel")
 
@@ -222,6 +223,7 @@ def parse_topo(text: str, *, source: str = "npu-smi info -t topo") -> dict[int, 
 
 class AscendBackend:
     name = "ascend"
+    vendor = for_backend(name)
 
     def __init__(self, host: Host, *, timeout: float = 10.0, usages: bool = True) -> None:
         """`usages`: also run `npu-smi info -t usages -i N` for each NPU every
@@ -285,7 +287,7 @@ class AscendBackend:
             if self.version:
                 facts["npu_smi_version"] = self.version
             out.append(AccelDevice(
-                index=self._index[key], vendor="huawei", backend=self.name,
+                index=self._index[key], vendor=self.vendor.name, backend=self.name,
                 pci_address=chip.bus_id, model=chip.name, vendor_index=self._label(chip),
                 local_cpus=topo.cpus if topo is not None else (),
                 memory_total_bytes=chip.hbm_total_mb * MB if chip.hbm_total_mb else None,

@@ -77,7 +77,7 @@ class AccelLink:
 @dataclass
 class AccelDevice:
     index: int  # global, see module docstring
-    vendor: str  # "nvidia", "amd", "huawei", "cambricon", ...
+    vendor: str  # a name of hosttune.agent.sense.vendors ("nvidia", "huawei"), or "pci:<id>"
     backend: str  # which backend describes it
     pci_address: str | None = None  # "0000:3b:00.0", lower case
     model: str | None = None

@@ -14,7 +14,7 @@ import ctypes
 import logging
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -27,6 +27,8 @@ from hosttune.agent.sense.accel.base import (
     metric_name,
     normalize_pci_address,
 )
+from hosttune.agent.sense.accel.library import Fault, LibraryBackend, LibraryDevice
+from hosttune.agent.sense.vendors import for_backend
 
 log = logging.getLogger("hosttune.accel")
 
@@ -46,32 +48,30 @@ def _text(value: Any) -> str:
 
 
 @dataclass
-class _Gpu:
-    local: int  # NVML index
-    handle: Any
-    address: str
-    index: int  # global
-    lost: bool = False
-    unsupported: set[str] = field(default_factory=set)
+class _Gpu(LibraryDevice):
     xid_events: int | None = None  # None: not registered for Xid events
     xids_seen: set[int] = field(default_factory=set)
 
 
-class NvidiaBackend:
+class NvidiaBackend(LibraryBackend[_Gpu]):
     name = "nvidia"
+    vendor = for_backend(name)
+    lost_words = "fell off the bus"
 
     def __init__(self, nvml: ModuleType | None = None, *, cpu_count: int | None = None,
                  pcie_every: int = 1) -> None:
         """`nvml` is the pynvml module (tests pass the real one loaded against
         a fake libnvidia-ml); None imports it. `pcie_every`: see
         `read_throughput_every`."""
+        super().__init__()
         self.read_throughput_every(pcie_every)
         self._passes = 0
         if nvml is None:
             try:
+                # optional: nvidia-ml-py is installed only where NVIDIA GPUs are
                 import pynvml
             except ImportError as exc:
-                raise BackendUnavailable("nvidia", f"nvidia-ml-py is not installed ({exc})") \
+                raise BackendUnavailable(self.name, f"nvidia-ml-py is not installed ({exc})") \
                     from None
             nvml = pynvml
         self.nvml: Any = nvml
@@ -81,12 +81,11 @@ class NvidiaBackend:
         self._fatal = {getattr(nvml, n) for n in _FATAL_NAMES if hasattr(nvml, n)}
         self._absent = {getattr(nvml, n) for n in _ABSENT_NAMES if hasattr(nvml, n)}
         self._lost_code = getattr(nvml, "NVML_ERROR_GPU_IS_LOST", 15)
-        self._processes: list[AccelProcess] | None = None
         nvml = self.nvml
         try:
             nvml.nvmlInit()
         except nvml.NVMLError as exc:
-            raise BackendUnavailable("nvidia", f"NVML init failed: {exc}") from None
+            raise BackendUnavailable(self.name, f"NVML init failed: {exc}") from None
         self._initialised = True
         try:
             count = nvml.nvmlDeviceGetCount()
@@ -104,11 +103,11 @@ class NvidiaBackend:
                 gpus.append(_Gpu(i, handle, normalize_pci_address(_text(pci.busId)), i))
         except nvml.NVMLError as exc:
             self.close()
-            raise BackendUnavailable("nvidia", f"NVML cannot list GPUs: {exc}") from None
+            raise BackendUnavailable(self.name, f"NVML cannot list GPUs: {exc}") from None
         if not gpus:
             self.close()
-            raise BackendUnavailable("nvidia", "NVML finds no usable GPU")
-        self._gpus = gpus
+            raise BackendUnavailable(self.name, "NVML finds no usable GPU")
+        self._devices = gpus
         self._events = self._register_xid_events()
 
     def _register_xid_events(self) -> Any | None:
@@ -120,7 +119,7 @@ class NvidiaBackend:
             events = nvml.nvmlEventSetCreate()
         except nvml.NVMLError:
             return None
-        for gpu in self._gpus:
+        for gpu in self._devices:
             try:
                 nvml.nvmlDeviceRegisterEvents(gpu.handle, nvml.nvmlEventTypeXidCriticalError,
                                               events)
@@ -131,7 +130,7 @@ class NvidiaBackend:
 
     def _drain_xid_events(self) -> None:
         nvml = self.nvml
-        by_handle = {_address(g.handle): g for g in self._gpus}
+        by_handle = {_address(g.handle): g for g in self._devices}
         for _ in range(256):  # a bound, should a storm of events keep coming
             try:
                 event = nvml.nvmlEventSetWait_v2(self._events, 0)
@@ -160,48 +159,27 @@ class NvidiaBackend:
 
     # -- helpers -----------------------------------------------------------
 
-    def _call(self, gpu: _Gpu, what: str, fn: Callable[..., Any], *args: Any) -> Any | None:
-        """One NVML call for one GPU: its value, or None when this GPU cannot
-        say (and will not be asked again). Raises BackendUnavailable when the
-        driver itself is gone."""
+    def fault(self, exc: Exception) -> Fault | None:
         nvml = self.nvml
-        if gpu.lost or what in gpu.unsupported:
-            return None
-        try:
-            return fn(*args)
-        except nvml.NVMLError as exc:
+        if isinstance(exc, nvml.NVMLError):
             code = getattr(exc, "value", None)
             if code == self._lost_code:
-                gpu.lost = True
-                log.warning("accel: NVIDIA GPU %d (%s) fell off the bus (NVML: %s); "
-                            "reporting it as lost", gpu.local, gpu.address, exc)
-                return None
+                return Fault.LOST
             if code in self._fatal:
-                raise BackendUnavailable("nvidia", f"NVML stopped working: {exc}") from None
-            if code in self._absent:
-                gpu.unsupported.add(what)
-            return None
-        except Exception as exc:
-            # pynvml raises NVMLLibraryMismatchError (not an NVMLError) when an
-            # unversioned function is missing from an older driver's library
-            if type(exc).__name__ != "NVMLLibraryMismatchError":
-                raise
-            gpu.unsupported.add(what)
-            return None
-
-    def _by_address(self) -> dict[str, _Gpu]:
-        return {g.address: g for g in self._gpus}
+                return Fault.FATAL
+            return Fault.UNSUPPORTED if code in self._absent else Fault.TRANSIENT
+        # pynvml raises NVMLLibraryMismatchError (not an NVMLError) when an
+        # unversioned function is missing from an older driver's library
+        if type(exc).__name__ == "NVMLLibraryMismatchError":
+            return Fault.UNSUPPORTED
+        return None
 
     # -- AccelBackend ------------------------------------------------------
-
-    def reindex(self, by_address: Mapping[str, int]) -> None:
-        for gpu in self._gpus:
-            gpu.index = by_address.get(gpu.address, gpu.index)
 
     def devices(self) -> list[AccelDevice]:
         nvml = self.nvml
         out = []
-        for gpu in self._gpus:
+        for gpu in self._devices:
             h = gpu.handle
             name = self._call(gpu, "name", nvml.nvmlDeviceGetName, h)
             uuid = self._call(gpu, "uuid", nvml.nvmlDeviceGetUUID, h)
@@ -223,12 +201,13 @@ class NvidiaBackend:
                 facts["state"] = "lost"
             node_list = _bits(nodes) if nodes is not None else []
             out.append(AccelDevice(
-                index=gpu.index, vendor="nvidia", backend=self.name, pci_address=gpu.address,
+                index=gpu.index, vendor=self.vendor.name, backend=self.name,
+                pci_address=gpu.address,
                 model=_text(name) if name is not None else None, vendor_index=gpu.local,
                 numa_node=node_list[0] if len(node_list) == 1 else None,
                 local_cpus=tuple(_bits(cpus)) if cpus is not None else (),
                 memory_total_bytes=int(mem.total) if mem is not None else None,
-                driver="nvidia", serial=_text(serial) if serial is not None else None,
+                driver=self.vendor.driver, serial=_text(serial) if serial is not None else None,
                 uuid=_text(uuid) if uuid is not None else None,
                 links=self._links(gpu), facts=facts,
             ))
@@ -253,7 +232,7 @@ class NvidiaBackend:
         links = []
         nvlink_index = getattr(nvml, "NVML_P2P_CAPS_INDEX_NVLINK", 2)
         ok = getattr(nvml, "NVML_P2P_STATUS_OK", 0)
-        for peer in self._gpus:
+        for peer in self._devices:
             if peer is gpu or gpu.lost or peer.lost:
                 continue
             status = self._call(gpu, "p2p_nvlink", nvml.nvmlDeviceGetP2PStatus,
@@ -275,7 +254,7 @@ class NvidiaBackend:
         every = self.pcie_every
         pcie = every > 0 and self._passes % every == 0
         self._passes += 1
-        for gpu in self._gpus:
+        for gpu in self._devices:
             h = gpu.handle
             i = gpu.index
             if gpu.xid_events is not None:
@@ -333,11 +312,6 @@ class NvidiaBackend:
         return sum(len(nvml.nvmlDeviceGetRetiredPages(handle, cause)) for cause in (
             nvml.NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS,
             nvml.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR))
-
-    def processes(self) -> list[AccelProcess]:
-        if self._processes is None:
-            self.sample({})
-        return list(self._processes or [])
 
     def close(self) -> None:
         if getattr(self, "_initialised", False):

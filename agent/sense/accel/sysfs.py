@@ -19,6 +19,7 @@ from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.pci import PCI_DEVICES, PciDevice
 from hosttune.agent.sense.pci import classify as classify_pci
 from hosttune.agent.sense.pci import scan as scan_pci
+from hosttune.agent.sense.vendors import BY_DRIVER
 
 # "16.0 GT/s PCIe" -> generation, by the per-lane rate each generation added.
 _GEN_BY_RATE = {2.5: 1, 5.0: 2, 8.0: 3, 16.0: 4, 32.0: 5, 64.0: 6}
@@ -51,6 +52,29 @@ def scan_nics(host: Host) -> list[PciDevice]:
 
 def vendor_of(dev: PciDevice) -> str:
     return dev.vendor_name or f"pci:{dev.vendor_id:04x}"
+
+
+def nvidia_minor(host: Host, address: str) -> int | None:
+    """The /dev/nvidiaN minor the NVIDIA driver gave a GPU, when it says."""
+    text = host.read_optional(f"/proc/driver/nvidia/gpus/{address}/information")
+    for line in (text or "").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Device Minor" and value.strip().isdigit():
+            return int(value.strip())
+    return None
+
+
+def device_file(host: Host, dev: PciDevice, nth: int) -> str | None:
+    """The device file a process opens to drive accelerator `dev`, the
+    `nth` (from 0) of its driver's devices in PCI address order (the order
+    nvidia-smi and npu-smi number them unless told otherwise); None for a
+    driver the vendor table gives no device file. NVIDIA's own minor number
+    wins where its driver says it."""
+    vendor = BY_DRIVER.get(dev.driver or "")
+    if vendor is None or vendor.device_file is None:
+        return None
+    minor = nvidia_minor(host, dev.address) if vendor.name == "nvidia" else None
+    return vendor.device_file.format(minor if minor is not None else vendor.device_base + nth)
 
 
 def describe(dev: PciDevice, index: int, backend: str = "sysfs") -> AccelDevice:

@@ -6,10 +6,11 @@ raises a `HosttuneError` subclass (`HostReadError`, `ParseError`) naming the
 path; the sampler records that in `Sample.errors` and carries on with the
 other collectors.
 
-The accelerator seam: an accelerator backend (hosttune.agent.sense.accel) is just
-one more Collector, named e.g. "accel.nvidia", that fills `accel.<i>.*` names
-from the catalogue; it is added to the list given to `Sampler`. Nothing else in
-telemetry needs to know about vendors.
+The accelerator seam: the accelerators (hosttune.agent.sense.accel.select's
+AccelCollector, over whichever vendor backends serve this host) are just one
+more Collector, named "accel", that fills `accel.<i>.*` names from the
+catalogue; `sampler.open_sampler` adds it. Nothing else in telemetry needs to
+know about vendors.
 
 Collectors may also have `close()` (release kept-open files; the sampler calls
 it when present) and `paths()` (the host files one `collect` reads, used by
@@ -18,10 +19,9 @@ benchmarks/sample_cost.py to time reading the same files raw).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-if TYPE_CHECKING:
-    from hosttune.agent.sense.host import Host
+from hosttune.agent.sense.host import Host
 
 
 @runtime_checkable

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from hosttune.agent.sense.errors import ParseError
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.telemetry.collector import KeptFileCollector
 from hosttune.agent.sense.telemetry.parsing import Layout, nothing_usable, number
@@ -147,13 +148,17 @@ def parse_meminfo(text: str, path: str = MEMINFO, layout: Layout | None = None) 
 
 
 def mem_total_kb(host: Host) -> int | None:
-    """MemTotal of /proc/meminfo in kB; None when the file or the line is
-    missing or odd (callers cope: an allowlist's memory bound, one-node
-    topology)."""
+    """MemTotal of /proc/meminfo in kB (the whole machine's usable RAM), or
+    None when the file or the line is missing (callers cope: an allowlist's
+    memory bound, one-node topology). A MemTotal line without a number is a
+    ParseError naming the file."""
     for line in (host.read_optional(MEMINFO) or "").splitlines():
         if line.startswith("MemTotal:"):
-            fields = line.split()
-            return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
+            try:
+                return int(line.split()[1])
+            except (IndexError, ValueError):
+                raise ParseError(host.describe(MEMINFO),
+                                 f"MemTotal is not a number: {line[:60]!r}") from None
     return None
 
 

@@ -63,6 +63,16 @@ _MAX_FDS = 1024
 _BASE_KB = max(1, resource.getpagesize() // 1024)
 
 
+def own_rss_bytes(host: Host) -> int | None:
+    """Resident memory of the calling process (/proc/self/statm, in pages),
+    or None where it cannot be read. Only meaningful on the live host."""
+    text = host.read_optional("/proc/self/statm")
+    try:
+        return int((text or "").split()[1]) * resource.getpagesize()
+    except (IndexError, ValueError):
+        return None
+
+
 def host_has_accel_devices(host: Host) -> bool:
     """Whether any accelerator device node exists. When none does, no process
     can hold one open and the fd scan (one readlink per fd) is skipped."""

@@ -1,16 +1,17 @@
 """The sampler: runs the collectors, scans for AI processes every Nth time,
 and turns two Samples into rates.
 
-    sampler = Sampler(Host())            # every system collector
+    sampler = open_sampler(Host())       # every system collector and the accelerators
     first = sampler.sample()
     time.sleep(1)
     second = sampler.sample()
     r = rates(first, second)             # {"cpu.util": 0.12, "disk.vda.read_bytes.rate": ...}
     sampler.close()
 
-Accelerators plug in as one more Collector (hosttune.agent.sense.accel builds them):
-`Sampler(host, [*system_collectors(host), nvidia_collector])`. Their
-`accel.<i>.*` names are in the catalogue like every other metric.
+Accelerators plug in as one more Collector (hosttune.agent.sense.accel.select
+builds it): `open_sampler` is the one way the daemon and the CLI build their
+sampler, with or without it. Its `accel.<i>.*` names are in the catalogue
+like every other metric.
 
 Nothing here imports numpy or psutil: plain parsing of a few /proc files
 re-read with pread is the cheapest way to a Sample (benchmarks/sample_cost.py).
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from hosttune.agent.sense.errors import HosttuneError
 from hosttune.agent.sense.host import Host
@@ -36,6 +38,10 @@ from hosttune.agent.sense.telemetry.network import NetworkCollector
 from hosttune.agent.sense.telemetry.pressure import PressureCollector
 from hosttune.agent.sense.telemetry.processes import find_ai_processes
 from hosttune.agent.sense.telemetry.vmstat import VmstatCollector
+
+if TYPE_CHECKING:
+    # for annotations only: importing it costs 17 ms and 0.9 MB (see open_sampler)
+    from hosttune.agent.sense.accel.select import AccelCollector
 
 ProcessFinder = Callable[[Host], list[AIProcess]]
 
@@ -100,6 +106,10 @@ class Sampler:
         self._processes: list[AIProcess] = []
         self._ai_values: dict[str, float] = {}
         self._last_scan: tuple[float, dict[int, float]] | None = None
+        # set by open_sampler: the accelerator collector among `collectors`,
+        # and what was left out and why ("accelerator telemetry off: ...")
+        self.accel: AccelCollector | None = None
+        self.notes: list[str] = []
 
     def sample(self) -> Sample:
         start = time.monotonic()
@@ -145,6 +155,43 @@ class Sampler:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def open_sampler(
+    host: Host,
+    *,
+    process_every: int = 5,
+    accelerators: bool = True,
+    backends: Sequence[str] | None = None,
+    pcie_every: int = 1,
+) -> Sampler:
+    """The sampler of one process (the daemon, a CLI command, a recording):
+    every system collector, then the accelerator collector unless
+    `accelerators` is False, scanning AI processes every `process_every`-th
+    sample (0: never).
+
+    `backends` and `pcie_every` go to AccelCollector (None: automatic choice;
+    pass `backends_from_config(config.backends)`). An accelerator view that
+    cannot start here is left out and said in `sampler.notes`; a system
+    collector that cannot start raises as before."""
+    collectors = system_collectors(host)
+    accel = None
+    notes = []
+    if accelerators:
+        # accel.select (logging, threading, sysfs backend): 17 ms and 0.9 MB, which a
+        # sampler without accelerators (`hosttune status`) does not pay
+        from hosttune.agent.sense.accel.select import AccelCollector
+
+        try:
+            accel = AccelCollector(host, backends, pcie_every=pcie_every)
+        except (HosttuneError, OSError) as exc:
+            notes.append(f"accelerator telemetry off: {exc}")
+        else:
+            collectors.append(accel)
+    sampler = Sampler(host, collectors, process_every=process_every)
+    sampler.accel = accel
+    sampler.notes = notes
+    return sampler
 
 
 def derive_sample(values: dict[str, float]) -> None:
