@@ -37,7 +37,7 @@ def test_recommend_is_a_function_of_the_held_sample(tmp_path: Path,
         first = tools.sample()
         second = tools.sample()
         rates = tools.rates(first, second)
-        monkeypatch.setattr(snapshot, "Sampler", _no_sampler)
+        monkeypatch.setattr(snapshot, "open_sampler", _no_sampler)
         monkeypatch.setattr(snapshot, "sample_window", _no_sampler)
         monkeypatch.setattr(recommend, "sample_window", _no_sampler)
         started = time.monotonic()

@@ -200,7 +200,7 @@ def _nodes(host: Host, cpus: list[Cpu], gaps: dict[str, str]) -> list[NumaNode]:
         try:
             total = mem_total_kb(host)
         except ParseError as exc:
-            gaps["memory"] = exc.message
+            gaps["memory"] = str(exc)
             total = None
         return [NumaNode(0, tuple(c.id for c in cpus if c.online), total, None,
                          (10,), _hugepools(host, "/sys/kernel/mm"))]

@@ -18,8 +18,8 @@ from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
-from hosttune.agent.sense.errors import HosttuneError
 from hosttune.agent.sense.host import Host
+from hosttune.agent.sense.telemetry.processes import own_rss_bytes
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 REQUEST_TIMEOUT = 2.0
@@ -41,10 +41,8 @@ def own_usage() -> tuple[float, int]:
     """(CPU seconds, resident bytes) of this process."""
     times = os.times()
     cpu = times.user + times.system
-    try:
-        resident_pages = int(Host().read_text("/proc/self/statm").split()[1])
-        rss = resident_pages * os.sysconf("SC_PAGE_SIZE")
-    except (HosttuneError, ValueError, IndexError):
+    rss = own_rss_bytes(Host())
+    if rss is None:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return cpu, rss
 

@@ -20,10 +20,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from hosttune.agent.sense.accel.select import AccelCollector
 from hosttune.agent.sense.errors import HosttuneError
 from hosttune.agent.sense.host import Host
-from hosttune.agent.sense.telemetry.sampler import Sampler, rates, system_collectors
+from hosttune.agent.sense.telemetry.sampler import Sampler, open_sampler, rates
 from hosttune.models.trace import TraceWriter, read_trace, trace_columns, trace_row
 
 
@@ -64,13 +63,8 @@ def _pid_alive(pid: int) -> bool:
 def make_sampler(process_every: int = 5, accelerators: bool = True) -> Sampler:
     """The live host's Sampler with every system collector, plus the
     accelerator collector when it opens."""
-    host = Host()
-    collectors = system_collectors(host)
-    if accelerators:
-        # no accelerator view: the trace has no accel columns
-        with contextlib.suppress(HosttuneError, OSError):
-            collectors.append(AccelCollector(host))
-    return Sampler(host, collectors, process_every=process_every)
+    # no accelerator view: the trace has no accel columns
+    return open_sampler(Host(), process_every=process_every, accelerators=accelerators)
 
 
 def record(

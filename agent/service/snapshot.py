@@ -14,12 +14,13 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from hosttune.agent.sense.accel.sysfs import device_file
 from hosttune.agent.sense.cpulist import parse_cpulist
 from hosttune.agent.sense.errors import HosttuneError
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.ownership import cpu_reservations, owner_of
 from hosttune.agent.sense.sample import Sample
-from hosttune.agent.sense.telemetry.sampler import Sampler, rates
+from hosttune.agent.sense.telemetry.sampler import open_sampler, rates
 from hosttune.agent.sense.topology import discover
 from hosttune.models.rules import Leaf, Node, load_priors
 from hosttune.models.state import DeviceState, DiskState, HostState, ProcessState
@@ -39,7 +40,7 @@ def sample_window(host: Host, seconds: float) -> Telemetry | str:
     """Two samples `seconds` apart, for a caller that holds none (text: why
     there are none)."""
     try:
-        sampler = Sampler(host)
+        sampler = open_sampler(host, accelerators=False)
         try:
             first = sampler.sample()
             time.sleep(seconds)
@@ -155,24 +156,6 @@ def host_state(host: Host, *, workload: str, telemetry: Telemetry | str | None) 
     return state
 
 
-# Device files a process opens to drive an accelerator, by driver, in the
-# order the driver numbers them (PCI address order, as nvidia-smi and npu-smi
-# number devices unless told otherwise).
-_DEV_FILES = {"nvidia": "/dev/nvidia{}", "devdrv_device_driver": "/dev/davinci{}",
-              "amdgpu": "/dev/dri/renderD{}"}
-_DEV_BASE = {"amdgpu": 128}
-
-
-def _nvidia_minor(host: Host, address: str) -> int | None:
-    """The /dev/nvidiaN minor the NVIDIA driver gave a GPU, when it says."""
-    text = host.read_optional(f"/proc/driver/nvidia/gpus/{address}/information")
-    for line in (text or "").splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "Device Minor" and value.strip().isdigit():
-            return int(value.strip())
-    return None
-
-
 def observe_topology(host: Host, state: HostState) -> None:
     try:
         topo = discover(host, netifs=False)
@@ -189,12 +172,11 @@ def observe_topology(host: Host, state: HostState) -> None:
             continue
         names: tuple[str, ...] = dev.netdevs + dev.block_devs
         driver = dev.driver or ""
-        if dev.role == "accelerator" and driver in _DEV_FILES:
-            index = per_driver.get(driver, 0)
-            per_driver[driver] = index + 1
-            minor = _nvidia_minor(host, dev.address) if driver == "nvidia" else None
-            number = minor if minor is not None else _DEV_BASE.get(driver, 0) + index
-            names = (_DEV_FILES[driver].format(number), *names)
+        dev_file = (device_file(host, dev, per_driver.get(driver, 0))
+                    if dev.role == "accelerator" else None)
+        if dev_file is not None:
+            per_driver[driver] = per_driver.get(driver, 0) + 1
+            names = (dev_file, *names)
         node = dev.numa_node if dev.numa_node is not None else -1
         devices.append(DeviceState(dev.address, dev.role, node, tuple(dev.irqs), names))
         # A tree without /sys/devices/system/node (a capture of PCI only)

@@ -24,7 +24,7 @@ def direct_status() -> dict[str, Any]:
     """What `status` can say when no daemon answers."""
     # config, the model, the store and the sampler: 200 ms together, none at --help,
     # and with a daemon running `status` needs none of them
-    from hosttune.agent.sense.telemetry.sampler import Sampler, rates
+    from hosttune.agent.sense.telemetry.sampler import open_sampler, rates
     from hosttune.agent.service import config as cfg
     from hosttune.agent.service.control import STATUS_METRICS
     from hosttune.agent.service.site_model import geometry_warning
@@ -50,7 +50,7 @@ def direct_status() -> dict[str, Any]:
         except HosttuneError as exc:
             out["store_error"] = str(exc)
     try:
-        with Sampler(Host(), process_every=0) as sampler:
+        with open_sampler(Host(), process_every=0, accelerators=False) as sampler:
             first = sampler.sample()
             time.sleep(0.1)  # enough for utilisation; `status` must stay quick
             second = sampler.sample()

@@ -56,21 +56,17 @@ def telemetry_command(  # noqa: PLR0917 (typer maps parameters to options)
     affinity and memory per NUMA node). With --root, one sample of that tree
     is shown: its counters as totals, not rates."""
     # the sampler: 100 ms, not for --help
-    from hosttune.agent.sense.telemetry.sampler import Sampler, system_collectors, watch_rates
+    from hosttune.agent.sense.telemetry.sampler import open_sampler, watch_rates
     from hosttune.agent.service.render import telemetry as report
 
     host = Host(host_root(root))
-    accel = None
     try:
-        collectors = system_collectors(host)
-        if not no_accel:
-            accel = _accel_collector(host)
-            if accel is not None:
-                collectors.append(accel)
         # The CLI scans processes at every sample: it takes few samples.
-        sampler = Sampler(host, collectors, process_every=1)
+        sampler = open_sampler(host, process_every=1, accelerators=not no_accel,
+                               backends=_backends())
     except HosttuneError as exc:
         raise fail(str(exc)) from None
+    accel = sampler.accel
 
     with sampler:
         if root is not None:
@@ -113,14 +109,12 @@ def _accel_lines(accel: AccelCollector | None, values: Mapping[str, float]) -> l
     return telemetry_lines(accel.devices(), values)
 
 
-def _accel_collector(host: Host) -> AccelCollector | None:
-    """The accelerator collector of hosttune.agent.sense.accel (the seam the
-    sampler leaves for accelerators), or None if it cannot start here."""
-    # sense.accel and config: 80 ms, not for --help
-    from hosttune.agent.sense.accel.select import AccelCollector
-    from hosttune.agent.service.config import configured_backends
+def _backends() -> list[str] | None:
+    """The configured accelerator backends; automatic when the config cannot
+    be read (the telemetry view does not depend on it)."""
+    from hosttune.agent.service.config import configured_backends  # see telemetry_command
 
     try:
-        return AccelCollector(host, configured_backends())
+        return configured_backends()
     except HosttuneError:
         return None

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from hosttune.agent.sense.accel.select import AccelCollector, backends_from_config
+from hosttune.agent.sense.accel.select import backends_from_config
 from hosttune.agent.sense.errors import HosttuneError
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.sample import Sample
-from hosttune.agent.sense.telemetry.sampler import Sampler, rates, system_collectors
+from hosttune.agent.sense.telemetry.sampler import open_sampler, rates
 from hosttune.agent.service.tracker import Verdict
 from hosttune.models import classifier, forest
 from hosttune.models.features import MIN_ROWS, lite_window_features, window_features
@@ -115,13 +115,9 @@ class HostTools:
         self.host = host
         self.state_dir = state_dir
         self.notes: list[str] = []
-        collectors = list(system_collectors(host))
-        try:
-            collectors.append(AccelCollector(host, backends=backends_from_config(backends),
-                                             pcie_every=pcie_every))
-        except (HosttuneError, TypeError) as exc:
-            self.notes.append(f"accelerator telemetry off: {exc}")
-        self._sampler = Sampler(host, collectors, process_every=process_every)
+        self._sampler = open_sampler(host, backends=backends_from_config(backends),
+                                     pcie_every=pcie_every, process_every=process_every)
+        self.notes.extend(self._sampler.notes)
         self._model: Model | None = None
         self._model_error: str | None = None
         self._journal: Journal | None = None
