@@ -22,6 +22,7 @@ from typing import Any
 
 from hosttune.agent.sense.errors import HosttuneError
 from hosttune.agent.sense.host import Host
+from hosttune.agent.sense.telemetry.processes import pid_alive
 from hosttune.agent.sense.telemetry.sampler import Sampler, open_sampler, rates
 from hosttune.models.trace import TraceWriter, read_trace, trace_columns, trace_row
 
@@ -43,21 +44,6 @@ def hosttune_version() -> str:
         return version("hosttune")
     except PackageNotFoundError:
         return "0+unknown"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child of ours still answers kill(0): reap it
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return True
-    return done == 0
 
 
 def make_sampler(process_every: int = 5, accelerators: bool = True) -> Sampler:
@@ -89,7 +75,7 @@ def record(
         raise HosttuneError("give a command or --pid, not both", subject="record")
     if not command and pid is None and duration is None:
         raise HosttuneError("give a command, --pid, or --duration", subject="record")
-    if pid is not None and not _pid_alive(pid):
+    if pid is not None and not pid_alive(pid):
         raise HosttuneError("no such process", subject=f"pid {pid}")
     own_sampler = sampler is None
     s = make_sampler() if sampler is None else sampler
@@ -125,7 +111,7 @@ def record(
                 if proc is not None and proc.poll() is not None:
                     stopped = "exited"
                     break
-                if pid is not None and not _pid_alive(pid):
+                if pid is not None and not pid_alive(pid):
                     stopped = "pid-gone"
                     break
                 if duration is not None and time.monotonic() - start >= duration:

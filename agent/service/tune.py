@@ -27,6 +27,7 @@ from typing import Any
 from hosttune.agent.sense.errors import HosttuneError
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.paths import Paths
+from hosttune.agent.sense.telemetry.processes import pid_alive
 from hosttune.agent.service.objective import (
     CommandObjective,
     MetricFileObjective,
@@ -161,7 +162,7 @@ def restore_stale_session(host: Host, state_dir: Path, journal: Path,
         pid, baseline, root = int(data["pid"]), dict(data["baseline"]), str(data["root"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise HosttuneError(f"unreadable tuning session file: {exc}", subject=str(path)) from None
-    if pid != os.getpid() and _alive(pid):
+    if pid != os.getpid() and pid_alive(pid):
         raise HosttuneError(f"another tuning run (pid {pid}) is in progress", subject=str(path))
     if Path(root).resolve() != host.root.resolve():
         raise HosttuneError(f"session file names another host root ({root})", subject=str(path))
@@ -169,16 +170,6 @@ def restore_stale_session(host: Host, state_dir: Path, journal: Path,
     path.unlink()
     if echo:
         echo(f"a previous tuning run (pid {pid}) did not finish: its baseline is restored")
-    return True
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 

@@ -20,6 +20,7 @@ vanishes mid-read is skipped; this function never raises.
 from __future__ import annotations
 
 import errno
+import os
 import re
 import resource
 
@@ -243,3 +244,20 @@ def find_ai_processes(host: Host, *, scan_fds: bool | None = None) -> list[AIPro
         if proc is not None:
             found.append(proc)
     return found
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists (one of another user counts); a zombie
+    child of the caller is reaped and counts as gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours still answers kill(0): reap it
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return done == 0
