@@ -9,35 +9,38 @@ it runs, each such import saying so.
 
 from __future__ import annotations
 
-import importlib
 import sys
 import types
 import typing
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import typer
 
 from hosttune.agent.sense.errors import HosttuneError
+from hosttune.agent.service.commands import (
+    accel,
+    capture,
+    classify,
+    config,
+    knobs,
+    model,
+    outcomes,
+    recommend,
+    record,
+    status,
+    telemetry,
+    topology,
+    tune,
+)
 from hosttune.agent.service.commands.options import HELP_MARKUP
 
-# One module per command group under hosttune.agent.service.commands, each with
-# `register(app)` calling options.add_command/add_group. Listed explicitly so
-# --help never depends on what a directory scan happens to find.
-COMMAND_MODULES: tuple[str, ...] = (
-    "recommend",
-    "tune",
-    "outcomes",
-    "topology",
-    "capture",
-    "config",
-    "accel",
-    "status",
-    "telemetry",
-    "record",
-    "model",
-    "classify",
-    "knobs",
+# One module per command group, each with `register(app)` calling
+# options.add_command/add_group, in the order --help lists them.
+COMMAND_MODULES: tuple[ModuleType, ...] = (
+    recommend, tune, outcomes, topology, capture, config, accel, status, telemetry, record,
+    model, classify, knobs,
 )
 
 
@@ -78,8 +81,7 @@ def build_app() -> typer.Typer:
     ) -> None:
         """hosttune: workload-aware, reversible host tuning for AI servers."""
 
-    for name in COMMAND_MODULES:
-        module = importlib.import_module(f"hosttune.agent.service.commands.{name}")
+    for module in COMMAND_MODULES:
         module.register(app)
     _spell_unions_for_old_typer(app)
     return app
