@@ -28,7 +28,7 @@ def test_every_backend_has_a_vendor_row_and_reports_its_name() -> None:
 
 def test_config_names_and_choice_derive_from_the_table() -> None:
     # the names and the order the config has always accepted
-    assert select.BACKENDS == ("nvidia", "amd", "ascend", "intel", "sysfs")
+    assert vendors.BACKENDS == ("nvidia", "amd", "ascend", "intel", "sysfs")
     assert select.BACKEND_NAMES == ("nvidia", "amd", "ascend", "sysfs")
     assert sorted(select.PLANNED_BACKENDS) == ["intel"]
     assert select.BACKEND_VENDORS == {"nvidia": "nvidia", "amd": "amd", "ascend": "huawei"}

@@ -23,7 +23,7 @@ devdrv_device_driver makes /dev/davinciN.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -81,6 +81,14 @@ BY_DRIVER: Mapping[str, Vendor] = {v.driver: v for v in VENDORS if v.driver}
 
 # every backend a vendor row names, in table order (the default order of trial)
 VENDOR_BACKENDS: tuple[str, ...] = tuple(BY_BACKEND)
+# every name the config's `backends` accepts, in the default order
+BACKENDS: tuple[str, ...] = (*VENDOR_BACKENDS, "sysfs")
+
+
+def backends_from_config(names: Sequence[str]) -> list[str] | None:
+    """The config's `backends` as AccelCollector wants it: None (automatic)
+    when it lists every backend, as the default does."""
+    return None if set(names) >= set(BACKENDS) else list(names)
 
 
 def by_pci_id(vendor_id: int) -> Vendor | None:

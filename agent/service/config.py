@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from hosttune.agent.sense.accel.select import BACKENDS, backends_from_config
 from hosttune.agent.sense.errors import ConfigError
 from hosttune.agent.sense.paths import Paths
+from hosttune.agent.sense.vendors import BACKENDS, backends_from_config
 
 MODES = ("observe", "recommend", "auto")
 LOG_LEVELS = ("debug", "info", "warning", "error")

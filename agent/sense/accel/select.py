@@ -38,7 +38,10 @@ from hosttune.agent.sense.accel.sysfs import SysfsBackend
 from hosttune.agent.sense.errors import ConfigError
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.pci import PCI_DEVICES
-from hosttune.agent.sense.vendors import VENDOR_BACKENDS, for_backend
+from hosttune.agent.sense.vendors import (
+    VENDOR_BACKENDS,
+    for_backend,
+)
 
 log = logging.getLogger("hosttune.accel")
 
@@ -81,8 +84,6 @@ DEFAULT_FACTORIES: Mapping[str, Factory] = {
 BACKEND_NAMES = (*(b for b in VENDOR_BACKENDS if b in DEFAULT_FACTORIES), "sysfs")
 # names the config accepts that have no backend yet: listed, they are skipped quietly
 PLANNED_BACKENDS = frozenset(b for b in VENDOR_BACKENDS if b not in DEFAULT_FACTORIES)
-# every name the config's `backends` accepts, in the default order
-BACKENDS = (*VENDOR_BACKENDS, "sysfs")
 # backend -> the vendor name (as sysfs reports it) of the devices it serves
 BACKEND_VENDORS = {b: for_backend(b).name for b in BACKEND_NAMES if b != "sysfs"}
 # backends that wrap a vendor library: they see only the live machine
@@ -97,12 +98,6 @@ def validate_backends(names: Sequence[str] | None, *, source: str | None = None)
             raise ConfigError(f"unknown accelerator backend {name!r} "
                               f"(known: {', '.join(BACKEND_NAMES)})",
                               path=source, key="backends")
-
-
-def backends_from_config(names: Sequence[str]) -> list[str] | None:
-    """The config's `backends` as AccelCollector wants it: None (automatic)
-    when it lists every backend, as the default does."""
-    return None if set(names) >= set(BACKENDS) else list(names)
 
 
 @dataclass

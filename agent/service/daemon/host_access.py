@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from hosttune.agent.sense.accel.select import backends_from_config
 from hosttune.agent.sense.errors import HosttuneError
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.sample import Sample
 from hosttune.agent.sense.telemetry.sampler import open_sampler, rates
+from hosttune.agent.sense.vendors import backends_from_config
 from hosttune.agent.service.tracker import Verdict
 from hosttune.models import classifier, forest
 from hosttune.models.features import MIN_ROWS, lite_window_features, window_features
