@@ -25,7 +25,6 @@ from hosttune.agent.service.tracker import Verdict
 from hosttune.models import classifier, forest
 from hosttune.models.features import MIN_ROWS, lite_window_features, window_features
 from hosttune.models.trace import trace_row
-from hosttune.tuners.allowlist import DEFAULT_ALLOWLIST
 from hosttune.tuners.knobs import Plan
 
 if TYPE_CHECKING:
@@ -207,6 +206,10 @@ class HostTools:
         return Proposal(workload=report.workload, plan=plan, report=report.to_dict())
 
     def allowlist_defaults(self) -> Mapping[str, Mapping[str, Any] | None]:
+        # The allowlist is assembled from every knob family (55 ms of imports):
+        # only a plan about to be applied needs it, never an observing daemon.
+        from hosttune.tuners.allowlist import DEFAULT_ALLOWLIST
+
         return DEFAULT_ALLOWLIST
 
     # -- act -------------------------------------------------------------------
