@@ -35,7 +35,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS txn (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL,            -- apply | rollback | recover
+    kind TEXT NOT NULL,            -- apply | rollback | recover | collapse
     state TEXT NOT NULL,           -- open | committed | rolled_back | failed | recovered | refused
     uid INTEGER,
     pid INTEGER,
@@ -309,6 +309,16 @@ class Journal:
             if knob is not None and value is not None:
                 db.execute("INSERT OR REPLACE INTO knob_state VALUES (?, ?, ?, ?)",
                            (knob, value, txn, now))
+
+    def complete_step(self, txn: int, seq: int, state: str, *, after: str,
+                      evidence: dict[str, Any], error: str | None = None) -> None:
+        """Record what an action (a collapse pass) did, when it is done: its
+        result replaces the planned `after`, with the figures as evidence."""
+        with self._write() as db:
+            db.execute("UPDATE step SET state=?, after=?, evidence=?, error=?, updated=?"
+                       " WHERE txn=? AND seq=?",
+                       (state, after, json.dumps(evidence, default=str), error, time.time(),
+                        txn, seq))
 
     def finish(self, txn: int, state: str, *, error: str | None = None,
                failed_step: int | None = None) -> None:

@@ -327,6 +327,8 @@ def _recover_locked(host: Host, journal: Journal, tuners: dict[str, Tuner], *,
 
 def _recover_one(record: TxnRecord, journal: Journal, tuners: dict[str, Tuner], *,
                  force: bool) -> TxnResult:
+    if record.kind == "collapse":
+        return _close_collapse(record, journal)
     outcomes: list[StepOutcome] = []
     for step in reversed(record.steps):
         if step.state not in TOUCHED:
@@ -369,6 +371,25 @@ def _recover_one(record: TxnRecord, journal: Journal, tuners: dict[str, Tuner], 
     message = (f"recovered transaction {record.id} left unfinished by {owner}: {detail}")
     journal.finish(record.id, "recovered", error=None if ok else message)
     return TxnResult(ok, record.id, "recover", outcomes, message=message)
+
+
+def _close_collapse(record: TxnRecord, journal: Journal) -> TxnResult:
+    """A collapse pass cut short (the daemon killed mid-pass): nothing to undo,
+    since huge pages the kernel made are as correct as the small ones they
+    replaced; the steps that never finished are marked so `history` says it."""
+    outcomes: list[StepOutcome] = []
+    for step in record.steps:
+        if step.state in ("pending", "collapsing"):
+            why = ("interrupted: the pass was cut short; nothing to undo (huge pages "
+                   "already made stay, the rest stays in small pages)")
+            journal.mark(record.id, step.seq, "interrupted", error=why)
+            outcomes.append(StepOutcome(step.seq, step.knob, step.before, step.after,
+                                        "interrupted", why, source="rollback"))
+    owner = f"pid {record.pid}" if record.pid else "a process"
+    message = (f"closed collapse pass {record.id} left unfinished by {owner}: "
+               f"{len(outcomes)} process(es) not finished, nothing to undo")
+    journal.finish(record.id, "recovered")
+    return TxnResult(True, record.id, "recover", outcomes, message=message)
 
 
 def recover(host: Host, journal: Journal, *, force: bool = False, lock_timeout: float = 30.0,

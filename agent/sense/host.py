@@ -361,6 +361,36 @@ class Host:
                     f"sched_setaffinity refused: {exc.strerror or exc}", errno=exc.errno,
                 ) from exc
 
+    def open_pidfd(self, pid: int) -> int:
+        """pidfd_open(2): a file descriptor that names process `pid` for as long
+        as it is open, so a later syscall through it can never reach another
+        process that got the same pid. The caller closes it (os.close)."""
+        self._refuse_unless_live(f"/proc/{pid}")
+        result, err = _syscall(_PIDFD_OPEN, pid, 0)
+        if result < 0:
+            raise HostWriteError(self.describe(f"/proc/{pid}"),
+                                 f"pidfd_open refused: {os.strerror(err)}", errno=err)
+        return result
+
+    def process_madvise(self, pidfd: int, start: int, length: int, advice: int) -> int:
+        """process_madvise(2) of one range of the process behind `pidfd`:
+        the bytes advised, or HostWriteError carrying the kernel's errno (the
+        caller decides which refusals are results and which are failures)."""
+        self._refuse_unless_live("/proc/self")
+        # ctypes: see migrate_pages
+        import ctypes
+
+        class _Iovec(ctypes.Structure):
+            _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+        iov = _Iovec(start, length)
+        result, err = _syscall(_PROCESS_MADVISE, pidfd, ctypes.addressof(iov), 1, advice, 0)
+        if result < 0:
+            raise HostWriteError(self.describe(f"pidfd {pidfd}"),
+                                 f"process_madvise({start:#x}+{length >> 20} MiB) refused: "
+                                 f"{os.strerror(err)}", errno=err)
+        return result
+
     def migrate_pages(self, pid: int, from_nodes: Iterable[int], to_nodes: Iterable[int]) -> int:
         """migrate_pages(2): move `pid`'s pages on `from_nodes` to `to_nodes`.
         Returns how many pages could not be moved."""
@@ -397,3 +427,20 @@ class Host:
             raise HostWriteError(self.describe(f"/proc/{pid}"),
                                  f"migrate_pages refused: {os.strerror(err)}", errno=err)
         return int(result)
+
+
+# Syscall numbers of the same generic table on every 64-bit Linux hosttune
+# runs on (x86_64, aarch64, ppc64le, s390x, riscv64 share 434 and 440).
+_PIDFD_OPEN = 434
+_PROCESS_MADVISE = 440
+
+
+def _syscall(number: int, *args: int) -> tuple[int, int]:
+    """syscall(2) with integer arguments: (result, errno). ENOSYS where the
+    kernel is too old for the call, EPERM where seccomp forbids it."""
+    import ctypes  # see Host.migrate_pages
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    result = libc.syscall(ctypes.c_long(number), *(ctypes.c_long(a) for a in args))
+    return int(result), ctypes.get_errno() if result < 0 else 0

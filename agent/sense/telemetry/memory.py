@@ -152,13 +152,22 @@ def mem_total_kb(host: Host) -> int | None:
     None when the file or the line is missing (callers cope: an allowlist's
     memory bound, one-node topology). A MemTotal line without a number is a
     ParseError naming the file."""
+    return _meminfo_kb(host, "MemTotal")
+
+
+def mem_available_kb(host: Host) -> int | None:
+    """MemAvailable of /proc/meminfo in kB, as mem_total_kb."""
+    return _meminfo_kb(host, "MemAvailable")
+
+
+def _meminfo_kb(host: Host, name: str) -> int | None:
     for line in (host.read_optional(MEMINFO) or "").splitlines():
-        if line.startswith("MemTotal:"):
+        if line.startswith(name + ":"):
             try:
                 return int(line.split()[1])
             except (IndexError, ValueError):
                 raise ParseError(host.describe(MEMINFO),
-                                 f"MemTotal is not a number: {line[:60]!r}") from None
+                                 f"{name} is not a number: {line[:60]!r}") from None
     return None
 
 

@@ -1,0 +1,303 @@
+"""Per-process huge pages on the real kernel: MADV_COLLAPSE through a pidfd,
+from outside the process, while THP stays at the host's own mode.
+
+The workload is a child Python process holding a private anonymous mapping
+it touched page by page (what PyTorch's CPU allocator does: no madvise, so
+no huge pages under THP `madvise`). No knob is written by these tests; each
+checks that the THP mode is what it was before, and the journal they write
+lives in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hosttune.agent.sense import procmem
+from hosttune.agent.sense.errors import PermissionRefused
+from hosttune.agent.sense.host import Host
+from hosttune.tuners import procthp
+from hosttune.tuners.journal import Journal
+from hosttune.tuners.transaction import history, recover
+
+pytestmark = [pytest.mark.kernel]
+
+MIB = 1 << 20
+THP = "/sys/kernel/mm/transparent_hugepage/enabled"
+
+HOLDER = textwrap.dedent("""
+    import mmap, sys, time
+    size = int(sys.argv[1]) << 20
+    shared = len(sys.argv) > 2 and sys.argv[2] == "shared"
+    flags = mmap.MAP_SHARED if shared else mmap.MAP_PRIVATE
+    m = mmap.mmap(-1, size, flags=flags | mmap.MAP_ANONYMOUS)
+    for i in range(0, size, 4096):
+        m[i] = 1
+    print("ready", flush=True)
+    time.sleep(600)
+""")
+
+
+def _supported() -> str | None:
+    why = procmem.collapse_unsupported(Host())
+    if why is None and os.geteuid() != 0:
+        why = "needs root (CAP_SYS_NICE and ptrace access to the target)"
+    return why
+
+
+needs_collapse = pytest.mark.skipif(_supported() is not None, reason=str(_supported()))
+
+
+@pytest.fixture
+def thp_unchanged() -> Iterator[str]:
+    before = Path(THP).read_text()
+    yield before
+    assert Path(THP).read_text() == before, "the THP mode changed during the test"
+
+
+def _holder(mib: int, *extra: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(mib), *extra],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+@pytest.fixture
+def holder() -> Iterator[subprocess.Popen[str]]:
+    proc = _holder(256)
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def _target(pid: int) -> procthp.CollapseTarget:
+    start = procmem.start_time(Host(), pid)
+    assert start is not None
+    return procthp.CollapseTarget(pid, start, "python3", "test")
+
+
+def _huge_fraction(pid: int) -> float:
+    roll = procmem.rollup(Host(), pid)
+    assert roll is not None and roll.anon_kb
+    return roll.huge_kb / roll.anon_kb
+
+
+@needs_collapse
+def test_one_pass_collapses_a_running_process(tmp_path: Path, holder: subprocess.Popen[str],
+                                              thp_unchanged: str) -> None:
+    before = _huge_fraction(holder.pid)
+    if "[madvise]" in thp_unchanged or "[never]" in thp_unchanged:
+        assert before < 0.05  # the mapping was never madvised: no huge pages yet
+    journal = Journal(tmp_path / "journal.db")
+    progress = procthp.CollapseProgress()
+    report = procthp.collapse_pass(Host(), journal, [_target(holder.pid)],
+                                   procthp.CollapseLimits(), progress, reason="test")
+    assert report.unsupported is None
+    (result,) = report.results
+    assert result.status == "collapsed", result.to_dict()
+    # The mapping is 256 MiB of the process's anonymous memory; the interpreter's
+    # own heap (a few MiB) is below the minimum mapping size and stays.
+    assert result.huge_after_kb >= 0.9 * 256 * 1024
+    assert _huge_fraction(holder.pid) >= 0.9
+    # journalled, shown by history, and nothing for a rollback to do
+    (txn,) = history(journal)
+    assert txn.kind == "collapse" and txn.state == "committed"
+    assert txn.steps[0].state == "collapsed"
+    assert txn.steps[0].evidence["collapsed_mib"] >= 230
+    assert journal.baseline() == {}
+    # A second pass does nothing: what is huge is not collapsed again.
+    again = procthp.collapse_pass(Host(), journal, [_target(holder.pid)],
+                                  procthp.CollapseLimits(), progress, reason="test")
+    assert again.results[0].status == "nothing to do"
+    assert again.results[0].ranges_done == 0
+
+
+@needs_collapse
+def test_a_growing_process_gets_only_its_new_mapping(tmp_path: Path, thp_unchanged: str
+                                                     ) -> None:
+    grow = textwrap.dedent("""
+        import mmap, sys, time
+        maps = []
+        for n in range(2):
+            m = mmap.mmap(-1, 128 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            for i in range(0, 128 << 20, 4096):
+                m[i] = 1
+            maps.append(m)
+            print("ready", flush=True)
+            sys.stdin.readline()
+        time.sleep(600)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", grow], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdin is not None
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        journal = Journal(tmp_path / "journal.db")
+        progress = procthp.CollapseProgress()
+        first = procthp.collapse_pass(Host(), journal, [_target(proc.pid)],
+                                      procthp.CollapseLimits(), progress, reason="test")
+        assert first.results[0].ranges_done == 2  # 128 MiB in 64 MiB ranges
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "ready"
+        second = procthp.collapse_pass(Host(), journal, [_target(proc.pid)],
+                                       procthp.CollapseLimits(), progress, reason="test")
+        assert second.results[0].ranges_done == 2  # only the new 128 MiB
+        assert second.results[0].collapsed_mib >= 0.9 * 128
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@needs_collapse
+def test_a_mapping_the_kernel_refuses_is_a_result(tmp_path: Path, thp_unchanged: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # A shared anonymous mapping is shmem: MADV_COLLAPSE answers EINVAL for it.
+    proc = _holder(128, "shared")
+    try:
+        roll = procmem.rollup(Host(), proc.pid)
+        assert roll is not None
+        mappings = procmem.anon_mappings(Host(), proc.pid)
+        # smaps lists shared mappings as not private: the planner never offers them ...
+        assert all(m.size < 128 * MIB for m in mappings)
+        # ... and a range the kernel refuses anyway is counted, not raised.
+        text = Path(f"/proc/{proc.pid}/maps").read_text()
+        spans = [[int(v, 16) for v in x.split()[0].split("-")]
+                 for x in text.splitlines() if " rw-s " in x]
+        start = next(a for a, b in spans if b - a == 128 * MIB)
+        fake = procmem.AnonMapping(start, start + 128 * MIB, 128 * 1024, 0)
+        progress = procthp.CollapseProgress()
+        target = _target(proc.pid)
+        # (smaps does not offer the shared mapping as private anonymous memory:
+        # hand it to the pass as if it did)
+        monkeypatch.setattr(procmem, "anon_mappings", lambda host, pid: [fake])
+        result = procthp.collapse_process(Host(), target, procthp.CollapseLimits(), progress,
+                                          byte_budget=1 << 40,
+                                          deadline=time.monotonic() + 10)
+        assert result.status == "refused"
+        assert sum(result.refused.values()) == 2
+        assert any("not eligible" in why for why in result.refused)
+        # refused for good: the next pass does not try those ranges again
+        assert len(progress.refused[(target.pid, target.start_time)]) == 2
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@needs_collapse
+def test_a_process_that_exits_mid_pass_ends_as_gone(tmp_path: Path, thp_unchanged: str
+                                                    ) -> None:
+    proc = _holder(256)
+    journal = Journal(tmp_path / "journal.db")
+
+    def kill_it(step: str, index: int) -> None:
+        if step == "range" and index == 1:
+            proc.kill()
+            proc.wait()
+
+    report = procthp.collapse_pass(Host(), journal, [_target(proc.pid)],
+                                   procthp.CollapseLimits(), procthp.CollapseProgress(),
+                                   reason="test", hook=kill_it)
+    (result,) = report.results
+    assert result.status == "gone"
+    (txn,) = history(journal)
+    assert txn.state == "committed" and txn.steps[0].state == "gone"
+
+
+@needs_collapse
+def test_a_reused_pid_is_never_touched(tmp_path: Path, holder: subprocess.Popen[str],
+                                       thp_unchanged: str) -> None:
+    # The caller saw a process with another start time under this pid: the
+    # pass must not act on the process that has the pid now.
+    stale = procthp.CollapseTarget(holder.pid, "1", "python3", "test")
+    report = procthp.collapse_pass(Host(), Journal(tmp_path / "journal.db"), [stale],
+                                   procthp.CollapseLimits(), procthp.CollapseProgress(),
+                                   reason="test")
+    assert report.results[0].status == "gone"
+    assert "pid reused" in report.results[0].message
+    assert _huge_fraction(holder.pid) < 0.05 or "[always]" in thp_unchanged
+
+
+def test_a_non_root_caller_is_refused_before_anything(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    journal = Journal(tmp_path / "journal.db")
+    with pytest.raises(PermissionRefused, match="only root"):
+        procthp.collapse_pass(Host(), journal, [procthp.CollapseTarget(1, "1")],
+                              procthp.CollapseLimits(), procthp.CollapseProgress(),
+                              reason="test")
+    assert history(journal) == []
+
+
+@needs_collapse
+def test_the_kernel_refuses_a_real_non_root_caller(tmp_path: Path,
+                                                   holder: subprocess.Popen[str]) -> None:
+    # The kernel's own checks (ptrace access to /proc/PID/smaps, CAP_SYS_NICE
+    # for process_madvise) for a caller that got past hosttune's: a refusal
+    # the pass reports as unsupported, naming what is missing.
+    start = procmem.start_time(Host(), holder.pid)
+    script = textwrap.dedent(f"""
+        import ctypes, os, sys
+        from hosttune.agent.sense.host import Host
+        from hosttune.tuners import procthp
+        # imported first: the interpreter's own files need not be nobody's to read
+        os.setgid(65534); os.setuid(65534)
+        try:
+            procthp.collapse_process(Host(), procthp.CollapseTarget({holder.pid}, {start!r}),
+                                     procthp.CollapseLimits(), procthp.CollapseProgress(),
+                                     byte_budget=1 << 30, deadline=1e12)
+        except procthp.CollapseUnsupported as exc:
+            print("unsupported:", exc)
+        else:
+            print("no refusal")
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "unsupported:" in out.stdout and "CAP_SYS_NICE" in out.stdout, out.stdout
+    assert _huge_fraction(holder.pid) < 0.05 or "[always]" in Path(THP).read_text()
+
+
+@needs_collapse
+def test_sigkill_of_the_collapsing_process_leaves_a_consistent_journal(
+        tmp_path: Path, holder: subprocess.Popen[str], thp_unchanged: str) -> None:
+    journal_path = tmp_path / "journal.db"
+    script = textwrap.dedent(f"""
+        import os, signal
+        from hosttune.agent.sense import procmem
+        from hosttune.agent.sense.host import Host
+        from hosttune.tuners import procthp
+        from hosttune.tuners.journal import Journal
+        pid = {holder.pid}
+        target = procthp.CollapseTarget(pid, procmem.start_time(Host(), pid), "python3")
+        def die(step, index):
+            if step == "range" and index == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+        procthp.collapse_pass(Host(), Journal({str(journal_path)!r}), [target],
+                              procthp.CollapseLimits(), procthp.CollapseProgress(),
+                              reason="test", hook=die)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert out.returncode == -signal.SIGKILL, out.stderr
+    journal = Journal(journal_path)
+    (txn,) = journal.open_transactions()
+    assert txn.kind == "collapse" and txn.steps[0].state == "collapsing"
+    (result,) = recover(Host(), journal)
+    assert result.ok and "nothing to undo" in result.message
+    (txn,) = history(journal)
+    assert txn.state == "recovered" and txn.steps[0].state == "interrupted"
+    assert journal.open_transactions() == [] and journal.baseline() == {}
+    # the process kept running, with the ranges done before the kill in huge pages
+    assert holder.poll() is None
+    roll = procmem.rollup(Host(), holder.pid)
+    assert roll is not None and roll.huge_kb >= 2 * 64 * 1024
