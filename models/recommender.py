@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hosttune.agent.sense.isolation import explain_reserved
+from hosttune.models.collapse import ProcessAction, choose_collapse
 from hosttune.models.outcomes import LearnedModel
 from hosttune.models.placement import NodePlan, describe_cpus, plan_placement
 from hosttune.models.rules import Priors, evaluate, load_priors
 from hosttune.models.state import HostState, facts
-from hosttune.tuners.knobs import Change, Plan
+from hosttune.tuners.knobs import Change, Plan, reach_of
 
 
 @dataclass(frozen=True)
@@ -34,12 +35,18 @@ class Recommendation:
     kind: str = "change"
     why_advice: str = ""
 
+    @property
+    def reaches(self) -> str:
+        """running | new | next job | reboot: whether a job already running feels it."""
+        return reach_of(self.knob)[0]
+
     def to_dict(self) -> dict[str, Any]:
+        reach, why = reach_of(self.knob)
         return {
             "knob": self.knob, "before": self.before, "after": self.after,
             "reason": self.reason, "evidence": list(self.evidence), "rule": self.rule,
             "source": self.source, "effect": self.effect, "kind": self.kind,
-            "why_advice": self.why_advice,
+            "why_advice": self.why_advice, "reaches": reach, "reaches_why": why,
         }
 
 
@@ -49,12 +56,15 @@ class Recommendations:
     changes: list[Recommendation] = field(default_factory=list)
     advice: list[Recommendation] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # actions on running processes (per-process huge pages): not knobs
+    actions: list[ProcessAction] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "workload": self.workload,
             "changes": [c.to_dict() for c in self.changes],
             "advice": [a.to_dict() for a in self.advice],
+            "actions": [a.to_dict() for a in self.actions],
             "notes": list(self.notes),
         }
 
@@ -139,6 +149,13 @@ def recommend(state: HostState, priors: Priors | None = None,
 
     if learned is not None:
         _apply_learned(state, learned, proposed, out)
+
+    collapse = choose_collapse(state)
+    out.actions.extend(collapse.actions)
+    for pid, comm, why in collapse.skipped:
+        out.notes.append(f"per-process huge pages: {comm} (pid {pid}) left alone: {why}")
+    if state.collapse not in ("", "yes") and any(p.uses_torch for p in state.processes):
+        out.notes.append(f"per-process huge pages unavailable: {state.collapse}")
 
     for knob, rec in proposed.items():
         owner = state.owned.get(knob)

@@ -23,6 +23,19 @@ class ProcessState:
     numa_pages: dict[int, int] = field(default_factory=dict)
     accel_devices: tuple[str, ...] = ()
     reasons: tuple[str, ...] = ()
+    # private anonymous memory: what a per-process collapse can reach
+    anon_bytes: int = 0
+    # with the pid, names this process for the boot (a reused pid differs)
+    start_time: str = ""
+    # bytes/s it writes to storage, where two looks at it were compared
+    write_bytes_rate: float | None = None
+
+    @property
+    def huge_fraction(self) -> float:
+        """The part of its anonymous memory in huge pages (RSS where the
+        anonymous size was not read)."""
+        base = self.anon_bytes or self.rss_bytes
+        return self.anon_huge_bytes / base if base else 0.0
 
     @property
     def uses_torch(self) -> bool:
@@ -74,6 +87,9 @@ class HostState:
     # what the reader should know about ownership and isolation (a tuned
     # profile that could not be read, a boot parameter the kernel ignored)
     notes: list[str] = field(default_factory=list)
+    # per-process huge pages (MADV_COLLAPSE of a running process): "yes", why
+    # not, or "" when nobody looked (a state written by hand)
+    collapse: str = ""
 
     def accelerators(self) -> tuple[DeviceState, ...]:
         return tuple(d for d in self.devices if d.role == "accelerator")
@@ -94,6 +110,9 @@ def facts(state: HostState) -> dict[str, FactValue]:
     out["host.cpus"] = sum(len(c) for c in state.nodes.values())
     out["host.accelerators"] = len(state.accelerators())
     out["host.nics"] = sum(1 for d in state.devices if d.role == "nic")
+    out["host.collapse"] = "yes" if state.collapse == "yes" else "no"
+    out["host.collapse_why"] = (state.collapse or "not checked") if state.collapse != "yes" \
+        else "supported"
 
     procs = state.processes
     rss = sum(p.rss_bytes for p in procs)

@@ -233,3 +233,35 @@ def entry_for(table: Mapping[str, _Entry], knob: str) -> _Entry | None:
     if not matches:
         return None
     return table[max(matches, key=len)]
+
+
+# When a change reaches the workload: "running" (a job already running feels
+# it at once), "new" (only what is allocated, opened or started after it),
+# "next job" (a running job cannot use it; the next one started can), or
+# "reboot" (a boot parameter). The first matching pattern wins.
+REACH: tuple[tuple[str, str, str], ...] = (
+    ("numa:pid:*", "running", "the process's threads move and its memory is migrated now"),
+    ("irq:*", "running", "the next interrupt is served on the new CPUs"),
+    ("cpuset:*", "running", "the cgroup's tasks move at once"),
+    ("cpu:*", "running", "takes effect at once"),
+    ("thp:enabled", "new", "serves memory allocated after it; a running job keeps the small "
+                           "pages it has (a per-process collapse reaches those)"),
+    ("thp:khugepaged.*", "running", "khugepaged's next scans, including running jobs' "
+                                    "memory that THP mode makes eligible"),
+    ("thp:*", "new", "serves later page faults"),
+    ("hugepages:*", "next job", "a pool is used by jobs that map hugetlb pages when "
+                                "they start; a running job does not switch to it"),
+    ("block:*", "running", "later reads and queued I/O use it at once"),
+    ("sysctl:vm.*", "running", "the kernel reads it at its next reclaim or writeback"),
+    ("sysctl:kernel.numa_balancing", "running", "the scheduler's next scan"),
+    ("sysctl:net.*", "new", "new sockets and connections (open ones keep their sizes)"),
+    ("sysctl:*", "running", "takes effect at once"),
+)
+
+
+def reach_of(knob: str) -> tuple[str, str]:
+    """(reach, why) of a change to `knob` (see REACH)."""
+    for pattern, reach, why in REACH:
+        if fnmatch.fnmatchcase(knob, pattern):
+            return reach, why
+    return "running", "takes effect at once"

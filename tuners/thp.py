@@ -46,6 +46,7 @@ class ThpTuner(FileTuner):
         "thp:shmem_enabled": {"choices": ["always", "within_size", "advise", "never"]},
         "thp:khugepaged.defrag": {"min": 0, "max": 1},
         "thp:khugepaged.pages_to_scan": {"min": 512, "max": 65536},
+        "thp:khugepaged.scan_sleep_millisecs": {"min": 500, "max": 60000},
     }
     capture = (knobfiles.thp("*"), knobfiles.thp("khugepaged.*"))
 

@@ -25,6 +25,10 @@ class AIProcess:
     # the process's own counters (cpu seconds, ...) for rate computation
     cpu_seconds: float = 0.0
     anon_huge_bytes: int = 0
+    # private anonymous memory (smaps_rollup Anonymous): what a collapse can reach
+    anon_bytes: int = 0
+    # field 22 of /proc/PID/stat: with the pid, names this process for the boot
+    start_time: str = ""
 
 
 @dataclass

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from hosttune.agent.sense import procmem
 from hosttune.agent.sense.accel.sysfs import device_file
 from hosttune.agent.sense.cpulist import parse_cpulist
 from hosttune.agent.sense.errors import HosttuneError
@@ -122,6 +123,7 @@ def host_state(host: Host, *, workload: str, telemetry: Telemetry | str | None) 
     """The recommender's snapshot from the telemetry the caller holds (text:
     why it has none)."""
     state = HostState(workload=workload)
+    state.collapse = procmem.collapse_unsupported(host) or "yes"
     observe_topology(host, state)
     observe_isolation(host, state)
     if isinstance(telemetry, Telemetry):
@@ -202,5 +204,6 @@ def _add_telemetry(state: HostState, telemetry: Telemetry) -> None:
     state.processes = tuple(
         ProcessState(pid=p.pid, comm=p.comm, cpus=tuple(p.cpus), rss_bytes=p.rss_bytes,
                      anon_huge_bytes=p.anon_huge_bytes, numa_pages=dict(p.numa_pages),
-                     accel_devices=tuple(p.accel_devices), reasons=tuple(p.reasons))
+                     accel_devices=tuple(p.accel_devices), reasons=tuple(p.reasons),
+                     anon_bytes=p.anon_bytes, start_time=p.start_time)
         for p in second.processes)

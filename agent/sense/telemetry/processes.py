@@ -210,10 +210,12 @@ def inspect_process(host: Host, pid: int, *, scan_fds: bool, hz: int) -> AIProce
         cpus = parse_cpulist(status.get("Cpus_allowed_list", ""), source=f"{base}/status")
     except HosttuneError:
         cpus = ()
-    anon_huge = 0
+    anon_huge = anon = 0
     rollup = host.read_optional(f"{base}/smaps_rollup")
     if rollup:
-        anon_huge = _kb(parse_status(rollup).get("AnonHugePages"))
+        memory = parse_status(rollup)
+        anon_huge, anon = _kb(memory.get("AnonHugePages")), _kb(memory.get("Anonymous"))
+    stat_fields = stat.rsplit(")", 1)[-1].split()
     numa_text = host.read_optional(f"{base}/numa_maps")
     comm = status.get("Name") or argv[0].rsplit("/", 1)[-1]
     return AIProcess(
@@ -227,6 +229,8 @@ def inspect_process(host: Host, pid: int, *, scan_fds: bool, hz: int) -> AIProce
         accel_devices=tuple(devices),
         cpu_seconds=parse_stat_cpu_seconds(stat, hz),
         anon_huge_bytes=anon_huge,
+        anon_bytes=anon,
+        start_time=stat_fields[19] if len(stat_fields) > 19 else "",
     )
 
 
