@@ -6,9 +6,10 @@ minutes after `always`). Collapsing the job's own memory from outside
 (`hosttune.tuners.procthp`) reaches it at once, and only it. This module
 decides, from the evidence in a HostState, which processes get that:
 
-- AI processes holding at least MIN_ANON of private anonymous memory with
-  under a tenth of it in huge pages (PyTorch's CPU allocator does not
-  madvise, so under `madvise` its tensors get none);
+- AI processes holding at least MIN_ANON of private anonymous memory, with
+  MIN_UNHUGE or more of it outside huge pages (PyTorch's CPU allocator does
+  not madvise, so under `madvise` its tensors get none; a pass cut short by
+  its bounds leaves the rest for the next);
 - not a process that gets huge pages on its own (numpy 2 madvises its large
   arrays: measured as fast under `madvise` as under `always`);
 - not a checkpoint writer: torch.save of huge-page-backed tensors measured
@@ -27,9 +28,13 @@ from hosttune.models.state import HostState, ProcessState
 
 MIB = 1 << 20
 MIN_ANON = 256 * MIB
-# Under this part in huge pages a process gets a pass; a process at 20 % or
-# more got them on its own (its allocator madvises).
-MAX_HUGE_FRACTION = 0.1
+# A pass is worth it while this much of the process's anonymous memory is
+# outside huge pages, and less than MAX_HUGE_FRACTION of it inside (the rest
+# is the interpreter's heap and small tensors, below any mapping worth a
+# pass); a process that is not PyTorch and holds MADVISER_FRACTION or more
+# in huge pages got them on its own (its allocator madvises).
+MIN_UNHUGE = 256 * MIB
+MAX_HUGE_FRACTION = 0.75
 MADVISER_FRACTION = 0.2
 WRITE_LIMIT = 32 * MIB  # bytes/s
 SKIP_CLASSES = {"checkpoint_io": "the host is writing checkpoints: huge-page-backed "
@@ -83,7 +88,7 @@ def why_not(proc: ProcessState) -> str | None:
     if fraction >= MADVISER_FRACTION and not proc.uses_torch:
         return (f"{fraction:.0%} already in huge pages: its allocator madvises "
                 "(numpy style); nothing to gain")
-    if fraction >= MAX_HUGE_FRACTION:
+    if fraction >= MAX_HUGE_FRACTION or anon - proc.anon_huge_bytes < MIN_UNHUGE:
         return f"{fraction:.0%} already in huge pages"
     if proc.write_bytes_rate is not None and proc.write_bytes_rate > WRITE_LIMIT:
         return (f"writes {_mib(proc.write_bytes_rate)} MiB/s (a checkpoint writer): "
@@ -100,6 +105,8 @@ def choose_collapse(state: HostState) -> CollapseDecision:
         return decision
     skip_all = SKIP_CLASSES.get(state.workload)
     for proc in state.processes:
+        if (proc.anon_bytes or proc.rss_bytes) < MIN_ANON:
+            continue  # too small to be worth a pass, or a mention
         why = skip_all or why_not(proc)
         if why is not None:
             decision.skipped.append((proc.pid, proc.comm, why))

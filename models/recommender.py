@@ -149,6 +149,10 @@ def recommend(state: HostState, priors: Priors | None = None,
 
     if learned is not None:
         _apply_learned(state, learned, proposed, out)
+        # Outcomes of per-process actions (procthp:collapse) inform the action,
+        # not a knob: there is nothing of that name to set.
+        for knob in [k for k in proposed if k.startswith("procthp:")]:
+            del proposed[knob]
 
     collapse = choose_collapse(state)
     out.actions.extend(collapse.actions)

@@ -181,6 +181,13 @@ class FixtureEngine:
     def recover(self) -> list[str]:
         return []
 
+    def collapse(self, processes: Any, workload: str, settings: Any, reason: str
+                 ) -> dict[str, Any] | None:
+        return None  # the fixture world runs no process to collapse
+
+    def collapse_status(self) -> dict[str, Any] | None:
+        return None
+
     def history(self, limit: int) -> list[dict[str, Any]]:
         return [{"txn": t, "knob": k, "old": o} for t, k, o in self.journal[-limit:]]
 

@@ -175,3 +175,19 @@ def collapse_unsupported(host: Host) -> str | None:
     except HostReadError:
         return "cannot read /sys/kernel/mm/transparent_hugepage"
     return None
+
+
+def cgroup_path(host: Host, pid: int) -> str | None:
+    """The process's cgroup (the unified hierarchy's path, else the first
+    controller's), or None when it is gone."""
+    text = host.read_optional(knobfiles.process(pid, "cgroup"))
+    if text is None:
+        return None
+    first: str | None = None
+    for line in text.splitlines():
+        hierarchy, _, rest = line.partition(":")
+        path = rest.partition(":")[2]
+        if hierarchy == "0":
+            return path
+        first = first or path
+    return first

@@ -49,6 +49,21 @@ class AutoPolicy:
 
 
 @dataclass(frozen=True)
+class CollapseSettings:
+    """Per-process huge pages in auto mode (hosttune.tuners.procthp)."""
+
+    enabled: bool = True
+    # processes never touched: pids, fnmatch patterns on the command name or
+    # command line, fnmatch patterns on the cgroup path (/system.slice/*)
+    exclude_pids: tuple[int, ...] = ()
+    exclude_commands: tuple[str, ...] = ()
+    exclude_cgroups: tuple[str, ...] = ()
+    min_mapping_mib: int = 32
+    max_mib_per_pass: int = 1024
+    max_seconds_per_pass: float = 2.0
+
+
+@dataclass(frozen=True)
 class MetricsListener:
     enabled: bool = False
     address: str = "127.0.0.1"
@@ -91,6 +106,7 @@ class Config:
     overrides: tuple[str, ...] = ()
     objective: Objective = field(default_factory=Objective)
     auto: AutoPolicy = field(default_factory=AutoPolicy)
+    collapse: CollapseSettings = field(default_factory=CollapseSettings)
     backends: tuple[str, ...] = BACKENDS
     accelerators: AcceleratorSettings = field(default_factory=AcceleratorSettings)
     metrics: MetricsListener = field(default_factory=MetricsListener)
@@ -138,6 +154,9 @@ DOC: dict[str, str] = {
     "overrides": "knobs the administrator owns: reported, never changed",
     "objective": "command or metric that measures the workload (auto mode judges changes by it)",
     "auto": "watch_windows, regression (fraction), cooldown_windows",
+    "collapse": "per-process huge pages in auto mode: enabled, exclude_pids, "
+                "exclude_commands, exclude_cgroups (fnmatch patterns), min_mapping_mib, "
+                "max_mib_per_pass, max_seconds_per_pass",
     "backends": f"accelerator backends to try, in order, from {', '.join(BACKENDS)}",
     "accelerators": "pcie_every: read PCIe throughput (NVML: 20 ms per GPU and direction) "
                     "on every Nth sample (12), 0 never",
@@ -298,6 +317,18 @@ def _build(reader: _Reader, root: Any) -> Config:
             "watch_windows": lambda n2, k2: r.integer(n2, k2, 1, 100),
             "regression": lambda n2, k2: r.number(n2, k2, 0.0, 1.0),
             "cooldown_windows": lambda n2, k2: r.integer(n2, k2, 0, 10000),
+        }),
+        "collapse": lambda n, k: _section(r, n, k, CollapseSettings, {
+            "enabled": r.boolean,
+            "exclude_pids": lambda n2, k2: tuple(
+                int(r.integer(item, k2, 1, 1 << 22)) for item in r.sequence(n2, k2)),
+            "exclude_commands": lambda n2, k2: tuple(
+                str(r.string(item, k2)) for item in r.sequence(n2, k2)),
+            "exclude_cgroups": lambda n2, k2: tuple(
+                str(r.string(item, k2)) for item in r.sequence(n2, k2)),
+            "min_mapping_mib": lambda n2, k2: r.integer(n2, k2, 2, 1 << 20),
+            "max_mib_per_pass": lambda n2, k2: r.integer(n2, k2, 2, 1 << 20),
+            "max_seconds_per_pass": lambda n2, k2: r.number(n2, k2, 0.05, 60),
         }),
         "backends": lambda n, k: tuple(
             str(r.string(item, k, choices=BACKENDS)) for item in r.sequence(n, k)),

@@ -22,6 +22,11 @@ from hosttune.models.recommender import Recommendations, recommend, to_plan
 from hosttune.models.rules import load_priors
 
 
+# Whether a change reaches a job that is already running (tuners.knobs.REACH).
+REACH_TEXT = {"running": "reaches running jobs", "new": "new allocations/sockets only",
+              "next job": "the next job only", "reboot": "after a reboot"}
+
+
 @dataclass
 class RecommendReport:
     workload: str
@@ -46,7 +51,7 @@ class RecommendReport:
             lines.append(f"{len(recs.changes)} change(s):")
         for rec in recs.changes:
             before = rec.before if rec.before is not None else "?"
-            lines.append(f"  {rec.knob}: {before} -> {rec.after}")
+            lines.append(f"  {rec.knob}: {before} -> {rec.after}  ({REACH_TEXT[rec.reaches]})")
             lines.append(f"      why: {rec.reason}")
             if explain:
                 lines.append(f"      evidence: {'; '.join(rec.evidence)}")
@@ -60,6 +65,17 @@ class RecommendReport:
             lines.append(f"      why: {rec.reason}")
             if explain:
                 lines.append(f"      source: {rec.source}")
+        if recs.actions:
+            lines.append(f"{len(recs.actions)} action(s) on running processes "
+                         "(auto mode does them; `hosttune collapse` by hand):")
+        for action in recs.actions:
+            lines.append(f"  {action.action} pid {action.pid} ({action.comm}): "
+                         f"{REACH_TEXT[action.reaches]}")
+            lines.append(f"      why: {action.reason}")
+            if explain:
+                lines.append(f"      evidence: {'; '.join(action.evidence)}")
+                lines.append(f"      expected: {action.effect}")
+                lines.append(f"      source: {action.source}")
         for note in self.notes + recs.notes:
             lines.append(f"note: {note}")
         return lines

@@ -1,5 +1,6 @@
 """Knob commands: `apply PLAN.yaml`, `set KNOB VALUE`, `rollback`, `history`,
-`show KNOB...`. When hosttuned runs, `apply`, `set` and `rollback` are handed
+`show KNOB...`, and `collapse` (per-process huge pages, an action journalled
+like a change). When hosttuned runs, `apply`, `set` and `rollback` are handed
 to it over the control socket, so the daemon stays the one writer of its
 journal and knows what changed under it; otherwise they act on the host
 directly, and the journal's lock keeps them from interleaving with another
@@ -54,6 +55,8 @@ _FORCE = typer.Option(False, "--force",
                       help="Also change knobs the administrator owns or changed by hand.")
 _WAIT = typer.Option(30.0, "--wait", min=0.0,
                      help="Seconds to wait for another hosttune process to finish.")
+_PIDS = typer.Option([], "--pid", help="A process to collapse (repeat for several); "
+                                       "default: the ones hosttune would choose.")
 
 
 def register(app: typer.Typer) -> None:
@@ -62,6 +65,7 @@ def register(app: typer.Typer) -> None:
     add_command(app, "rollback", rollback_command)
     add_command(app, "history", history_command)
     add_command(app, "show", show_command)
+    add_command(app, "collapse", collapse_command)
 
 
 def _require_root() -> None:
@@ -289,6 +293,14 @@ def history_command(
         typer.echo(head)
         if record["error"]:
             typer.echo(f"      {record['error']}")
+        if record["kind"] == "collapse":
+            # an action, not a knob: what it did, per process
+            if record.get("reason"):
+                typer.echo(f"      {record['reason']}")
+            for step in record["changes"]:
+                error = f": {step['error']}" if step.get("error") else ""
+                typer.echo(f"      {step['knob']}: {step['after']} [{step['state']}]{error}")
+            continue
         for step in record["changes"]:
             reason = f"  ({step['reason']})" if step["reason"] else ""
             typer.echo(f"      {step['knob']}: {step['before']} -> {step['after']} "
@@ -368,3 +380,78 @@ def _config_owner(knob: str, config_owned: dict[str, str]) -> str | None:
         if fnmatch.fnmatchcase(knob, pattern):
             return where
     return None
+
+
+def collapse_command(
+    pids: list[int] = _PIDS,
+    dry_run: bool = DRY_RUN_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Collapse the memory of running AI processes into huge pages now, for those processes only.
+
+    A THP mode change serves only memory allocated after it; this reaches
+    what a running job already holds (MADV_COLLAPSE through a pidfd, Linux
+    6.1, whatever the global THP mode). Without --pid, the processes
+    hosttune would choose: AI processes holding 256 MiB or more of anonymous
+    memory with almost none of it in huge pages (PyTorch's CPU allocator),
+    never numpy-style madvisers or checkpoint writers (write rates are
+    measured over 2 s first). One bounded pass within the config's
+    collapse.* bounds, journalled: `hosttune history` shows it. Needs root."""
+    # the act layer and the process scan: not at --help (see the module docstring)
+    from hosttune.agent.sense import procmem
+    from hosttune.agent.sense.telemetry.processes import find_ai_processes
+    from hosttune.agent.service.collapse import CollapseRunner, limits_of
+    from hosttune.agent.service.config import load
+    from hosttune.tuners import procthp
+    from hosttune.tuners.transaction import require_root
+
+    host = Host()
+    paths = Paths.from_env()
+    try:
+        if not dry_run:
+            require_root(host)
+        settings = load(paths.config).collapse
+        runner = CollapseRunner(host, settings)
+        if runner.unsupported:
+            fail(f"per-process huge pages are not available here: {runner.unsupported}")
+        if pids:
+            targets = []
+            for pid in pids:
+                start = procmem.start_time(host, pid)
+                if start is None:
+                    fail(f"no process {pid}")
+                targets.append(procthp.CollapseTarget(pid, str(start), reason="by hand"))
+            skipped: list[tuple[int, str, str]] = []
+        else:
+            found = find_ai_processes(host)
+            runner.choose(found, "unknown")  # the first look: write counters
+            time.sleep(2.0)
+            targets, decision = runner.choose(found, "unknown")
+            skipped = decision.skipped
+        if dry_run or not targets:
+            data = {"targets": [t.__dict__ for t in targets],
+                    "skipped": [{"pid": p, "comm": c, "why": w} for p, c, w in skipped]}
+            if json_out:
+                emit_json(data)
+                return
+            typer.echo(("would collapse: " if targets else "nothing to collapse")
+                       + ", ".join(f"pid {t.pid} ({t.comm or 'by hand'})" for t in targets))
+            for pid, comm, why in skipped:
+                typer.echo(f"  left alone: {comm} (pid {pid}): {why}")
+            return
+        journal = _journal()
+        assert journal is not None
+        with journal:
+            report = procthp.collapse_pass(host, journal, targets, limits_of(settings),
+                                           runner.progress, reason="collapse by hand")
+    except HosttuneError as exc:
+        fail(str(exc))
+    if json_out:
+        emit_json(report.to_dict())
+        return
+    if report.unsupported:
+        fail(f"per-process huge pages refused: {report.unsupported}")
+    typer.echo(f"transaction {report.txn}: {round(report.collapsed_mib)} MiB collapsed")
+    for result in report.results:
+        typer.echo(f"  pid {result.pid} ({result.comm}) {result.status}: {result.summary()}"
+                   + (f" ({result.message})" if result.message else ""))

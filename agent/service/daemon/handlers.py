@@ -210,6 +210,13 @@ class Requests:
                 "reverts": list(policy.reverts[-20:]),
                 "watching": None if policy.watch is None else {
                     "txn": policy.watch.txn, "windows_left": policy.watch.windows_left},
+                "collapse": {
+                    "enabled": s.config.collapse.enabled and s.config.mode == "auto",
+                    "runner": s.access.collapse_status(),
+                    "recent": list(policy.collapses[-5:]),
+                    "measuring": None if policy.collapse_watch is None else {
+                        "txn": policy.collapse_watch.txn,
+                        "windows_left": policy.collapse_watch.windows_left}},
                 "auto_blocked": policy.blocked,
                 "engine": dict(info.host),
                 "notes": list(s.access.notes)

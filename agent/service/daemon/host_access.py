@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from hosttune.agent.sense.errors import HosttuneError
 from hosttune.agent.sense.host import Host
-from hosttune.agent.sense.sample import Sample
+from hosttune.agent.sense.sample import AIProcess, Sample
 from hosttune.agent.sense.telemetry.sampler import open_sampler, rates
 from hosttune.agent.sense.vendors import backends_from_config
 from hosttune.agent.service.tracker import Verdict
@@ -28,6 +28,8 @@ from hosttune.models.trace import trace_row
 from hosttune.tuners.knobs import Plan
 
 if TYPE_CHECKING:
+    from hosttune.agent.service.collapse import CollapseRunner
+    from hosttune.agent.service.config import CollapseSettings
     from hosttune.tuners.journal import Journal
     from hosttune.tuners.transaction import TxnResult
 
@@ -89,6 +91,11 @@ class HostAccess(Protocol):
 
     def recover(self) -> list[str]: ...
 
+    def collapse(self, processes: Sequence[AIProcess], workload: str,
+                 settings: CollapseSettings, reason: str) -> dict[str, Any] | None: ...
+
+    def collapse_status(self) -> dict[str, Any] | None: ...
+
     def history(self, limit: int) -> list[dict[str, Any]]: ...
 
     def allowlist_defaults(self) -> Mapping[str, Mapping[str, Any] | None]: ...
@@ -120,6 +127,7 @@ class HostTools:
         self._model: Model | None = None
         self._model_error: str | None = None
         self._journal: Journal | None = None
+        self._collapser: CollapseRunner | None = None
 
     def prepare(self) -> dict[str, Any]:
         """Load what the loop needs up front (the model: its memory is part of
@@ -201,7 +209,7 @@ class HostTools:
         report = run_recommend(self.host, workload=workload, state_dir=str(self.state_dir),
                                telemetry=held if held is not None else "no sample taken yet")
         plan = to_plan(report.recommendations)
-        if not plan.changes:
+        if not plan.changes and not report.recommendations.actions:
             return None
         return Proposal(workload=report.workload, plan=plan, report=report.to_dict())
 
@@ -263,6 +271,22 @@ class HostTools:
         from hosttune.tuners import transaction  # see _journal_open
 
         return [r.message for r in transaction.recover(self.host, self._journal_open())]
+
+    def collapse(self, processes: Sequence[AIProcess], workload: str,
+                 settings: CollapseSettings, reason: str) -> dict[str, Any] | None:
+        """One per-process huge-page pass over the AI processes that need one
+        (journalled); None when none does."""
+        # auto mode only: the pass and the transaction module (see _journal_open)
+        from hosttune.agent.service.collapse import CollapseRunner
+
+        if self._collapser is None:
+            self._collapser = CollapseRunner(self.host, settings)
+        self._collapser.settings = settings
+        report = self._collapser.run(self._journal_open(), processes, workload, reason=reason)
+        return None if report is None else report.to_dict()
+
+    def collapse_status(self) -> dict[str, Any] | None:
+        return None if self._collapser is None else self._collapser.status()
 
     def history(self, limit: int) -> list[dict[str, Any]]:
         from hosttune.tuners import transaction  # see _journal_open

@@ -45,6 +45,33 @@ class Watch:
     started: float = field(default_factory=time.time)
 
 
+@dataclass
+class CollapseWatch:
+    """A collapse pass auto mode is measuring: the job's signals in the
+    window before it, compared with those `windows_left` windows later."""
+
+    txn: str | None
+    workload: str
+    pids: list[int]
+    before: Score
+    spread: float | None  # run-to-run spread of the objective in the window before
+    windows_left: int
+
+
+def _spread(rows: list[dict[str, float]], metric: str | None) -> float | None:
+    """The objective's relative spread over a window's rows (stdev / mean)."""
+    if not metric:
+        return None
+    vals = [r[metric] for r in rows if metric in r]
+    if len(vals) < 3:
+        return None
+    mean = sum(vals) / len(vals)
+    if mean == 0:
+        return None
+    var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)
+    return float(var ** 0.5 / abs(mean))
+
+
 def proposal_dict(proposal: Proposal | None) -> dict[str, Any]:
     if proposal is None:
         return {"workload": None, "changes": [], "report": None}
@@ -70,6 +97,8 @@ class AutoPolicy:
         self.watch: Watch | None = None
         self.blocked: str | None = None  # why auto mode may change nothing
         self.windows_since_change = 10**9
+        self.collapses: list[dict[str, Any]] = []  # the last passes, newest last
+        self.collapse_watch: CollapseWatch | None = None
 
     def remember_reverts(self, store: Store) -> None:
         """What hurt before stays avoided across restarts."""
@@ -84,6 +113,10 @@ class AutoPolicy:
         self.windows_since_change += 1
         if self.watch is not None:
             self._watch_window(workload_changed)
+        if self.collapse_watch is not None:
+            self._watch_collapse()
+        if self.services.config.mode == "auto":
+            self._collapse(stable)
         self._windows += 1
         # Until a class is believed the plan is the generic one ("unknown"
         # priors): something to show in recommend mode; auto never applies it.
@@ -237,6 +270,97 @@ class AutoPolicy:
         self.services.store.add_event("apply" if record["ok"] else "apply-failed",
                                       record["message"], record)
 
+    # -- per-process huge pages ------------------------------------------------------
+
+    def _collapse(self, stable: str | None) -> None:
+        """Collapse the memory of running AI processes that hold no huge pages
+        (a THP mode change would not reach it): on every window, for new
+        processes and for processes that grew; the choice is per process, so
+        it does not wait for the host's class to settle (an idle or
+        checkpoint-writing host is left alone)."""
+        s = self.services
+        settings = s.config.collapse
+        if not settings.enabled or self.blocked:
+            return
+        with s.lock:
+            latest = self.window.last_sample
+            rows = list(self.window.rows)
+        if latest is None or not latest.processes:
+            return
+        workload = stable or "unknown"
+        try:
+            report = s.access.collapse(latest.processes, workload, settings,
+                                       f"auto: per-process huge pages (workload {workload})")
+        except HosttuneError as exc:
+            s.log("error", f"per-process huge pages: {exc}")
+            s.store.add_event("collapse-failed", str(exc))
+            return
+        if report is None:
+            return
+        done = [r for r in report["results"] if r["status"] in ("collapsed", "partial")]
+        text = "; ".join(f"{r['comm']} (pid {r['pid']}): {r['summary']}"
+                         for r in report["results"]) or str(report.get("unsupported"))
+        record = {"wall": time.time(), "workload": workload, **report}
+        with s.lock:
+            self.collapses = [*self.collapses[-19:], record]
+        s.store.add_event("collapse", f"per-process huge pages: {text}", record)
+        s.log("info" if report.get("unsupported") is None else "warning",
+              f"per-process huge pages: {text}", txn=report.get("txn"))
+        if done and self.collapse_watch is None:
+            objective = s.config.objective
+            self.collapse_watch = CollapseWatch(
+                txn=None if report.get("txn") is None else str(report["txn"]),
+                workload=workload, pids=[int(r["pid"]) for r in done],
+                before=window_score(rows, objective), spread=_spread(rows, objective.metric),
+                windows_left=s.config.auto.watch_windows)
+
+    def _watch_collapse(self) -> None:
+        """What the pass did to the job: with an objective metric, before and
+        after against the window's own spread, recorded in outcomes.db when it
+        stands out of the noise; without one, the job's throughput cannot be
+        read (no PMU for TLB misses, no per-process rate of work): recorded
+        as not measured, never as a gain."""
+        s = self.services
+        watch = self.collapse_watch
+        assert watch is not None
+        watch.windows_left -= 1
+        if watch.windows_left > 0:
+            return
+        self.collapse_watch = None
+        objective = s.config.objective
+        with s.lock:
+            rows = list(self.window.rows)
+        after = window_score(rows, objective)
+        b, a = watch.before.objective, after.objective
+        detail: dict[str, Any] = {"txn": watch.txn, "workload": watch.workload,
+                                  "pids": watch.pids, "before": watch.before.to_dict(),
+                                  "after": after.to_dict(), "spread": watch.spread}
+        if objective.metric and b and a and b > 0 and a > 0:
+            effect = effect_of(a, b, lower_is_better=not objective.higher_is_better)
+            noise = max(2 * (watch.spread or 0.0), s.config.auto.regression)
+            detail["effect"] = effect
+            if abs(effect - 1.0) <= noise:
+                verdict = (f"no effect beyond the noise ({objective.metric}: {b:.4g} -> "
+                           f"{a:.4g}, x{effect:.3f}, noise +-{noise:.1%})")
+            else:
+                verdict = f"{objective.metric}: {b:.4g} -> {a:.4g} (x{effect:.3f})"
+                store = OutcomeStore(s.paths.state_dir / "outcomes.db")
+                try:
+                    store.record(Outcome(watch.workload, "collapse",
+                                         {"procthp:collapse": "no"}, 1.0, objective.metric))
+                    store.record(Outcome(watch.workload, "collapse",
+                                         {"procthp:collapse": "yes"}, effect, objective.metric))
+                except OutcomeError as exc:
+                    s.log("warning", f"could not record the outcome of a collapse pass: {exc}")
+        else:
+            verdict = ("not measured: no objective metric is configured, and the job's "
+                       "own speed cannot be read from outside (its CPU use went "
+                       f"{_fmt(watch.before.throughput)} -> {_fmt(after.throughput)}, "
+                       "which a TLB-bound job keeps at 100 % either way)")
+        detail["verdict"] = verdict
+        s.store.add_event("collapse-outcome", f"per-process huge pages: {verdict}", detail)
+        s.log("info", f"per-process huge pages, outcome: {verdict}", txn=watch.txn)
+
     # -- watch and revert ----------------------------------------------------------
 
     def _watch_window(self, workload_changed: bool) -> None:
@@ -329,3 +453,7 @@ class AutoPolicy:
             self.services.log("info", f"reverted hosttune's changes on stop: {outcome.message}")
         except HosttuneError as exc:
             self.services.log("error", f"could not revert on stop: {exc}")
+
+
+def _fmt(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.3g}"

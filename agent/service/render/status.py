@@ -98,8 +98,31 @@ def status_lines(status: dict[str, Any]) -> list[str]:
     lines.append(f"reverted: {len(reverts)}")
     for item in reverts[-5:]:
         lines.append(f"  {_ago(item['wall'])} txn {item.get('txn')}: {item['why']}")
+    lines.extend(collapse_lines(status.get("collapse")))
     if status.get("auto_blocked") and status["mode"] == "auto":
         lines.append(f"auto mode cannot act: {status['auto_blocked']}")
     for note in status.get("notes", []):
         lines.append(f"note: {note}")
+    return lines
+
+
+def collapse_lines(collapse: dict[str, Any] | None) -> list[str]:
+    """Per-process huge pages: what auto mode collapsed, per process."""
+    if not collapse or not collapse.get("enabled"):
+        return []
+    runner = collapse.get("runner") or {}
+    if runner.get("unsupported"):
+        return [f"per-process huge pages: unavailable: {runner['unsupported']}"]
+    lines = [f"per-process huge pages: {runner.get('passes', 0)} pass(es), "
+             f"{runner.get('collapsed_mib', 0)} MiB collapsed, "
+             f"{runner.get('cpu_seconds', 0):.2f} CPU-s"]
+    for item in collapse.get("recent", [])[-3:]:
+        for result in item.get("results", []):
+            lines.append(f"  {_ago(item['wall'])} txn {item.get('txn')}: {result['comm']} "
+                         f"(pid {result['pid']}) {result['status']}: {result['summary']}")
+    for skip in runner.get("skipped", [])[:5]:
+        lines.append(f"  left alone: {skip['comm']} (pid {skip['pid']}): {skip['why']}")
+    if collapse.get("measuring"):
+        lines.append(f"  measuring its effect: {collapse['measuring']['windows_left']} "
+                     "window(s) left")
     return lines

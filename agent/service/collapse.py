@@ -1,0 +1,176 @@
+"""Per-process huge pages, pass after pass: which of the AI processes the
+sampler found get a collapse pass now, within the administrator's
+exclusions and the pass bounds of the config.
+
+Used by the daemon in auto mode (each classification window) and by
+`hosttune collapse`. The choice itself is the decide layer's
+(`models.collapse.choose_collapse`); this module adds what only a live
+host can say: fresh memory totals (the sampler looks at processes once a
+minute), each process's write rate between two passes (a checkpoint writer
+is left alone), its cgroup for the exclusions, and whether the process grew
+since its last pass (a pass runs again only for new memory)."""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from hosttune.agent.sense import procmem
+from hosttune.agent.sense.host import Host
+from hosttune.agent.sense.sample import AIProcess
+from hosttune.agent.service.config import CollapseSettings
+from hosttune.models.collapse import CollapseDecision, choose_collapse
+from hosttune.models.state import HostState, ProcessState
+from hosttune.tuners import procthp
+from hosttune.tuners.journal import Journal
+
+MIB = 1 << 20
+# A process collapsed before gets another pass once it holds this much more
+# anonymous memory (it grew: new tensors, a larger batch).
+GROWTH = 64 * MIB
+
+
+def limits_of(settings: CollapseSettings) -> procthp.CollapseLimits:
+    return procthp.CollapseLimits(
+        min_mapping_bytes=settings.min_mapping_mib * MIB,
+        max_bytes_per_pass=settings.max_mib_per_pass * MIB,
+        max_seconds_per_pass=settings.max_seconds_per_pass)
+
+
+def excluded(host: Host, proc: AIProcess, settings: CollapseSettings) -> str | None:
+    """Which exclusion of the config covers the process, or None."""
+    if proc.pid in settings.exclude_pids:
+        return f"pid {proc.pid} is in collapse.exclude_pids"
+    for pattern in settings.exclude_commands:
+        if fnmatch.fnmatchcase(proc.comm, pattern) or fnmatch.fnmatchcase(proc.cmdline,
+                                                                           pattern):
+            return f"its command matches collapse.exclude_commands {pattern!r}"
+    if settings.exclude_cgroups:
+        cgroup = procmem.cgroup_path(host, proc.pid) or ""
+        for pattern in settings.exclude_cgroups:
+            if fnmatch.fnmatchcase(cgroup, pattern):
+                return f"its cgroup {cgroup} matches collapse.exclude_cgroups {pattern!r}"
+    return None
+
+
+@dataclass
+class _Seen:
+    anon_after_pass: int | None = None
+    write_bytes: int | None = None
+    at: float = 0.0
+
+
+class CollapseRunner:
+    """Holds what earlier passes did; one per daemon (or CLI command)."""
+
+    def __init__(self, host: Host, settings: CollapseSettings) -> None:
+        self.host = host
+        self.settings = settings
+        self.progress = procthp.CollapseProgress()
+        self.unsupported = procmem.collapse_unsupported(host)
+        self._seen: dict[tuple[int, str], _Seen] = {}
+        self.last: procthp.CollapseReport | None = None
+        self.last_decision: CollapseDecision | None = None
+        self.passes = 0
+        self.collapsed_mib = 0.0
+        self.cpu_seconds = 0.0
+
+    def _fresh(self, proc: AIProcess, now: float) -> ProcessState | None:
+        """The process as it is now (memory, write rate), or None when gone."""
+        roll = procmem.rollup(self.host, proc.pid)
+        start = procmem.start_time(self.host, proc.pid)
+        if roll is None or start is None or (proc.start_time and start != proc.start_time):
+            return None
+        key = (proc.pid, start)
+        seen = self._seen.setdefault(key, _Seen())
+        written = procmem.write_bytes(self.host, proc.pid)
+        rate = None
+        if written is not None and seen.write_bytes is not None and now > seen.at:
+            rate = max(0.0, (written - seen.write_bytes) / (now - seen.at))
+        seen.write_bytes, seen.at = written, now
+        return ProcessState(pid=proc.pid, comm=proc.comm, rss_bytes=roll.rss_kb * 1024,
+                            anon_huge_bytes=roll.huge_kb * 1024, anon_bytes=roll.anon_kb * 1024,
+                            start_time=start, reasons=tuple(proc.reasons),
+                            write_bytes_rate=rate)
+
+    def choose(self, processes: Sequence[AIProcess], workload: str
+               ) -> tuple[list[procthp.CollapseTarget], CollapseDecision]:
+        now = time.monotonic()
+        fresh: list[ProcessState] = []
+        skipped: list[tuple[int, str, str]] = []
+        for proc in processes:
+            why = excluded(self.host, proc, self.settings)
+            if why is not None:
+                skipped.append((proc.pid, proc.comm, why))
+                continue
+            state = self._fresh(proc, now)
+            if state is None:
+                continue
+            fresh.append(state)
+            if state.write_bytes_rate is None:
+                # A checkpoint writer is told by its write rate, which takes two
+                # looks: nothing is collapsed at the first.
+                skipped.append((proc.pid, proc.comm, "first look: its write rate is "
+                                "measured before a pass"))
+        self._seen = {k: v for k, v in self._seen.items()
+                      if any((p.pid, p.start_time) == k for p in fresh)}
+        self.progress.forget_except(self._seen)
+        measured = tuple(p for p in fresh if p.write_bytes_rate is not None)
+        decision = choose_collapse(HostState(workload=workload, processes=measured,
+                                             collapse=self.unsupported or "yes"))
+        decision.skipped[:0] = skipped
+        targets = []
+        for action in decision.actions:
+            seen = self._seen.get((action.pid, action.start_time))
+            anon = next(p.anon_bytes for p in fresh if p.pid == action.pid)
+            if seen is not None and seen.anon_after_pass is not None and (
+                    anon - seen.anon_after_pass < GROWTH):
+                continue  # passed before and not grown since: nothing new to collapse
+            targets.append(procthp.CollapseTarget(action.pid, action.start_time, action.comm,
+                                                  action.reason))
+        self.last_decision = decision
+        return targets, decision
+
+    def run(self, journal: Journal, processes: Sequence[AIProcess], workload: str, *,
+            reason: str) -> procthp.CollapseReport | None:
+        """One pass over the processes that need one; None when none does.
+        Raises PermissionRefused for a non-root caller."""
+        if self.unsupported is not None or not self.settings.enabled:
+            return None
+        targets, _decision = self.choose(processes, workload)
+        if not targets:
+            return None
+        report = procthp.collapse_pass(self.host, journal, targets,
+                                       limits_of(self.settings), self.progress, reason=reason)
+        self.passes += 1
+        self.last = report
+        if report.unsupported is not None:
+            self.unsupported = report.unsupported
+        for result in report.results:
+            self.collapsed_mib += result.collapsed_mib
+            self.cpu_seconds += result.cpu_seconds
+            seen = self._seen.get((result.pid, result.start_time))
+            if seen is not None and result.status not in ("gone",) and not result.ranges_left:
+                seen.anon_after_pass = result.anon_kb * 1024
+        return report
+
+    def status(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "enabled": self.settings.enabled, "unsupported": self.unsupported,
+            "passes": self.passes, "collapsed_mib": round(self.collapsed_mib),
+            "cpu_seconds": round(self.cpu_seconds, 3)}
+        if self.last is not None:
+            data["last"] = self.last.to_dict()
+        if self.last_decision is not None:
+            data["skipped"] = [{"pid": pid, "comm": comm, "why": why}
+                               for pid, comm, why in self.last_decision.skipped]
+        return data
+
+
+def with_settings(runner: CollapseRunner, settings: CollapseSettings) -> CollapseRunner:
+    """The runner after a config reload: progress kept, bounds and exclusions new."""
+    runner.settings = replace(settings)
+    return runner
