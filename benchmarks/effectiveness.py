@@ -37,15 +37,18 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -315,6 +318,273 @@ def bench_workload(workload: str, args: argparse.Namespace, disk: str,
     return rows
 
 
+# -- end to end: hosttuned in auto mode on jobs already running -------------------
+#
+# hosttuned --mode auto, told nothing (no workload class, no objective), on
+# jobs of effect_workloads.py --stream that run the whole time, against the
+# kernel defaults and tuned's fixed profiles in the same rounds:
+# - defaults / tuned profiles: set before the job starts; its rate from `warm` s on;
+# - auto (a), the usual case: the job starts under the kernel defaults and
+#   `lead` seconds later hosttuned starts; the job's rate over its last `tail`
+#   seconds, and the time until half the final gain was reached;
+# - auto (b): hosttuned runs first (fresh state), the job starts `lead` s later.
+# After each auto run the daemon is stopped and `hosttune rollback --baseline`
+# puts back everything it changed; locked_and_restored checks the knobs after.
+
+E2E_WORKLOADS = ("gather", "embedding", "training", "numpy", "checkpoint", "loader")
+
+
+@dataclass
+class Timings:
+    fixed: float = 28.0   # seconds a fixed-configuration job runs
+    warm: float = 8.0     # ... of which the first are not counted
+    auto: float = 100.0   # seconds an auto-mode job runs
+    lead: float = 8.0     # the job (a) or the daemon (b) starts this much earlier
+    tail: float = 25.0    # the auto rows' rate: the job's last seconds
+
+
+@dataclass
+class JobRun:
+    rates: list[tuple[float, float]] = field(default_factory=list)  # (s since ready, rate)
+    unit: str = ""
+    ready_wall: float = 0.0
+
+    def median_from(self, start: float, end: float | None = None) -> float:
+        vals = [r for t, r in self.rates if t >= start and (end is None or t <= end)]
+        if not vals:
+            raise SystemExit(f"effectiveness: the job printed no rate after {start:.0f} s")
+        return statistics.median(vals)
+
+    def tail(self, seconds: float) -> float:
+        last = self.rates[-1][0] if self.rates else 0.0
+        return self.median_from(last - seconds)
+
+    def time_to(self, level: float) -> float | None:
+        """First time the rolling median of three rates reaches `level`."""
+        for i in range(2, len(self.rates)):
+            window = [r for _t, r in self.rates[i - 2:i + 1]]
+            if statistics.median(window) >= level:
+                return self.rates[i][0]
+        return None
+
+
+def run_job(workload: str, seconds: float, scale: float,
+            at: tuple[float, Callable[[], None]] | None = None) -> JobRun:
+    """Run a job for `seconds` after its set-up; `at` = (t, fn): call fn once
+    the job has run t seconds (it runs on, and its rates keep coming)."""
+    proc = subprocess.Popen([sys.executable, str(WORKLOAD_SCRIPT), workload, "--stream",
+                             str(seconds), "--scale", str(scale)], stdout=subprocess.PIPE,
+                            text=True)
+    run = JobRun()
+    called = threading.Event()
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            parts = line.split()
+            if parts and parts[0] == "ready":
+                run.ready_wall = time.time()
+            elif parts and parts[0] == "rate":
+                t, value = float(parts[1]), float(parts[2])
+                run.rates.append((t, value))
+                run.unit = " ".join(parts[3:])
+                if at is not None and not called.is_set() and t >= at[0]:
+                    called.set()
+                    at[1]()
+        if proc.wait() != 0:
+            raise SystemExit(f"effectiveness: {workload} job failed ({proc.returncode})")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return run
+
+
+class AutoDaemon:
+    """hosttuned --mode auto with state, run dir and config of its own."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="hosttune-e2e-"))
+        (self.dir / "hosttune.yaml").write_text("mode: auto\n")
+        self.env = {**os.environ, "HOSTTUNE_STATE_DIR": str(self.dir / "state"),
+                    "HOSTTUNE_RUN_DIR": str(self.dir / "run"),
+                    "HOSTTUNE_CONFIG": str(self.dir / "hosttune.yaml"),
+                    "HOSTTUNE_LOG": "stderr"}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_wall = 0.0
+        self.status: dict[str, Any] = {}
+
+    def _exe(self, name: str) -> str:
+        return str(Path(sys.executable).with_name(name))
+
+    def start(self) -> None:
+        self.started_wall = time.time()
+        self.proc = subprocess.Popen([self._exe("hosttuned"), "--foreground"], env=self.env,
+                                     stdout=subprocess.DEVNULL,
+                                     stderr=open(self.dir / "stderr.log", "wb"))  # noqa: SIM115
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([self._exe("hosttune"), *args], env=self.env, text=True,
+                              capture_output=True, timeout=120, check=False)
+
+    def stop(self) -> None:
+        """Keep its status, stop it, and put back everything it changed."""
+        if self.proc is None:
+            return
+        got = self.cli("status", "--json")
+        if got.returncode == 0:
+            self.status = json.loads(got.stdout)
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        back = self.cli("rollback", "--baseline")
+        if back.returncode != 0 and "no transaction" not in back.stderr + back.stdout:
+            raise SystemExit(f"effectiveness: rollback --baseline failed: {back.stderr}")
+        self.proc = None
+
+    def first_collapse(self) -> float | None:
+        """Seconds from the daemon's start to its first collapse pass."""
+        collapse = self.status.get("collapse") if isinstance(self.status, dict) else None
+        recent = collapse.get("recent", []) if isinstance(collapse, dict) else []
+        walls = [r["wall"] for r in recent if r.get("results")]
+        return min(walls) - self.started_wall if walls else None
+
+    def summary(self) -> str:
+        st = self.status if isinstance(self.status, dict) else {}
+        workload = st.get("workload", {})
+        label = workload.get("label") if isinstance(workload, dict) else "?"
+        applied = st.get("applied", [])
+        knobs = [f"{c['knob']}={c['value']}" for a in applied if isinstance(a, dict)
+                 for c in a.get("changes", [])]
+        collapse = st.get("collapse", {})
+        runner = collapse.get("runner") or {} if isinstance(collapse, dict) else {}
+        mib = runner.get("collapsed_mib", 0) if isinstance(runner, dict) else 0
+        return (f"class {label}; collapsed {mib} MiB; applied "
+                + (", ".join(knobs) if knobs else "no knob"))
+
+    def cleanup(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@dataclass
+class Measured:
+    value: float
+    note: str = ""
+    to_gain: float | None = None  # seconds from the job's start to half the gain
+
+
+def measure_auto(workload: str, case: str, timings: Timings, scale: float) -> Measured:
+    daemon = AutoDaemon()
+    try:
+        if case == "a":
+            job = run_job(workload, timings.auto, scale, at=(timings.lead, daemon.start))
+            pre = job.median_from(1.0, timings.lead)
+        else:
+            daemon.start()
+            time.sleep(timings.lead)
+            job = run_job(workload, timings.auto, scale)
+            pre = job.median_from(1.0, 10.0)
+        daemon.stop()
+        post = job.tail(timings.tail)
+        to_gain = None
+        if post > pre * 1.05:
+            to_gain = job.time_to(pre + 0.5 * (post - pre))
+        first = daemon.first_collapse()
+        note = daemon.summary()
+        if first is not None:
+            note += f"; first pass {first:.0f} s after hosttuned started"
+        if to_gain is not None and case == "a":
+            note += f"; half the gain {to_gain - timings.lead:.0f} s after hosttuned started"
+        return Measured(post, note, to_gain)
+    finally:
+        daemon.cleanup()
+
+
+def measure_fixed(workload: str, timings: Timings, scale: float) -> Measured:
+    job = run_job(workload, timings.fixed, scale)
+    return Measured(job.median_from(timings.warm), job.unit)
+
+
+def bench_e2e(workloads: list[str], configs: dict[str, dict[str, str]], *,
+              defaults: dict[str, str], repeats: int, seed: int, scale: float,
+              timings: Timings) -> dict[str, dict[str, list[Measured]]]:
+    """workload -> configuration -> one Measured per round. Every round runs
+    every configuration of a workload once, in a fresh order."""
+    order = random.Random(seed)
+    names = [*configs, "hosttuned auto (a): started while the job runs",
+             "hosttuned auto (b): running before the job starts"]
+    results: dict[str, dict[str, list[Measured]]] = {
+        w: {n: [] for n in names} for w in workloads}
+    for round_no in range(repeats):
+        for workload in workloads:
+            for name in order.sample(names, len(names)):
+                if name in configs:
+                    write_knobs(configs[name])
+                    got = measure_fixed(workload, timings, scale)
+                else:
+                    write_knobs(defaults)
+                    got = measure_auto(workload, "a" if "(a)" in name else "b", timings, scale)
+                    write_knobs(defaults)
+                results[workload][name].append(got)
+                print(f"# round {round_no + 1} {workload} {name}: {got.value:.2f} {got.note}",
+                      flush=True)
+    return results
+
+
+def e2e_report(results: dict[str, dict[str, list[Measured]]], units: dict[str, str]) -> None:
+    geo: dict[str, list[float]] = {}
+    for workload, by_config in results.items():
+        base = [m.value for m in by_config["defaults"]]
+        spread = (max(base) - min(base)) / statistics.median(base)
+        print(f"\n## {workload}: kernel defaults {statistics.median(base):.2f} "
+              f"{units.get(workload, '')}, run-to-run spread {spread:.0%}")
+        print("| configuration | ratio | range | time to half the gain | what it did |\n"
+              "|---|---:|---|---|---|")
+        for name, runs in by_config.items():
+            ratios = sorted(m.value / b for m, b in zip(runs, base, strict=True))
+            geo.setdefault(name, []).append(statistics.median(ratios))
+            gains = [m.to_gain for m in runs if m.to_gain is not None]
+            gain = f"{statistics.median(gains):.0f} s into the job" if gains else "-"
+            note = runs[-1].note if "auto" in name else ""
+            print(f"| {name} | {statistics.median(ratios):.2f} | {ratios[0]:.2f}-"
+                  f"{ratios[-1]:.2f} | {gain} | {note} |")
+    print("\n## all running jobs: geometric mean of the ratios, and the worst\n"
+          "| configuration | geometric mean | worst |\n|---|---:|---:|")
+    for name, values in geo.items():
+        print(f"| {name} | {statistics.geometric_mean(values):.2f} | {min(values):.2f} |")
+
+
+def e2e_main(args: argparse.Namespace, disk: str) -> int:
+    """The end-to-end rows."""
+    workloads = list(E2E_WORKLOADS) if args.workloads == DEFAULT_WORKLOADS else [
+        w for w in args.workloads.split(",") if w in E2E_WORKLOADS]
+    defaults = kernel_defaults(disk)
+    profiles = tuned_profiles(disk)
+    # accelerator-performance sets the same values as throughput-performance on
+    # this host (no governor, no sched_* sysctls): measured once, for both.
+    configs = {"defaults": defaults,
+               "tuned throughput-/accelerator-performance":
+                   {**defaults, **profiles["tuned throughput-performance"][0]},
+               "tuned hpc-compute": {**defaults, **profiles["tuned hpc-compute"][0]}}
+    timings = Timings(auto=args.auto_seconds)
+    print(f"# hosttune end to end: {args.repeats} rounds; hosttuned --mode auto, told nothing "
+          f"(no class, no objective); auto-mode jobs of {timings.auto:.0f} s, "
+          f"{os.cpu_count()} CPUs")
+    with locked_and_restored(knob_space(disk)):
+        results = bench_e2e(workloads, configs, defaults=defaults, repeats=args.repeats,
+                            seed=args.seed, scale=args.scale, timings=timings)
+    e2e_report(results, {w: results[w]["defaults"][0].note for w in workloads})
+    return 0
+
+
+DEFAULT_WORKLOADS = "embedding,training,checkpoint,loader"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="hosttune effectiveness benchmark")
     parser.add_argument("--repeats", type=int, default=7,
@@ -325,9 +595,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="repeats 3, budget 4")
-    parser.add_argument("--workloads", default="embedding,training,checkpoint,loader")
+    parser.add_argument("--workloads", default=DEFAULT_WORKLOADS)
     parser.add_argument("--configs", default="profiles,recommend,tune,random",
                         help="which configurations besides the defaults to run")
+    parser.add_argument("--e2e", action="store_true",
+                        help="the end-to-end rows: hosttuned in auto mode, told nothing, on "
+                             "jobs already running (benchmarks/effect_e2e.py)")
+    parser.add_argument("--auto-seconds", type=float, default=100.0,
+                        help="--e2e: how long each auto-mode job runs")
     args = parser.parse_args(argv)
     args.configs = set(args.configs.split(","))
     if args.quick:
@@ -345,6 +620,8 @@ def main(argv: list[str] | None = None) -> int:
                     "--scale", str(args.scale)], check=True)
     state = tempfile.mkdtemp(prefix="hosttune-effectiveness-")
     env = {**os.environ, "HOSTTUNE_STATE_DIR": state, "HOSTTUNE_RUN_DIR": state}
+    if args.e2e:
+        return e2e_main(args, disk)
     print(f"# hosttune effectiveness: {args.repeats} rounds, tune/random budget "
           f"{args.budget} x {args.trial_repeats} runs, dataset disk {disk}, "
           f"{os.cpu_count()} CPUs")

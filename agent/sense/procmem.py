@@ -191,3 +191,16 @@ def cgroup_path(host: Host, pid: int) -> str | None:
             return path
         first = first or path
     return first
+
+
+def age_seconds(host: Host, start_ticks: str, hz: int) -> float | None:
+    """How long ago a process with this start time (clock ticks after boot)
+    started, from /proc/uptime; None where either is unknown."""
+    text = host.read_optional(f"{knobfiles.PROC_DIR}/uptime")
+    if text is None or not start_ticks.isdigit():
+        return None
+    try:
+        uptime = float(text.split()[0])
+    except (IndexError, ValueError):
+        return None
+    return max(0.0, uptime - int(start_ticks) / hz)

@@ -21,6 +21,7 @@ from typing import Any
 from hosttune.agent.sense import procmem
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.sample import AIProcess
+from hosttune.agent.sense.telemetry.cpu import clock_ticks
 from hosttune.agent.service.config import CollapseSettings
 from hosttune.models.collapse import CollapseDecision, choose_collapse
 from hosttune.models.state import HostState, ProcessState
@@ -31,6 +32,8 @@ MIB = 1 << 20
 # A process collapsed before gets another pass once it holds this much more
 # anonymous memory (it grew: new tensors, a larger batch).
 GROWTH = 64 * MIB
+# A process younger than this has not shown yet whether it writes checkpoints.
+MIN_AGE = 10.0
 
 
 def limits_of(settings: CollapseSettings) -> procthp.CollapseLimits:
@@ -77,6 +80,7 @@ class CollapseRunner:
         self.passes = 0
         self.collapsed_mib = 0.0
         self.cpu_seconds = 0.0
+        self._hz = clock_ticks()
 
     def _fresh(self, proc: AIProcess, now: float) -> ProcessState | None:
         """The process as it is now (memory, write rate), or None when gone."""
@@ -90,6 +94,12 @@ class CollapseRunner:
         rate = None
         if written is not None and seen.write_bytes is not None and now > seen.at:
             rate = max(0.0, (written - seen.write_bytes) / (now - seen.at))
+        elif written is not None:
+            # At first sight, its average since it started: a checkpoint writer
+            # has written gigabytes by then, a gather job next to nothing.
+            age = procmem.age_seconds(self.host, start, self._hz)
+            if age is not None and age >= MIN_AGE:
+                rate = written / age
         seen.write_bytes, seen.at = written, now
         return ProcessState(pid=proc.pid, comm=proc.comm, rss_bytes=roll.rss_kb * 1024,
                             anon_huge_bytes=roll.huge_kb * 1024, anon_bytes=roll.anon_kb * 1024,
@@ -113,7 +123,7 @@ class CollapseRunner:
             if state.write_bytes_rate is None:
                 # A checkpoint writer is told by its write rate, which takes two
                 # looks: nothing is collapsed at the first.
-                skipped.append((proc.pid, proc.comm, "first look: its write rate is "
+                skipped.append((proc.pid, proc.comm, "just started: its write rate is "
                                 "measured before a pass"))
         self._seen = {k: v for k, v in self._seen.items()
                       if any((p.pid, p.start_time) == k for p in fresh)}
@@ -157,10 +167,17 @@ class CollapseRunner:
                 seen.anon_after_pass = result.anon_kb * 1024
         return report
 
+    @property
+    def pending(self) -> bool:
+        """Whether the last pass stopped at its bounds with work left."""
+        return self.last is not None and any(
+            r.ranges_left for r in self.last.results if r.status != "gone")
+
     def status(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "enabled": self.settings.enabled, "unsupported": self.unsupported,
-            "passes": self.passes, "collapsed_mib": round(self.collapsed_mib),
+            "passes": self.passes, "pending": self.pending,
+            "collapsed_mib": round(self.collapsed_mib),
             "cpu_seconds": round(self.cpu_seconds, 3)}
         if self.last is not None:
             data["last"] = self.last.to_dict()

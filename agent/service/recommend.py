@@ -21,7 +21,6 @@ from hosttune.models.outcomes import OutcomeError
 from hosttune.models.recommender import Recommendations, recommend, to_plan
 from hosttune.models.rules import load_priors
 
-
 # Whether a change reaches a job that is already running (tuners.knobs.REACH).
 REACH_TEXT = {"running": "reaches running jobs", "new": "new allocations/sockets only",
               "next job": "the next job only", "reboot": "after a reboot"}

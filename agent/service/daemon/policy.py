@@ -98,6 +98,7 @@ class AutoPolicy:
         self.blocked: str | None = None  # why auto mode may change nothing
         self.windows_since_change = 10**9
         self.collapses: list[dict[str, Any]] = []  # the last passes, newest last
+        self._collapse_pending: str | None = None  # the workload of a pass cut short
         self.collapse_watch: CollapseWatch | None = None
 
     def remember_reverts(self, store: Store) -> None:
@@ -272,6 +273,12 @@ class AutoPolicy:
 
     # -- per-process huge pages ------------------------------------------------------
 
+    def on_tick(self) -> None:
+        """A pass its bounds cut short goes on at the next sample, not the
+        next window: a 2 GiB job is done within a few ticks."""
+        if self._collapse_pending is not None and self.services.config.mode == "auto":
+            self._collapse(self._collapse_pending)
+
     def _collapse(self, stable: str | None) -> None:
         """Collapse the memory of running AI processes that hold no huge pages
         (a THP mode change would not reach it): on every window, for new
@@ -295,6 +302,8 @@ class AutoPolicy:
             s.log("error", f"per-process huge pages: {exc}")
             s.store.add_event("collapse-failed", str(exc))
             return
+        status = s.access.collapse_status() or {}
+        self._collapse_pending = workload if status.get("pending") else None
         if report is None:
             return
         done = [r for r in report["results"] if r["status"] in ("collapsed", "partial")]
