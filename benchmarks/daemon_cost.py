@@ -5,6 +5,15 @@ minutes; and the same for Debian's `tuned` daemon side by side when it is
 installed (apt-get install tuned).
 
     .venv/bin/python benchmarks/daemon_cost.py [--duration 180] [--no-tuned] [--mode recommend]
+    .venv/bin/python benchmarks/daemon_cost.py --grow 256 [--duration 240]
+
+--grow MIB runs hosttuned in auto mode beside a PyTorch-style job (private
+anonymous memory, never madvised) that grows by MIB every 20 s for the first
+half of the run and then holds: auto mode keeps collapsing it into huge pages
+(per-process THP). Its allowlist is emptied in the config, so no knob is
+changed; the collapse passes are what is measured, their CPU time (the kernel
+copies the pages on the daemon's account) in the growing half, and the
+daemon's steady cost once the job holds still, in the other.
 
 hosttuned runs as installed (the shipped config/hosttune.yaml: observe mode,
 5 s interval; `--no-config` runs it without a file) with its state, socket
@@ -129,10 +138,36 @@ def boot_values() -> dict[str, str]:
 SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "config" / "hosttune.yaml"
 
 
+GROWER = """
+import mmap, sys, time
+step, steps, hold = int(sys.argv[1]) << 20, int(sys.argv[2]), float(sys.argv[3])
+maps = []
+for n in range(steps):
+    m = mmap.mmap(-1, step, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    for i in range(0, step, 4096):
+        m[i] = 1
+    maps.append(m)
+    time.sleep(hold)
+time.sleep(3600)
+"""
+
+
+def no_knob_config() -> str:
+    """Auto mode with every default allowlist entry removed: no knob changes."""
+    from hosttune.tuners.allowlist import DEFAULT_ALLOWLIST
+
+    lines = ["mode: auto", "allowlist:"]
+    lines += [f'  "{knob}": false' for knob in sorted(DEFAULT_ALLOWLIST)]
+    return "\n".join(lines) + "\n"
+
+
 def start_hosttuned(tmp: Path, site_model: Path | None, config: bool, mode: str | None = None
                     ) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
     exe = Path(sys.executable).parent / "hosttuned"
-    if config:
+    if mode == "auto":
+        (tmp / "hosttune.yaml").write_text(no_knob_config())
+        mode = None
+    elif config:
         # As installed: the package puts this file in /etc/hosttune, so the
         # daemon parses YAML at start (PyYAML stays loaded: ~1 MB).
         shutil.copy(SHIPPED_CONFIG, tmp / "hosttune.yaml")
@@ -210,12 +245,17 @@ def main() -> int:
     ap.add_argument("--no-config", action="store_true",
                     help="start hosttuned without a configuration file (defaults, no YAML "
                     "parsed); default: the shipped config/hosttune.yaml, as installed")
-    ap.add_argument("--mode", choices=("observe", "recommend"),
+    ap.add_argument("--mode", choices=("observe", "recommend", "auto"),
                     help="override the configured mode (recommend: keeps a plan ready, "
                     "made from the daemon's own samples); auto is not offered, it changes "
                     "the host")
+    ap.add_argument("--grow", type=int, metavar="MIB", default=0,
+                    help="auto mode (no knob allowlisted) beside a job growing by MIB every "
+                    "20 s for half the run, then holding: the cost of per-process huge pages")
     ap.add_argument("--json", action="store_true", help="print JSON")
     args = ap.parse_args()
+    if args.grow:
+        args.mode, args.no_tuned = "auto", True
 
     with open(KERNEL_LOCK, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -227,6 +267,10 @@ def main() -> int:
         try:
             hproc, env = start_hosttuned(tmp, args.site_model, not args.no_config, args.mode)
             procs.append(hproc)
+            if args.grow:
+                steps = max(1, int(args.duration / 2 / 20))
+                procs.append(subprocess.Popen([sys.executable, "-c", GROWER, str(args.grow),
+                                               str(steps), "20"]))
             measured = [Measured("hosttuned", hproc, lambda: hproc.pid)]
             if not args.no_tuned:
                 tproc = start_tuned(tmp)
@@ -251,11 +295,22 @@ def main() -> int:
                 m.begin()
                 m.poll()
             end = time.monotonic() + args.duration
+            half = time.monotonic() + args.duration / 2
+            phase: dict[str, float] = {}
             while time.monotonic() < end:
                 time.sleep(min(5.0, max(0.0, end - time.monotonic())))
                 for m in measured:
                     m.poll()
+                if args.grow and not phase and time.monotonic() >= half:
+                    phase = {"t": time.monotonic(), "cpu": cpu_seconds(hproc.pid)}
             results = [m.result() for m in measured]
+            if phase:
+                grow_s = phase["t"] - measured[0].t0
+                steady_s = time.monotonic() - phase["t"]
+                results[0]["growing_cpu_s_per_min"] = round(
+                    (phase["cpu"] - measured[0].cpu0) / (grow_s / 60), 4)
+                results[0]["steady_cpu_s_per_min"] = round(
+                    (cpu_seconds(hproc.pid) - phase["cpu"]) / (steady_s / 60), 4)
             status = subprocess.run([str(Path(sys.executable).parent / "hosttune"), "status",
                                      "--json"], env=env, capture_output=True, text=True,
                                     timeout=30, check=False)
@@ -269,6 +324,11 @@ def main() -> int:
                 results[0]["model"] = (f"{model.get('source')} ({model.get('kind')})" if model
                                        else f"none: {engine.get('model_error')}")
                 results[0]["workload"] = st["workload"]["label"]
+                runner = (st.get("collapse") or {}).get("runner") or {}
+                if args.grow:
+                    results[0]["collapsed_mib"] = runner.get("collapsed_mib", 0)
+                    results[0]["collapse_cpu_s"] = runner.get("cpu_seconds", 0)
+                    results[0]["collapse_passes"] = runner.get("passes", 0)
                 results[0]["mode"] = st["mode"]
                 notes += [f"hosttuned: {n}" for n in st.get("notes", [])]
         finally:
@@ -305,6 +365,14 @@ def main() -> int:
               f"{h['samples']} samples, "
               f"model loaded: {h['model_loaded']}, workload: {h['workload']}")
         print(f"hosttuned model: {h['model']}")
+    if "growing_cpu_s_per_min" in h:
+        gib = h.get("collapsed_mib", 0) / 1024
+        per_gib = h.get("collapse_cpu_s", 0) / gib if gib else float("nan")
+        print(f"auto mode beside a job growing by {args.grow} MiB / 20 s: "
+              f"{h.get('collapse_passes', 0)} passes, {h.get('collapsed_mib', 0)} MiB "
+              f"collapsed, {h.get('collapse_cpu_s', 0):.2f} CPU-s in the passes "
+              f"({per_gib:.2f} CPU-s per GiB); daemon {h['growing_cpu_s_per_min']:.3f} "
+              f"CPU-s/min while it grew, {h['steady_cpu_s_per_min']:.4f} once it held still")
     for note in notes:
         print(f"note: {note}")
     print("budget (DESIGN.md): RSS <= 40 MB, <= 0.05 CPU-s/min")

@@ -332,14 +332,17 @@ def bench_workload(workload: str, args: argparse.Namespace, disk: str,
 # puts back everything it changed; locked_and_restored checks the knobs after.
 
 E2E_WORKLOADS = ("gather", "embedding", "training", "numpy", "checkpoint", "loader")
+E2E_DEFAULT = "gather,embedding,training,numpy,checkpoint"
 
 
 @dataclass
 class Timings:
-    fixed: float = 28.0   # seconds a fixed-configuration job runs
-    warm: float = 8.0     # ... of which the first are not counted
-    auto: float = 100.0   # seconds an auto-mode job runs
-    lead: float = 8.0     # the job (a) or the daemon (b) starts this much earlier
+    fixed: float = 20.0   # seconds a fixed-configuration job runs
+    warm: float = 6.0     # ... of which the first are not counted
+    auto_a: float = 50.0  # seconds the job of case (a) runs ...
+    lead_a: float = 10.0  # ... hosttuned starting this far into it
+    auto_b: float = 95.0  # seconds the job of case (b) runs ...
+    lead_b: float = 6.0   # ... starting this long after hosttuned
     tail: float = 25.0    # the auto rows' rate: the job's last seconds
 
 
@@ -482,12 +485,12 @@ def measure_auto(workload: str, case: str, timings: Timings, scale: float) -> Me
     daemon = AutoDaemon()
     try:
         if case == "a":
-            job = run_job(workload, timings.auto, scale, at=(timings.lead, daemon.start))
-            pre = job.median_from(1.0, timings.lead)
+            job = run_job(workload, timings.auto_a, scale, at=(timings.lead_a, daemon.start))
+            pre = job.median_from(1.0, timings.lead_a)
         else:
             daemon.start()
-            time.sleep(timings.lead)
-            job = run_job(workload, timings.auto, scale)
+            time.sleep(timings.lead_b)
+            job = run_job(workload, timings.auto_b, scale)
             pre = job.median_from(1.0, 10.0)
         daemon.stop()
         post = job.tail(timings.tail)
@@ -499,7 +502,7 @@ def measure_auto(workload: str, case: str, timings: Timings, scale: float) -> Me
         if first is not None:
             note += f"; first pass {first:.0f} s after hosttuned started"
         if to_gain is not None and case == "a":
-            note += f"; half the gain {to_gain - timings.lead:.0f} s after hosttuned started"
+            note += f"; half the gain {to_gain - timings.lead_a:.0f} s after hosttuned started"
         return Measured(post, note, to_gain)
     finally:
         daemon.cleanup()
@@ -561,8 +564,8 @@ def e2e_report(results: dict[str, dict[str, list[Measured]]], units: dict[str, s
 
 def e2e_main(args: argparse.Namespace, disk: str) -> int:
     """The end-to-end rows."""
-    workloads = list(E2E_WORKLOADS) if args.workloads == DEFAULT_WORKLOADS else [
-        w for w in args.workloads.split(",") if w in E2E_WORKLOADS]
+    chosen = E2E_DEFAULT if args.workloads == DEFAULT_WORKLOADS else args.workloads
+    workloads = [w for w in chosen.split(",") if w in E2E_WORKLOADS]
     defaults = kernel_defaults(disk)
     profiles = tuned_profiles(disk)
     # accelerator-performance sets the same values as throughput-performance on
@@ -571,9 +574,11 @@ def e2e_main(args: argparse.Namespace, disk: str) -> int:
                "tuned throughput-/accelerator-performance":
                    {**defaults, **profiles["tuned throughput-performance"][0]},
                "tuned hpc-compute": {**defaults, **profiles["tuned hpc-compute"][0]}}
-    timings = Timings(auto=args.auto_seconds)
+    timings = Timings()
     print(f"# hosttune end to end: {args.repeats} rounds; hosttuned --mode auto, told nothing "
-          f"(no class, no objective); auto-mode jobs of {timings.auto:.0f} s, "
+          f"(no class, no objective); jobs of {timings.fixed:.0f} s (fixed settings), "
+          f"{timings.auto_a:.0f} s (a: hosttuned starts {timings.lead_a:.0f} s in), "
+          f"{timings.auto_b:.0f} s (b: starting {timings.lead_b:.0f} s after hosttuned); "
           f"{os.cpu_count()} CPUs")
     with locked_and_restored(knob_space(disk)):
         results = bench_e2e(workloads, configs, defaults=defaults, repeats=args.repeats,
@@ -601,8 +606,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--e2e", action="store_true",
                         help="the end-to-end rows: hosttuned in auto mode, told nothing, on "
                              "jobs already running (benchmarks/effect_e2e.py)")
-    parser.add_argument("--auto-seconds", type=float, default=100.0,
-                        help="--e2e: how long each auto-mode job runs")
     args = parser.parse_args(argv)
     args.configs = set(args.configs.split(","))
     if args.quick:

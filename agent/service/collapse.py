@@ -23,7 +23,7 @@ from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.sample import AIProcess
 from hosttune.agent.sense.telemetry.cpu import clock_ticks
 from hosttune.agent.service.config import CollapseSettings
-from hosttune.models.collapse import CollapseDecision, choose_collapse
+from hosttune.models.collapse import CollapseDecision, ProcessAction, choose_collapse
 from hosttune.models.state import HostState, ProcessState
 from hosttune.tuners import procthp
 from hosttune.tuners.journal import Journal
@@ -132,6 +132,19 @@ class CollapseRunner:
         decision = choose_collapse(HostState(workload=workload, processes=measured,
                                              collapse=self.unsupported or "yes"))
         decision.skipped[:0] = skipped
+        # A pass its bounds cut short is finished even where what is left is
+        # under the thresholds for starting one.
+        unfinished = {(r.pid, r.start_time) for r in (self.last.results if self.last else [])
+                      if r.ranges_left and r.status != "gone"}
+        for state in measured:
+            key = (state.pid, state.start_time)
+            if key in unfinished and not any(a.pid == state.pid for a in decision.actions) and \
+                    any(pid == state.pid and "already in huge pages" in why
+                        for pid, _c, why in decision.skipped):
+                decision.skipped = [x for x in decision.skipped if x[0] != state.pid]
+                decision.actions.append(ProcessAction(
+                    "collapse", state.pid, state.start_time, state.comm,
+                    "the last pass stopped at its bounds with ranges left", ()))
         targets = []
         for action in decision.actions:
             seen = self._seen.get((action.pid, action.start_time))

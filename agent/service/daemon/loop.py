@@ -270,7 +270,7 @@ class Daemon:
             s.store.add_sample(sample.wall, rates)
         if window_done:
             self._window_done()
-        self.policy.on_tick()
+        self.policy.on_tick(self.tracker.stable)
         s.notifier.status(self.requests.status_line())
 
     def _window_done(self) -> None:

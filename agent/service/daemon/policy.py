@@ -99,6 +99,7 @@ class AutoPolicy:
         self.windows_since_change = 10**9
         self.collapses: list[dict[str, Any]] = []  # the last passes, newest last
         self._collapse_pending: str | None = None  # the workload of a pass cut short
+        self._collapse_seen: frozenset[tuple[int, str]] | None = None  # processes looked at
         self.collapse_watch: CollapseWatch | None = None
 
     def remember_reverts(self, store: Store) -> None:
@@ -273,10 +274,19 @@ class AutoPolicy:
 
     # -- per-process huge pages ------------------------------------------------------
 
-    def on_tick(self) -> None:
-        """A pass its bounds cut short goes on at the next sample, not the
-        next window: a 2 GiB job is done within a few ticks."""
-        if self._collapse_pending is not None and self.services.config.mode == "auto":
+    def on_tick(self, stable: str | None) -> None:
+        """Per-process huge pages do not wait for a window: a process the
+        sampler has just found is looked at on the sample that found it, and
+        a pass its bounds cut short goes on at the next sample (a 2 GiB job
+        is done within a few ticks)."""
+        if self.services.config.mode != "auto":
+            return
+        with self.services.lock:
+            latest = self.window.last_sample
+        found = frozenset((p.pid, p.start_time) for p in latest.processes) if latest else None
+        if found and found != self._collapse_seen:
+            self._collapse(stable)
+        elif self._collapse_pending is not None:
             self._collapse(self._collapse_pending)
 
     def _collapse(self, stable: str | None) -> None:
@@ -294,6 +304,7 @@ class AutoPolicy:
             rows = list(self.window.rows)
         if latest is None or not latest.processes:
             return
+        self._collapse_seen = frozenset((p.pid, p.start_time) for p in latest.processes)
         workload = stable or "unknown"
         try:
             report = s.access.collapse(latest.processes, workload, settings,
@@ -362,10 +373,12 @@ class AutoPolicy:
                 except OutcomeError as exc:
                     s.log("warning", f"could not record the outcome of a collapse pass: {exc}")
         else:
-            verdict = ("not measured: no objective metric is configured, and the job's "
-                       "own speed cannot be read from outside (its CPU use went "
-                       f"{_fmt(watch.before.throughput)} -> {_fmt(after.throughput)}, "
-                       "which a TLB-bound job keeps at 100 % either way)")
+            cpu = (f" (AI processes' CPU use {_fmt(watch.before.throughput)} -> "
+                   f"{_fmt(after.throughput)}, which a TLB-bound job keeps at 100 % either "
+                   "way)" if watch.before.throughput is not None else "")
+            verdict = ("not measured: no objective metric is configured, and the job's own "
+                       f"speed cannot be read from outside{cpu}; recorded as unmeasured, "
+                       "not as a gain")
         detail["verdict"] = verdict
         s.store.add_event("collapse-outcome", f"per-process huge pages: {verdict}", detail)
         s.log("info", f"per-process huge pages, outcome: {verdict}", txn=watch.txn)

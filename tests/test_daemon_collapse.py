@@ -1,0 +1,141 @@
+"""Per-process huge pages through the daemon's own loop, on the real kernel:
+hosttuned in auto mode, told nothing, finds a running process that looks
+like PyTorch work (a `torchrun` argument) holding memory it touched page by
+page, and collapses it while THP stays at the host's mode; a SIGKILL of the
+daemon in the middle of a pass leaves a journal that recovery closes.
+
+The daemon's allowlist is emptied in its config, so it changes no knob; the
+test checks the THP mode and the vm.* knobs auto mode would otherwise touch
+are what they were."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hosttune.agent.sense import procmem
+from hosttune.agent.sense.host import Host
+from hosttune.tuners.allowlist import DEFAULT_ALLOWLIST
+
+sys.path.insert(0, str(Path(__file__).parent))
+from daemon_run import RunningDaemon
+
+pytestmark = [pytest.mark.kernel, pytest.mark.daemon, pytest.mark.slow,
+              pytest.mark.skipif(procmem.collapse_unsupported(Host()) is not None,
+                                 reason=str(procmem.collapse_unsupported(Host())))]
+
+WATCHED = ("/sys/kernel/mm/transparent_hugepage/enabled", "/proc/sys/vm/swappiness",
+           "/proc/sys/vm/dirty_ratio", "/proc/sys/vm/dirty_background_ratio",
+           "/sys/kernel/mm/transparent_hugepage/khugepaged/pages_to_scan")
+HOLDER = textwrap.dedent("""
+    import mmap, sys, time
+    size = int(sys.argv[1]) << 20
+    m = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    for i in range(0, size, 4096):
+        m[i] = 1
+    print("ready", flush=True)
+    time.sleep(600)
+""")
+
+
+def config(**collapse: object) -> str:
+    lines = ["mode: auto", "interval: 0.5", "window: 4", "collapse:"]
+    lines += [f"  {k}: {v}" for k, v in collapse.items()] or ["  enabled: true"]
+    lines += ["allowlist:"] + [f'  "{knob}": false' for knob in sorted(DEFAULT_ALLOWLIST)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def unchanged(kernel_lock: None) -> Iterator[None]:
+    before = {p: Path(p).read_text() for p in WATCHED}
+    yield
+    assert {p: Path(p).read_text() for p in WATCHED} == before
+
+
+@pytest.fixture
+def holder(request: pytest.FixtureRequest) -> Iterator[subprocess.Popen[str]]:
+    mib = getattr(request, "param", 512)
+    # "torchrun" among its arguments: the sampler counts it as AI work
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(mib), "torchrun"],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    time.sleep(1.0)
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def _huge_fraction(pid: int) -> float:
+    roll = procmem.rollup(Host(), pid)
+    assert roll is not None
+    return roll.huge_kb / roll.anon_kb
+
+
+def test_auto_mode_collapses_a_running_job(tmp_path: Path, unchanged: None,
+                                           holder: subprocess.Popen[str]) -> None:
+    assert _huge_fraction(holder.pid) < 0.05 or "[always]" in Path(WATCHED[0]).read_text()
+    d = RunningDaemon(tmp_path, config(max_mib_per_pass=128))
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and _huge_fraction(holder.pid) < 0.9:
+            time.sleep(0.5)
+            assert d.proc.poll() is None, d.log()
+        assert _huge_fraction(holder.pid) >= 0.9, d.log()
+        status = d.status()
+        runner = status["collapse"]["runner"]
+        assert runner["collapsed_mib"] >= 0.9 * 512 and runner["passes"] >= 4  # 128 MiB each
+        history = json.loads(d.cli("history", "--json").stdout)
+        passes = [t for t in history if t["kind"] == "collapse"]
+        assert passes and all(t["state"] == "committed" for t in passes)
+        assert any(s["knob"] == f"procthp:pid:{holder.pid}" and s["state"] == "collapsed"
+                   for t in passes for s in t["changes"])
+        assert not [t for t in history if t["kind"] == "apply" and t["state"] == "committed"]
+    finally:
+        d.stop()
+        d.close()
+
+
+@pytest.mark.parametrize("holder", [3072], indirect=True)
+def test_sigkill_of_the_daemon_mid_pass(tmp_path: Path, unchanged: None,
+                                        holder: subprocess.Popen[str]) -> None:
+    d = RunningDaemon(tmp_path, config(max_mib_per_pass=8192, max_seconds_per_pass=30))
+    journal = d.state / "journal.db"
+    killed = False
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not killed:
+            if journal.exists():
+                with sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=1) as db:
+                    try:
+                        row = db.execute("SELECT COUNT(*) FROM step WHERE state='collapsing'"
+                                         ).fetchone()
+                    except sqlite3.OperationalError:
+                        row = (0,)
+                if row[0]:
+                    d.proc.send_signal(signal.SIGKILL)
+                    d.proc.wait()
+                    killed = True
+                    break
+            time.sleep(0.01)
+        assert killed, f"no pass seen in flight: {d.log()}"
+    finally:
+        d.close()
+    assert holder.poll() is None  # the job runs on
+    # The next hosttune that may write recovers first: nothing to undo, the
+    # unfinished step says so, and no knob has a baseline to go back to.
+    out = d.cli("rollback", "--baseline")
+    assert out.returncode == 0, out.stderr
+    history = json.loads(d.cli("history", "--json").stdout)
+    (cut,) = [t for t in history if t["kind"] == "collapse" and t["state"] == "recovered"]
+    assert [s["state"] for s in cut["changes"]] == ["interrupted"]
+    assert "nothing to undo" in cut["changes"][0]["error"]
+    assert not [t for t in history if t["state"] == "open"]
