@@ -23,10 +23,14 @@ from hosttune.agent.service.objective import CommandProbe, Score, harm, window_s
 from hosttune.agent.service.outcome_store import OutcomeStore
 from hosttune.agent.service.store import Store
 from hosttune.models.outcomes import Outcome, OutcomeError, effect_of
-from hosttune.tuners.knobs import Plan
+from hosttune.tuners.knobs import Change, Plan
 
 # A recommendation is refreshed this often even when the workload holds still.
 REFRESH_WINDOWS = 20
+# Changes of these rules are bounded in time: auto mode puts the knobs back
+# after so many seconds (khugepaged scanning 10x as often catches up on a
+# running job's memory where MADV_COLLAPSE is missing, and then need not go on).
+TEMPORARY_RULES = {"khugepaged-catch-up": 600.0}
 
 Avoided = tuple[str, str, str]  # workload, knob, value
 
@@ -98,6 +102,8 @@ class AutoPolicy:
         self.blocked: str | None = None  # why auto mode may change nothing
         self.windows_since_change = 10**9
         self.collapses: list[dict[str, Any]] = []  # the last passes, newest last
+        # (monotonic deadline, knob -> value to put back) of time-bounded changes
+        self.temporary: list[tuple[float, dict[str, str]]] = []
         self._collapse_pending: str | None = None  # the workload of a pass cut short
         self._collapse_seen: frozenset[tuple[int, str]] | None = None  # processes looked at
         self.collapse_watch: CollapseWatch | None = None
@@ -113,6 +119,7 @@ class AutoPolicy:
 
     def on_window(self, stable: str | None, workload_changed: bool) -> None:
         self.windows_since_change += 1
+        self._end_temporary()
         if self.watch is not None:
             self._watch_window(workload_changed)
         if self.collapse_watch is not None:
@@ -260,6 +267,14 @@ class AutoPolicy:
             return
         s.log("info", f"auto mode applied {len(changes)} change(s) for {plan.workload}: "
               + ", ".join(f"{c['knob']}={c['value']}" for c in changes), txn=outcome.txn)
+        for rule, seconds in TEMPORARY_RULES.items():
+            bounded = [c for c in plan.changes
+                       if c.evidence.get("rule") == rule and c.before is not None]
+            if bounded:
+                self.temporary.append((time.monotonic() + seconds,
+                                       {c.knob: str(c.before) for c in bounded}))
+                # once is the point: not set again after it is put back
+                self.avoid.update((plan.workload or "", c.knob, c.after) for c in bounded)
         self.watch = Watch(txn=outcome.txn, workload=plan.workload or "", changes=changes,
                            before=before, windows_left=s.config.auto.watch_windows,
                            probe_before=probe_before)
@@ -271,6 +286,31 @@ class AutoPolicy:
         self.windows_since_change = 0
         self.services.store.add_event("apply" if record["ok"] else "apply-failed",
                                       record["message"], record)
+
+    def _end_temporary(self) -> None:
+        """Put back the knobs of time-bounded changes whose time is up."""
+        now = time.monotonic()
+        due = [values for deadline, values in self.temporary if deadline <= now]
+        if not due:
+            return
+        self.temporary = [(d, v) for d, v in self.temporary if d > now]
+        s = self.services
+        for values in due:
+            plan = Plan(changes=[Change(knob=k, after=v, source="expert",
+                                        reason="a time-bounded change ends: back to the "
+                                               "value before it") for k, v in values.items()],
+                        workload=None, note="auto mode: end of a time-bounded change")
+            try:
+                outcome = s.access.apply(plan, "auto: time-bounded change ended",
+                                         allowlist=self.allowlist(),
+                                         admin_owned=self.admin_owned())
+            except HosttuneError as exc:
+                s.log("error", f"could not end a time-bounded change: {exc}")
+                continue
+            s.log("info" if outcome.ok else "error",
+                  f"time-bounded change ended: {outcome.message}", txn=outcome.txn)
+            s.store.add_event("temporary-ended", outcome.message, {"txn": outcome.txn,
+                                                                  "knobs": values})
 
     # -- per-process huge pages ------------------------------------------------------
 
