@@ -132,10 +132,12 @@ def classify(host: Host, window: float) -> tuple[str | None, str]:
 
 def run_recommend(host: Host, *, workload: str | None, window: float = 1.0,
                   state_dir: str | None = None,
-                  telemetry: Telemetry | str | None = None) -> RecommendReport:
+                  telemetry: Telemetry | str | None = None,
+                  collapse_refused: str | None = None) -> RecommendReport:
     """`telemetry`: what the caller already sampled (the daemon's latest
     sample and rates; text: why it has none); None samples a `window`-second
-    window here."""
+    window here. `collapse_refused`: why per-process huge pages were refused at
+    run time (the daemon's pass met a seccomp filter), so the plan falls back."""
     priors = load_priors()
     notes: list[str] = []
     if workload is not None:
@@ -159,6 +161,10 @@ def run_recommend(host: Host, *, workload: str | None, window: float = 1.0,
     if telemetry is None:
         telemetry = sample_window(host, window)
     state = host_state(host, workload=workload, telemetry=telemetry)
+    if collapse_refused:
+        # the kernel has MADV_COLLAPSE, but a pass was refused at run time
+        # (a seccomp filter, missing capabilities): plan as without it
+        state.collapse = collapse_refused
     learned = None
     store_dir = state_dir if state_dir is not None else str(Paths.from_env().state_dir)
     try:

@@ -206,8 +206,10 @@ class HostTools:
         from hosttune.models.recommender import to_plan
 
         held = None if latest is None else Telemetry(latest, dict(rates))
+        refused = None if self._collapser is None else self._collapser.unsupported
         report = run_recommend(self.host, workload=workload, state_dir=str(self.state_dir),
-                               telemetry=held if held is not None else "no sample taken yet")
+                               telemetry=held if held is not None else "no sample taken yet",
+                               collapse_refused=refused)
         plan = to_plan(report.recommendations)
         if not plan.changes and not report.recommendations.actions:
             return None
