@@ -432,6 +432,57 @@ def test_sandbox_as_the_daemon_sees_it(running: Box) -> None:
     c.run(f"nsenter --target={pid} --mount rm /tmp/hosttune-probe")
 
 
+HOLDER = """
+import mmap, sys, time
+size = int(sys.argv[1]) << 20
+m = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+for i in range(0, size, 4096):
+    m[i] = 1
+open("/run/holder.ready", "w").close()
+time.sleep(600)
+"""
+
+
+def test_per_process_huge_pages_within_the_units_sandbox(running: Box) -> None:
+    """The packaged daemon in auto mode collapses a running process's memory
+    (pidfd_open + process_madvise) with only the unit's capabilities and
+    under its seccomp filter. The container's /proc/sys is read-only, so no
+    knob can change; the collapse acts on the container's own process."""
+    c = running.c
+    c.write("/tmp/holder.py", HOLDER)
+    # "torchrun" among its arguments: the sampler counts it as AI work
+    c.run("rm -f /run/holder.ready; systemd-run --unit=hosttune-holder "
+          "python3 /tmp/holder.py 512 torchrun")
+    try:
+        deadline = time.monotonic() + 30
+        while c.run("test -e /run/holder.ready", check=False).returncode != 0:
+            assert time.monotonic() < deadline, "the holder did not start"
+            time.sleep(0.5)
+        pid = _show_unit(c, "hosttune-holder", "MainPID")
+        c.write(CONFIG, "mode: auto\ninterval: 1\nwindow: 3\n")
+        c.run(f"systemctl restart {UNIT}", timeout=60)
+        deadline = time.monotonic() + 90
+        while True:
+            rollup = c.run(f"cat /proc/{pid}/smaps_rollup").stdout
+            sizes = dict(re.findall(r"^(Anonymous|AnonHugePages):\s+(\d+) kB", rollup, re.M))
+            if int(sizes["AnonHugePages"]) >= 0.9 * 512 * 1024:
+                break
+            assert time.monotonic() < deadline, (sizes, _status_json(c).get("collapse"))
+            time.sleep(1)
+        history = json.loads(c.run("hosttune history --json").stdout)
+        passes = [t for t in history if t["kind"] == "collapse"]
+        assert passes and all(t["state"] == "committed" for t in passes), history
+        assert any(s["knob"] == f"procthp:pid:{pid}" and s["state"] == "collapsed"
+                   for t in passes for s in t["changes"]), passes
+    finally:
+        c.run("systemctl stop hosttune-holder", check=False)
+
+
+def _show_unit(c: Container, unit: str, prop: str) -> str:
+    out = c.run(f"systemctl show {unit} -p {prop}").stdout
+    return str(out.strip().split("=", 1)[1])
+
+
 def test_refused_kernel_writes_are_reported_and_the_host_untouched(
         running: Box, kernel_lock: None) -> None:
     c = running.c
