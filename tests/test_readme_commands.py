@@ -139,6 +139,9 @@ def runs(venv: Path, work: Path) -> dict[str, list[Run]]:
                       Run(["hosttuned", "--check-config",
                            str(REPO / "config" / "hosttune.yaml")])],
         "hosttune show": [Run(["hosttune", "show", "sysctl:vm.swappiness", "thp:enabled"])],
+        # no AI process runs here: nothing to collapse (and a dry run changes nothing)
+        "hosttune collapse": [Run(["hosttune", "collapse", "--dry-run"],
+                                  expect="nothing to collapse")],
         "hosttune set": [
             Run(["hosttune", "set", "sysctl:vm.swappiness", "10", "--dry-run"]),
             Run(["hosttune", "set", "sysctl:vm.swappiness", "10", "--reason",
