@@ -91,7 +91,8 @@ def test_knob_changed_by_someone_else_is_left_and_reported(tmp_path: Path) -> No
     jobs.start(ctx, "5", workload="a", declared_by="t", plan=plan(swappiness="10"), plan_from="t")
     (root / "proc/sys/vm/swappiness").write_text("33\n")  # the admin, by hand
     result = jobs.end(ctx, "5")
-    assert not result.ok and "sysctl:vm.swappiness" in result.message
+    # reported, left, and not a failure of the epilog (that would drain the node)
+    assert result.ok and "not applied: sysctl:vm.swappiness" in result.message
     assert knobs(root)["vm/swappiness"] == "33"
     assert jobs.status(ctx.paths)["held"] == {}
 

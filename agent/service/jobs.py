@@ -446,7 +446,9 @@ def end(ctx: Context, job_id: str) -> JobResult:
         del book.jobs[job_id]
         steps = _converge(ctx, journal, book, f"job {job_id} ended")
         jb.write(book)
-    return JobResult("end", job_id, not book.problems, f"job {job_id} ended: {_summary(book)}",
+    # a knob someone else changed since is reported and left, not a failure:
+    # only a failed restore (raised above) is
+    return JobResult("end", job_id, True, f"job {job_id} ended: {_summary(book)}",
                      steps, book.to_dict(), ended=[job_id])
 
 
@@ -471,7 +473,7 @@ def reconcile(ctx: Context, live: Callable[[], set[str]], *,
             del book.jobs[job_id]
         steps = _converge(ctx, journal, book, "jobs " + ", ".join(gone) + " no longer listed")
         jb.write(book)
-    return JobResult("reconcile", None, not book.problems,
+    return JobResult("reconcile", None, True,
                      f"ended {', '.join(gone)} (no longer listed): {_summary(book)}",
                      steps, book.to_dict(), ended=gone)
 
