@@ -25,6 +25,7 @@ from hosttune.agent.service.commands import (
     classify,
     config,
     job,
+    k8s,
     knobs,
     model,
     outcomes,
@@ -41,7 +42,7 @@ from hosttune.agent.service.commands.options import HELP_MARKUP
 # options.add_command/add_group, in the order --help lists them.
 COMMAND_MODULES: tuple[ModuleType, ...] = (
     recommend, tune, outcomes, topology, capture, config, accel, status, telemetry, record,
-    model, classify, knobs, job,
+    model, classify, knobs, job, k8s,
 )
 
 
