@@ -20,7 +20,6 @@ line per step: argv, rc, stdout, stderr.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -19,7 +19,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import jsonschema
 import kubernetes_validate
@@ -53,7 +53,7 @@ def manifests() -> list[tuple[str, dict[str, Any]]]:
 
 def by_kind(kind: str) -> dict[str, Any]:
     (doc,) = [d for _, d in manifests() if d["kind"] == kind]
-    return doc
+    return dict(doc)
 
 
 def validate(doc: dict[str, Any]) -> None:
@@ -97,7 +97,7 @@ def test_validation_can_fail() -> None:
 def _container(name: str) -> dict[str, Any]:
     pod = by_kind("DaemonSet")["spec"]["template"]["spec"]
     (container,) = [c for c in pod["containers"] if c["name"] == name]
-    return container
+    return dict(container)
 
 
 def _env(container: dict[str, Any]) -> dict[str, str]:
@@ -248,10 +248,10 @@ def test_status_configmap_is_valid_and_says_what_hosttune_did(tmp_path: Path) ->
 
 
 class FakeApi(http.server.BaseHTTPRequestHandler):
-    requests: list[dict[str, Any]] = []
+    requests: ClassVar[list[dict[str, Any]]] = []
     reply_status = 200
 
-    def do_PATCH(self) -> None:  # noqa: N802 (http.server's name)
+    def do_PATCH(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         FakeApi.requests.append({"method": "PATCH", "path": self.path,
                                  "headers": dict(self.headers.items()), "body": body})

@@ -12,6 +12,7 @@ exit (found by a marker in its environment)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -295,10 +296,8 @@ def cluster() -> Iterator[Cluster]:
             munged.wait(timeout=10)
         # slurmstepd and job processes: whatever carries this run's marker
         for pid in _marked(marker):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         left = {k: _sysctl(k) for k in KNOBS}
         for k, v in snapshot.items():
             _set_sysctl(k, v)

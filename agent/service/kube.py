@@ -199,14 +199,14 @@ def journal_view(host: Host, journal_path: Path) -> dict[str, Any]:
 
 
 def node_status(f: NodeFacts, namespace: str, status: Mapping[str, Any] | None,
-                journal: Mapping[str, Any], jobs: Mapping[str, Any] | None,
+                journal: Mapping[str, Any], jobs: Mapping[str, Any] | None, *,
                 now: float | None = None) -> dict[str, Any]:
     """The per-node status ConfigMap."""
     recommendation = (status or {}).get("recommendation") or {}
     report = recommendation.get("report") or {}
     advice = [{"knob": a.get("knob"), "value": a.get("after"), "why": a.get("why_advice")}
               for a in report.get("advice", []) if isinstance(a, Mapping)]
-    body = {
+    body: dict[str, Any] = {
         "node": f.node,
         "published": round(time.time() if now is None else now, 3),
         "daemon": bool(status),
@@ -266,7 +266,7 @@ class KubeApi:
         kind = (obj.get("apiVersion"), obj.get("kind"))
         if kind not in _KINDS:
             raise KubeError(self.server, f"hosttune does not write {kind[1]} ({kind[0]})")
-        prefix, plural = _KINDS[kind]  # type: ignore[index]
+        prefix, plural = _KINDS[kind]
         meta = obj["metadata"]
         ns = urllib.parse.quote(meta["namespace"], safe="")
         name = urllib.parse.quote(meta["name"], safe="")

@@ -84,12 +84,18 @@ def _daemon_status() -> dict[str, Any] | None:
 
 def _gather(root: Path | None, node: str | None, workload: str | None
             ) -> tuple[NodeFacts, dict[str, Any] | None, Host]:
-    from hosttune.agent.service import kube
-    from hosttune.agent.service.cli import version
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
 
+    from hosttune.agent.service import kube
+
+    try:
+        version = dist_version("hosttune")
+    except PackageNotFoundError:
+        version = "0+unknown"
     host = Host(host_root(root))
     status = _daemon_status()
-    return (kube.facts(host, _node(node), status, workload=workload, version=version()),
+    return (kube.facts(host, _node(node), status, workload=workload, version=version),
             status, host)
 
 
