@@ -6,6 +6,8 @@ class a job declares to Slurm. The real Slurm cluster is tests/test_slurm.py."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from hosttune.agent.service import jobs
 from hosttune.tuners.journal import Journal
 from hosttune.tuners.knobs import Change, Plan
 
+FIXTURES = Path(__file__).parent / "fixtures" / "hosts"
 BASE = {"vm/swappiness": "60", "vm/dirty_ratio": "20", "vm/dirty_background_ratio": "10",
         "vm/vfs_cache_pressure": "100"}
 
@@ -192,3 +195,49 @@ def test_live_jobs_from_squeue_output() -> None:
 
     assert jobs.slurm_live_jobs(runner) == {"12", "13"}
     assert calls == [["squeue", "--noheader", "--format=%A"]]
+
+
+def test_class_without_site_plan_takes_the_recommenders_node_knobs(tmp_path: Path) -> None:
+    root = tmp_path / "host"
+    shutil.copytree(FIXTURES / "this-vm", root, symlinks=True)
+    paths = Paths(state_dir=tmp_path / "state", run_dir=tmp_path / "run",
+                  config=tmp_path / "etc/hosttune.yaml")
+    ctx = jobs.Context(host=Host(root), paths=paths, lock_timeout=5.0)
+    before = (root / "proc/sys/vm/swappiness").read_text().strip()
+    result = jobs.start(ctx, "11", workload="training", declared_by="--class")
+    job = jobs.status(paths)["jobs"]["11"]
+    assert job["plan_from"] == "hosttune recommend"
+    # what `hosttune recommend --workload training` gives, node-wide knobs only
+    assert job["plan"] and all(k.split(":")[0] in jobs.NODE_WIDE_FAMILIES for k in job["plan"])
+    assert {s.knob for s in result.steps if s.status == "applied"} == set(job["plan"])
+    jobs.end(ctx, "11")
+    assert (root / "proc/sys/vm/swappiness").read_text().strip() == before
+
+
+@pytest.mark.daemon
+def test_daemon_start_ends_jobs_slurm_no_longer_lists(tmp_path: Path) -> None:
+    """A node rebooted mid-job: its epilog never ran; hosttuned ends the job
+    when it starts, asking squeue (here a stand-in that lists another job)."""
+    from daemon_run import RunningDaemon
+
+    ctx, root = make(tmp_path)
+    ctx = jobs.Context(host=ctx.host, paths=Paths(state_dir=tmp_path / "d/state",
+                                                  run_dir=tmp_path / "d/run",
+                                                  config=tmp_path / "d/hosttune.yaml"))
+    jobs.start(ctx, "31", workload="a", declared_by="t", plan=plan(swappiness="10"),
+               plan_from="t")
+    assert knobs(root)["vm/swappiness"] == "10"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text("#!/bin/sh\necho 77\n")
+    (bin_dir / "squeue").chmod(0o755)
+    daemon = RunningDaemon(tmp_path / "d", "mode: observe\n", args=("--root", str(root)),
+                           extra_env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    try:
+        daemon.wait_for("READY=1", 60)
+        assert knobs(root) == BASE
+        assert "ended 31 (no longer listed)" in daemon.log()
+        assert daemon.stop() == 0
+    finally:
+        daemon.close()
+    assert jobs.status(ctx.paths)["jobs"] == {}
