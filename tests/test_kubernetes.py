@@ -12,6 +12,7 @@ import copy
 import http.server
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -365,7 +366,7 @@ def _pod_run(container: str, steps: list[Any], state: Path,
 def _image_argv(argv: list[str]) -> list[str]:
     """The image's /usr/bin/hosttune* are this install's."""
     bin_dir = Path(sys.executable).parent
-    return [str(bin_dir / Path(a).name) if a.startswith("/usr/bin/hosttune") else a
+    return [re.sub(r"/usr/bin/(hosttuned?)\b", lambda m: str(bin_dir / m.group(1)), a)
             for a in argv]
 
 
@@ -406,12 +407,14 @@ def test_agent_runs_with_the_daemonsets_mounts(tmp_path: Path, knob_guard: str) 
         [hosttune, "k8s", "nodefeature", "--node", "n1", "--json"],
         [hosttune, "rollback", "--baseline"],
         {"stop": True},
+        _image_argv(agent["livenessProbe"]["exec"]["command"]),
     ], state)
-    ro, _, _, status, set_, read, metrics, nodefeature, rollback, stop = results
+    ro, _, _, status, set_, read, metrics, nodefeature, rollback, stop, dead = results
     # readOnlyRootFilesystem holds: nothing outside the volumes is writable
     assert ro["stdout"].count("Read-only file system") == 2, ro
+    # the liveness probe passes while the daemon answers, fails once it is gone
     assert status["rc"] == 0, status
-    assert json.loads(status["stdout"])["mode"] == "observe"
+    assert dead["rc"] != 0, dead
     assert set_["rc"] == 0, set_
     assert read["stdout"].strip() == target
     assert metrics["rc"] == 0 and "hosttune" in metrics["stdout"], metrics
