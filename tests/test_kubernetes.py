@@ -461,3 +461,25 @@ def test_restarted_pod_rolls_back_an_unfinished_transaction(tmp_path: Path,
     assert read["stdout"].strip() == knob_guard, (read, stop)
     assert json.loads(history["stdout"])[0]["state"] == "recovered"
     assert stop["rc"] == 0, stop
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="mount namespaces need root and util-linux's unshare")
+def test_publisher_reads_the_nodes_journal(tmp_path: Path, knob_guard: str) -> None:
+    state = tmp_path / "node-var-lib-hosttune"
+    state.mkdir()
+    hosttune = _image_argv(["/usr/bin/hosttune"])[0]
+    target = str(int(knob_guard) + 5)
+    (changed,) = _pod_run("hosttuned", [[hosttune, "set", f"sysctl:{KNOB}", target]], state)
+    assert changed["rc"] == 0, changed
+    try:
+        (published,) = _pod_run("publisher", [[hosttune, "k8s", "status", "--json"]], state,
+                                env={"NODE_NAME": "n1", "POD_NAMESPACE": "hosttune"})
+    finally:
+        (undone,) = _pod_run("hosttuned", [[hosttune, "rollback", "--baseline"]], state)
+    assert published["rc"] == 0, published
+    doc = json.loads(published["stdout"])
+    validate(doc)
+    assert json.loads(doc["data"]["status.json"])["applied"] == {f"sysctl:{KNOB}": target}
+    assert undone["rc"] == 0, undone
