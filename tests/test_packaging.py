@@ -81,6 +81,8 @@ def test_deb_layout_and_metadata(deb: Path) -> None:
         "usr/share/man/man1/hosttune.1.gz",
         "usr/share/man/man8/hosttuned.8.gz",
         "usr/share/bash-completion/completions/hosttune",
+        "usr/share/hosttune/slurm/prolog",
+        "usr/share/hosttune/slurm/epilog",
     ):
         assert path in files, path
     assert _run("dpkg-deb", "-f", deb, "Package").stdout.strip() == "hosttune"

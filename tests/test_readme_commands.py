@@ -110,6 +110,9 @@ def runs(venv: Path, work: Path) -> dict[str, list[Run]]:
     for trace in sorted((REPO / "models" / "data").glob("idle-*.csv.gz"))[:3]:
         shutil.copy(trace, site)
     fast = ["--candidate", "logistic"]  # one estimator of three: the same code path
+    # a site plan for the class a batch job declares (beside HOSTTUNE_CONFIG, as `work` sets it)
+    (work / "etc" / "jobs.d").mkdir(parents=True, exist_ok=True)
+    (work / "etc" / "jobs.d" / "training.yaml").write_text(plan.read_text())
     return {
         "scripts/setup recommend": [Run([str(REPO / "scripts" / "setup"), "recommend"],
                                         env={"HOSTTUNE_VENV": str(venv)})],
@@ -164,6 +167,23 @@ def runs(venv: Path, work: Path) -> dict[str, list[Run]]:
                                r"(\d+)", "--budget", "4", "--root", tree], env=on_tree)],
         "hosttune outcomes record": [Run(["hosttune", "outcomes", "record", "-w", "training",
                                           "--effect", "1.1", "--plan", str(plan)])],
+        "hosttune job start": [
+            Run(["hosttune", "job", "start", "--id", "4242", "--class", "training", "--root",
+                 tree], env=on_tree),
+            Run(["hosttune", "job", "start", "--id", "4243", "--plan", str(plan), "--root",
+                 tree], env=on_tree)],
+        "hosttune job end": [Run(["hosttune", "job", "end", "--id", "4242", "--root", tree],
+                                 env=on_tree)],
+        # no job recorded on this tree's state: squeue is not asked
+        "hosttune job reconcile": [Run(["hosttune", "job", "reconcile", "--root", tree],
+                                       env=on_tree)],
+        "hosttune job status": [Run(["hosttune", "job", "status"], env=on_tree),
+                                Run(["hosttune", "job", "status", "--json"], env=on_tree)],
+        "hosttune k8s nodefeature": [Run(["hosttune", "k8s", "nodefeature", "--node", "gpu-7"])],
+        "hosttune k8s status": [Run(["hosttune", "k8s", "status", "--node", "gpu-7"])],
+        # outside a pod: refused, naming what is missing
+        "hosttune k8s publish": [Run(["hosttune", "k8s", "publish", "--once"], codes=(1,),
+                                     expect="KUBERNETES_SERVICE_HOST")],
         "python -m hosttune.models.workloads.<name>": [
             Run([py, "-m", "hosttune.models.workloads.idle", "--seconds", "1"]),
             # PyTorch is the `workloads` extra, not in this install: a clear refusal

@@ -272,7 +272,24 @@ class HostTools:
             return []
         from hosttune.tuners import transaction  # see _journal_open
 
-        return [r.message for r in transaction.recover(self.host, self._journal_open())]
+        messages = [r.message for r in transaction.recover(self.host, self._journal_open())]
+        return messages + self._end_vanished_jobs()
+
+    def _end_vanished_jobs(self) -> list[str]:
+        """Batch jobs recorded here that Slurm no longer lists (their epilog
+        never ran: the node rebooted mid-job) are ended at start, their knobs
+        back at the baseline; nothing is ended when squeue cannot answer."""
+        if not (self.state_dir / "jobs.json").exists():
+            return []
+        import dataclasses
+
+        from hosttune.agent.sense.paths import Paths
+        from hosttune.agent.service import jobs
+
+        paths = dataclasses.replace(Paths.from_env(), state_dir=self.state_dir)
+        result = jobs.reconcile(jobs.Context(host=self.host, paths=paths),
+                                jobs.slurm_live_jobs)
+        return [f"batch jobs: {result.message}"] if result.ended or not result.ok else []
 
     def collapse(self, processes: Sequence[AIProcess], workload: str,
                  settings: CollapseSettings, reason: str) -> dict[str, Any] | None:
