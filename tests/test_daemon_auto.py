@@ -316,6 +316,30 @@ def test_a_time_bounded_change_is_put_back(tmp_path: Path, tree: tuple[Path, Wor
         thread.join(timeout=10)
 
 
+def test_auto_mode_leaves_a_knob_a_batch_job_holds(tmp_path: Path,
+                                                   tree: tuple[Path, World]) -> None:
+    # `hosttune job start` (the Slurm prolog) holds vm.swappiness for its job:
+    # the daemon's plan must not fight it.
+    from hosttune.agent.service import jobs
+
+    (tmp_path / "state").mkdir()
+    with jobs.JobBook(tmp_path / "state") as book_file:
+        book = book_file.read()
+        book.held["sysctl:vm.swappiness"] = "30"
+        book_file.write(book)
+    root, world = tree
+    world.busy = 0.9
+    daemon, thread = _start(tmp_path, root, AUTO)
+    try:
+        _wait(lambda: daemon.policy.recommendation is not None, 10, "a plan")
+        time.sleep(1.0)  # windows in which auto mode could have applied it
+        assert daemon.policy.applied == []
+        assert (root / "proc/sys/vm/swappiness").read_text().strip() == "60"
+    finally:
+        daemon.request_stop()
+        thread.join(timeout=10)
+
+
 def test_recommend_mode_never_writes(tmp_path: Path, tree: tuple[Path, World]) -> None:
     root, world = tree
     world.busy = 0.9

@@ -203,6 +203,19 @@ class AutoPolicy:
         return self.services.config.effective_allowlist(
             self.services.access.allowlist_defaults())
 
+    def job_held(self) -> set[str]:
+        """Knobs a batch job holds (`hosttune job start`, the Slurm prolog):
+        the job's plan wins on them until it ends; auto mode leaves them."""
+        # auto mode only, when a plan is about to be applied (jobs loads the
+        # transaction module)
+        from hosttune.agent.service import jobs
+
+        try:
+            return set(jobs.status(self.services.paths).get("held", {}))
+        except (HosttuneError, OSError) as exc:
+            self.services.log("warning", f"cannot read the batch jobs' knobs: {exc}")
+            return set()
+
     def admin_owned(self) -> dict[str, str]:
         config = self.services.config
         where = config.source or "the configuration"
@@ -217,8 +230,10 @@ class AutoPolicy:
         if proposal.workload != stable:
             return
         plan = proposal.plan
+        held = self.job_held()
         fresh = [c for c in plan.changes
-                 if (plan.workload or "", c.knob, c.after) not in self.avoid]
+                 if (plan.workload or "", c.knob, c.after) not in self.avoid
+                 and c.knob not in held]
         if not fresh:
             return
         try:
