@@ -189,6 +189,9 @@ class FixtureEngine:
     def collapse_status(self) -> dict[str, Any] | None:
         return None
 
+    def job_signals(self, pids: Any) -> dict[int, dict[str, Any]]:
+        return {}
+
     def history(self, limit: int) -> list[dict[str, Any]]:
         return [{"txn": t, "knob": k, "old": o} for t, k, o in self.journal[-limit:]]
 

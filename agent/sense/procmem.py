@@ -204,3 +204,36 @@ def age_seconds(host: Host, start_ticks: str, hz: int) -> float | None:
     except (IndexError, ValueError):
         return None
     return max(0.0, uptime - int(start_ticks) / hz)
+
+
+def cgroup_stall(host: Host, pid: int) -> dict[str, float] | None:
+    """Pressure stall of the process's cgroup (cgroup v2 cpu/memory/io.pressure):
+    `<resource>` -> the 'some' avg60 (% of time a task of the cgroup waited),
+    or None where the process is gone or its cgroup has no pressure files."""
+    path = cgroup_path(host, pid)
+    if path is None:
+        return None
+    out: dict[str, float] = {}
+    for resource in ("cpu", "memory", "io"):
+        text = host.read_optional(f"{knobfiles.CGROUP_DIR}{path.rstrip('/')}/"
+                                  f"{resource}.pressure")
+        for line in (text or "").splitlines():
+            if line.startswith("some "):
+                fields = dict(f.split("=", 1) for f in line.split()[1:] if "=" in f)
+                try:
+                    out[resource] = float(fields["avg60"])
+                except (KeyError, ValueError):
+                    continue
+    return out or None
+
+
+def cpu_seconds(host: Host, pid: int, hz: int) -> float | None:
+    """User + system CPU seconds the process has used (/proc/PID/stat)."""
+    text = host.read_optional(knobfiles.process(pid, "stat"))
+    if text is None:
+        return None
+    fields = text.rsplit(")", 1)[-1].split()
+    try:
+        return (int(fields[11]) + int(fields[12])) / hz
+    except (IndexError, ValueError):
+        return None

@@ -11,6 +11,7 @@ with a clear error; the daemon keeps sampling and serving either way.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,8 @@ class HostAccess(Protocol):
                  settings: CollapseSettings, reason: str) -> dict[str, Any] | None: ...
 
     def collapse_status(self) -> dict[str, Any] | None: ...
+
+    def job_signals(self, pids: Sequence[int]) -> dict[int, dict[str, Any]]: ...
 
     def history(self, limit: int) -> list[dict[str, Any]]: ...
 
@@ -306,6 +309,21 @@ class HostTools:
 
     def collapse_status(self) -> dict[str, Any] | None:
         return None if self._collapser is None else self._collapser.status()
+
+    def job_signals(self, pids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """What can be read of each process's own progress from outside: its
+        CPU seconds (monotonic wall beside them) and its cgroup's stall."""
+        from hosttune.agent.sense import procmem
+        from hosttune.agent.sense.telemetry.cpu import clock_ticks
+
+        hz = clock_ticks()
+        out: dict[int, dict[str, Any]] = {}
+        for pid in pids:
+            cpu = procmem.cpu_seconds(self.host, pid, hz)
+            if cpu is not None:
+                out[pid] = {"cpu_seconds": cpu, "at": time.monotonic(),
+                            "stall": procmem.cgroup_stall(self.host, pid)}
+        return out
 
     def history(self, limit: int) -> list[dict[str, Any]]:
         from hosttune.tuners import transaction  # see _journal_open

@@ -60,6 +60,8 @@ class CollapseWatch:
     before: Score
     spread: float | None  # run-to-run spread of the objective in the window before
     windows_left: int
+    # each process's CPU seconds and cgroup stall at the pass (HostAccess.job_signals)
+    signals: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 def _spread(rows: list[dict[str, float]], metric: str | None) -> float | None:
@@ -387,7 +389,8 @@ class AutoPolicy:
                 txn=None if report.get("txn") is None else str(report["txn"]),
                 workload=workload, pids=[int(r["pid"]) for r in done],
                 before=window_score(rows, objective), spread=_spread(rows, objective.metric),
-                windows_left=s.config.auto.watch_windows)
+                windows_left=s.config.auto.watch_windows,
+                signals=s.access.job_signals([int(r["pid"]) for r in done]))
 
     def _watch_collapse(self) -> None:
         """What the pass did to the job: with an objective metric, before and
@@ -434,6 +437,9 @@ class AutoPolicy:
             verdict = ("not measured: no objective metric is configured, and the job's own "
                        f"speed cannot be read from outside{cpu}; recorded as unmeasured, "
                        "not as a gain")
+        job = _job_change(watch.signals, s.access.job_signals(watch.pids))
+        if job:
+            verdict += f"; the job itself: {job}"
         detail["verdict"] = verdict
         s.store.add_event("collapse-outcome", f"per-process huge pages: {verdict}", detail)
         s.log("info", f"per-process huge pages, outcome: {verdict}", txn=watch.txn)
@@ -530,6 +536,27 @@ class AutoPolicy:
             self.services.log("info", f"reverted hosttune's changes on stop: {outcome.message}")
         except HosttuneError as exc:
             self.services.log("error", f"could not revert on stop: {exc}")
+
+
+def _job_change(before: dict[int, dict[str, Any]], after: dict[int, dict[str, Any]]) -> str:
+    """What the processes' own signals did over the watch: CPU use (a job
+    that waited on memory less may get more done per CPU second, but its CPU
+    share barely moves) and its cgroup's stall, where the kernel keeps one."""
+    parts = []
+    for pid, b in sorted(before.items()):
+        a = after.get(pid)
+        if a is None:
+            parts.append(f"pid {pid} exited")
+            continue
+        span = a["at"] - b["at"]
+        if span > 0:
+            parts.append(f"pid {pid} used {(a['cpu_seconds'] - b['cpu_seconds']) / span:.2f} "
+                         "CPUs since")
+        if b.get("stall") and a.get("stall"):
+            parts.append("cgroup stall (some avg60 %) " + ", ".join(
+                f"{r} {b['stall'][r]:.1f} -> {a['stall'][r]:.1f}"
+                for r in sorted(b["stall"]) if r in a["stall"]))
+    return "; ".join(parts)
 
 
 def _fmt(value: float | None) -> str:
