@@ -59,6 +59,8 @@ _BEFORE = {
     "thp:shmem_enabled": {"choices": ["always", "within_size", "advise", "never"]},
     "thp:khugepaged.defrag": {"min": 0, "max": 1},
     "thp:khugepaged.pages_to_scan": {"min": 512, "max": 65536},
+    # added with the khugepaged catch-up (kernels without MADV_COLLAPSE)
+    "thp:khugepaged.scan_sleep_millisecs": {"min": 500, "max": 60000},
     "hugepages:*": {"min": 0, "max_memory_fraction": 0.5},
     "irq:*": {},
     "numa:pid:*": {},
