@@ -141,7 +141,10 @@ def run_tuning(
             trial.status = "regressed" if trial.effect < 1 - regress_tolerance else "ok"
             if outcomes is not None:
                 outcomes.record(Outcome(workload=workload, source="trial", knobs=values,
-                                        effect=trial.effect, objective=objective.describe()))
+                                        effect=trial.effect, objective=objective.describe(),
+                                        before=dict(baseline.values),
+                                        noise=_noise([baseline, trial]) if repeats > 1
+                                        else None))
         if on_trial:
             on_trial(trial)
         return trial

@@ -33,7 +33,7 @@ from hosttune.agent.service.objective import (
     MetricFileObjective,
     PrometheusObjective,
 )
-from hosttune.agent.service.outcome_store import OutcomeStore
+from hosttune.agent.service.outcome_store import OutcomeStore, host_facts
 from hosttune.agent.service.snapshot import observe
 from hosttune.models import workload_classes
 from hosttune.models.optimizer import Space
@@ -213,11 +213,21 @@ class ObservingObjective:
 
 
 def _prior_start(host: Host, space: Space, baseline: dict[str, str], workload: str,
-                 state: HostState | None = None) -> tuple[dict[str, str] | None, list[str]]:
-    """The priors' recommendation for this class, restricted to the space."""
+                 state: HostState | None = None, *, state_dir: Path | None = None
+                 ) -> tuple[dict[str, str] | None, list[str]]:
+    """The recommendation for this class, restricted to the space: the
+    priors, or what the outcomes measured here and imported from similar
+    hosts teach (`hosttune outcomes import`), so a host of a fleet starts
+    where its siblings found their gains."""
     if state is None:
         state = observe(host, workload=workload, window=0.5)
-    recs = recommend(state)
+    learned = None
+    if state_dir is not None and (state_dir / "outcomes.db").exists():
+        try:
+            learned = OutcomeStore(state_dir / "outcomes.db").learned(workload, host_facts(host))
+        except HosttuneError:
+            learned = None  # the priors still give a start
+    recs = recommend(state, learned=learned)
     point = dict(baseline)
     used = []
     for rec in recs.changes:
@@ -264,7 +274,7 @@ def run_tune(req: TuneRequest, echo: Callable[[str], None] | None) -> dict[str, 
         "objective": objective.describe(), "knobs": knobs, "baseline": baseline,
         "budget": req.budget, "repeats": req.repeats, "keep": req.keep, "prune": req.prune}
     if dry:
-        start, used = _prior_start(host, space, baseline, req.workload)
+        start, used = _prior_start(host, space, baseline, req.workload, state_dir=state_dir)
         plan_info.update(prior_start=start, prior_rules=used)
         why = "--dry-run" if req.dry_run else "not root: only root changes the host"
         if echo:
@@ -298,7 +308,8 @@ def run_tune(req: TuneRequest, echo: Callable[[str], None] | None) -> dict[str, 
     watched = ObservingObjective(objective, host, req.workload)
 
     def priors_seen_running() -> list[dict[str, str]]:
-        start, used = _prior_start(host, space, baseline, req.workload, watched.state)
+        start, used = _prior_start(host, space, baseline, req.workload, watched.state,
+                                   state_dir=state_dir)
         plan_info.update(prior_start=start, prior_rules=used)
         if echo and start:
             echo("priors, judged while the baseline ran: " + ", ".join(used))
