@@ -36,7 +36,7 @@ _OBJECTIVE = typer.Option("", "--objective", help="What was measured, for the re
 _OUTPUT = typer.Option(None, "--output", "-o", metavar="FILE",
                        help="Write here (JSON lines) instead of standard output.")
 _FILES = typer.Argument(..., metavar="FILE...",
-                        help="Export files (JSON lines, hosttune-outcomes/1); - reads stdin.")
+                        help="Files `outcomes export` wrote; - reads standard input.")
 
 
 def register(app: typer.Typer) -> None:
@@ -102,9 +102,9 @@ def _row(o: Outcome) -> dict[str, Any]:
 
 def export_command(workload: str | None = _WORKLOAD_OPT, output: Path | None = _OUTPUT,
                    root: Path | None = ROOT_OPTION) -> None:
-    """Write this host's own outcomes with its host facts (format
-    hosttune-outcomes/1, one JSON object a line), for `outcomes import` on
-    other hosts. Outcomes imported here are not passed on."""
+    """Write this host's own outcomes with its host facts, one JSON object a
+    line (format version 1, described in the README), for `outcomes import`
+    on other hosts. Outcomes imported here are not passed on."""
     from hosttune.agent.sense.host import Host
     from hosttune.agent.service.outcome_store import OutcomeStore, host_facts
     from hosttune.models.outcomes import to_record
