@@ -156,6 +156,46 @@ def weight_of(outcome: Outcome, here: HostFacts | None) -> float:
     return similarity(here or HostFacts(), outcome.host)
 
 
+# An outcome from a host less alike than this is left out of a tuning run's
+# starting observations: the optimiser cannot weigh a point, only take it.
+WARM_START_WEIGHT = 0.5
+
+
+def warm_start(outcomes: list[Outcome], here: HostFacts | None, knobs: list[str],
+               baseline: Mapping[str, str]) -> list[tuple[dict[str, str], float]]:
+    """Observations a tuning run over `knobs` can start from: each outcome
+    that set only those knobs, from this host or one alike
+    (WARM_START_WEIGHT), as a complete setting (the knobs it did not set at
+    the values they had before it, else at this host's baseline) and its
+    effect."""
+    out = []
+    wanted = set(knobs)
+    for o in outcomes:
+        if not o.knobs or not set(o.knobs) <= wanted:
+            continue
+        if weight_of(o, here) < WARM_START_WEIGHT:
+            continue
+        values = {k: o.knobs.get(k, o.before.get(k, baseline.get(k, ""))) for k in knobs}
+        if all(values.values()):
+            out.append((values, o.effect))
+    return out
+
+
+def best_seen(seen: list[tuple[dict[str, str], float]], count: int = 2
+              ) -> list[dict[str, str]]:
+    """The settings of `seen` that measured best (better than their
+    baseline): what a tuning run should try here first, since a sibling's
+    gain is the likeliest one to hold on this host too."""
+    ranked = sorted((s for s in seen if s[1] > 1.0), key=lambda s: -s[1])
+    out: list[dict[str, str]] = []
+    for values, _effect in ranked:
+        if values not in out:
+            out.append(values)
+        if len(out) == count:
+            break
+    return out
+
+
 def to_record(outcome: Outcome, host: HostFacts) -> dict[str, Any]:
     """One line of an export file (FORMAT): self-contained, so files from
     several hosts can simply be concatenated."""

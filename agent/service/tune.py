@@ -37,6 +37,7 @@ from hosttune.agent.service.outcome_store import OutcomeStore, host_facts
 from hosttune.agent.service.snapshot import observe
 from hosttune.models import workload_classes
 from hosttune.models.optimizer import Space
+from hosttune.models.outcomes import best_seen, warm_start
 from hosttune.models.recommender import recommend
 from hosttune.models.space import DEFAULT_TUNE_KNOBS, space_for
 from hosttune.models.state import HostState
@@ -306,6 +307,17 @@ def run_tune(req: TuneRequest, echo: Callable[[str], None] | None) -> dict[str, 
              f"{what}{'  ' + trial.error if trial.error else ''}")
 
     watched = ObservingObjective(objective, host, req.workload)
+    # What this host and alike hosts of its fleet measured before over these
+    # knobs: the optimiser knows it from the start, and the best of it is
+    # tried here first.
+    try:
+        seen = warm_start(outcomes.outcomes(req.workload) + outcomes.imported(req.workload),
+                          host_facts(host), knobs, baseline)
+    except HosttuneError as exc:
+        seen = []
+        if echo:
+            echo(f"measured outcomes not used: {exc}")
+    plan_info["measured_before"] = len(seen)
 
     def priors_seen_running() -> list[dict[str, str]]:
         start, used = _prior_start(host, space, baseline, req.workload, watched.state,
@@ -313,7 +325,12 @@ def run_tune(req: TuneRequest, echo: Callable[[str], None] | None) -> dict[str, 
         plan_info.update(prior_start=start, prior_rules=used)
         if echo and start:
             echo("priors, judged while the baseline ran: " + ", ".join(used))
-        return [start] if start else []
+        starts = [start] if start else []
+        again = [p for p in best_seen(seen) if p not in starts]
+        if echo and seen:
+            echo(f"{len(seen)} setting(s) measured before on this host or alike hosts; "
+                 f"the best {len(again)} tried first")
+        return starts + again
 
     if echo:
         echo(f"tuning {len(knobs)} knob(s) against {objective.describe()}")
@@ -324,7 +341,8 @@ def run_tune(req: TuneRequest, echo: Callable[[str], None] | None) -> dict[str, 
                                 actuator=actuator, budget=req.budget, repeats=req.repeats,
                                 start_after_baseline=priors_seen_running, seed=req.seed,
                                 keep=req.keep, prune=req.prune,
-                                workload=req.workload, outcomes=outcomes, on_trial=show)
+                                workload=req.workload, outcomes=outcomes, on_trial=show,
+                                seen=seen)
     finally:
         # reached on success and on every exception after run_tuning reverted
         if session.exists():
