@@ -21,16 +21,20 @@ from daemon_run import hosttune_exe
 from hosttune.agent.sense.host import Host
 from hosttune.agent.service.outcome_store import OutcomeStore, host_facts
 from hosttune.agent.service.recommend import run_recommend
+from hosttune.models.optimizer import Dimension, Space
 from hosttune.models.outcomes import (
     FORMAT,
     HostFacts,
     LearnedModel,
     Outcome,
     OutcomeError,
+    best_seen,
     from_record,
     similarity,
     to_record,
+    warm_start,
 )
+from hosttune.models.tuning import run_tuning
 
 FIXTURE = Path(__file__).parent / "fixtures" / "hosts" / "this-vm"
 KNOB = "sysctl:vm.dirty_ratio"
@@ -227,3 +231,57 @@ def test_export_then_import_on_another_host(tmp_path: Path) -> None:
     assert [o.host for o in got] == [facts_a] * 4
     res = _cli(state_a, "import", "--root", str(root_a), "-", stdin="\n".join(lines))
     assert res.returncode == 1 and "measured on this very host" in res.stderr
+
+
+def test_warm_start_takes_alike_hosts_and_the_tuned_knobs_only() -> None:
+    knobs = [KNOB, "sysctl:vm.swappiness"]
+    baseline = {KNOB: "20", "sysctl:vm.swappiness": "60"}
+    mine = Outcome("training", "trial", {KNOB: "10"}, 1.1, before={KNOB: "25"})
+    theirs = Outcome("training", "trial", {KNOB: "12", "sysctl:vm.swappiness": "5"}, 1.3,
+                     host=sibling(1))
+    far = Outcome("training", "trial", {KNOB: "60"}, 1.5, host=unlike(1))
+    other_knob = Outcome("training", "trial", {"thp:enabled": "always"}, 1.4,
+                         host=sibling(2))
+    loss = Outcome("training", "trial", {KNOB: "80"}, 0.9, host=sibling(3))
+    seen = warm_start([mine, theirs, far, other_knob, loss], HERE, knobs, baseline)
+    # the knob an outcome did not set: at its value before, else the baseline
+    assert seen == [({KNOB: "10", "sysctl:vm.swappiness": "60"}, 1.1),
+                    ({KNOB: "12", "sysctl:vm.swappiness": "5"}, 1.3),
+                    ({KNOB: "80", "sysctl:vm.swappiness": "60"}, 0.9)]
+    assert best_seen(seen) == [seen[1][0], seen[0][0]]
+    assert best_seen(seen, count=1) == [seen[1][0]]
+
+
+def test_tuning_knows_what_was_seen() -> None:
+    """The optimiser is told the settings measured elsewhere (it does not
+    spend trials on them again), except the ones given as starts, which are
+    measured here first."""
+    space = Space([Dimension(KNOB, "int", low=5, high=80)])
+    tried: list[dict[str, str]] = []
+
+    class Host:
+        lower_is_better = False
+        value = "20"
+
+        def describe(self) -> str:
+            return "x"
+
+        def measure(self) -> float:
+            return 100.0 + (10.0 if self.value == "12" else 0.0)
+
+        def apply(self, values: dict[str, str]) -> None:
+            tried.append(dict(values))
+            self.value = values[KNOB]
+
+        def revert(self) -> None:
+            self.value = "20"
+
+    host = Host()
+    seen = [({KNOB: str(v)}, 1.0) for v in range(30, 81)] + [({KNOB: "12"}, 1.1)]
+    result = run_tuning(space=space, baseline_values={KNOB: "20"}, objective=host,
+                        actuator=host, budget=3, start=[{KNOB: "12"}], seed=0,
+                        keep="revert", prune=False, seen=seen)
+    assert tried[0] == {KNOB: "12"} and result.best is not None
+    assert result.best.values == {KNOB: "12"}
+    # told values 30..80 are never proposed again: only 5..29 remain
+    assert all(int(t[KNOB]) < 30 for t in tried)
