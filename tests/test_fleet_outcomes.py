@@ -256,7 +256,7 @@ def test_tuning_knows_what_was_seen() -> None:
     """The optimiser is told the settings measured elsewhere (it does not
     spend trials on them again), except the ones given as starts, which are
     measured here first."""
-    space = Space([Dimension(KNOB, "int", low=5, high=80)])
+    space = Space((Dimension(KNOB, "int", low=5, high=80),))
     tried: list[dict[str, str]] = []
 
     class Host:
