@@ -186,7 +186,8 @@ def trials_to_targets(space: Space, outcomes: list[Outcome], seed: int, budget: 
     start = first_point(space, outcomes)
     seen = warm_start(outcomes, HERE, list(DEFAULT_TUNE_KNOBS), BASELINE)
     starts = [start] if start else []
-    starts += [p for p in best_seen(seen) if p not in starts]
+    starts += [p for p in best_seen(outcomes, HERE, list(DEFAULT_TUNE_KNOBS), BASELINE)
+               if p not in starts]
     run_tuning(space=space, baseline_values=dict(BASELINE), objective=host, actuator=host,
                budget=budget, start=starts, seed=seed, keep="revert",
                prune=False, workload="training", seen=seen)

@@ -161,13 +161,10 @@ def weight_of(outcome: Outcome, here: HostFacts | None) -> float:
 WARM_START_WEIGHT = 0.5
 
 
-def warm_start(outcomes: list[Outcome], here: HostFacts | None, knobs: list[str],
-               baseline: Mapping[str, str]) -> list[tuple[dict[str, str], float]]:
-    """Observations a tuning run over `knobs` can start from: each outcome
-    that set only those knobs, from this host or one alike
-    (WARM_START_WEIGHT), as a complete setting (the knobs it did not set at
-    the values they had before it, else at this host's baseline) and its
-    effect."""
+def _alike(outcomes: list[Outcome], here: HostFacts | None, knobs: list[str],
+           baseline: Mapping[str, str]) -> list[tuple[dict[str, str], float, str]]:
+    """(complete setting, effect, host id or "" for this host) of each
+    outcome a tuning run over `knobs` can use (see warm_start)."""
     out = []
     wanted = set(knobs)
     for o in outcomes:
@@ -177,18 +174,35 @@ def warm_start(outcomes: list[Outcome], here: HostFacts | None, knobs: list[str]
             continue
         values = {k: o.knobs.get(k, o.before.get(k, baseline.get(k, ""))) for k in knobs}
         if all(values.values()):
-            out.append((values, o.effect))
+            out.append((values, o.effect, o.host.host_id if o.host else ""))
     return out
 
 
-def best_seen(seen: list[tuple[dict[str, str], float]], count: int = 2
-              ) -> list[dict[str, str]]:
-    """The settings of `seen` that measured best (better than their
-    baseline): what a tuning run should try here first, since a sibling's
-    gain is the likeliest one to hold on this host too."""
-    ranked = sorted((s for s in seen if s[1] > 1.0), key=lambda s: -s[1])
+def warm_start(outcomes: list[Outcome], here: HostFacts | None, knobs: list[str],
+               baseline: Mapping[str, str]) -> list[tuple[dict[str, str], float]]:
+    """Observations a tuning run over `knobs` can start from: each outcome
+    that set only those knobs, from this host or one alike
+    (WARM_START_WEIGHT), as a complete setting (the knobs it did not set at
+    the values they had before it, else at this host's baseline) and its
+    effect."""
+    return [(values, effect) for values, effect, _host in
+            _alike(outcomes, here, knobs, baseline)]
+
+
+def best_seen(outcomes: list[Outcome], here: HostFacts | None, knobs: list[str],
+              baseline: Mapping[str, str], count: int = 2) -> list[dict[str, str]]:
+    """The settings that measured best (better than their baseline) on this
+    host and alike ones: what a tuning run should try here first, since a
+    sibling's gain is the likeliest to hold on this host too. Only where
+    they come from two hosts or more: the best of one host's few noisy
+    trials overstates itself (fleet_learning.py: with one sibling's best
+    tried first, a new host needed more trials than with none)."""
+    alike = _alike(outcomes, here, knobs, baseline)
+    if len({host for _v, _e, host in alike}) < 2:
+        return []
+    ranked = sorted((a for a in alike if a[1] > 1.0), key=lambda a: -a[1])
     out: list[dict[str, str]] = []
-    for values, _effect in ranked:
+    for values, _effect, _host in ranked:
         if values not in out:
             out.append(values)
         if len(out) == count:

@@ -311,12 +311,14 @@ def run_tune(req: TuneRequest, echo: Callable[[str], None] | None) -> dict[str, 
     # knobs: the optimiser knows it from the start, and the best of it is
     # tried here first.
     try:
-        seen = warm_start(outcomes.outcomes(req.workload) + outcomes.imported(req.workload),
-                          host_facts(host), knobs, baseline)
+        before = outcomes.outcomes(req.workload) + outcomes.imported(req.workload)
+        here = host_facts(host)
     except HosttuneError as exc:
-        seen = []
+        before, here = [], None
         if echo:
             echo(f"measured outcomes not used: {exc}")
+    seen = warm_start(before, here, knobs, baseline)
+    first = best_seen(before, here, knobs, baseline)
     plan_info["measured_before"] = len(seen)
 
     def priors_seen_running() -> list[dict[str, str]]:
@@ -326,7 +328,7 @@ def run_tune(req: TuneRequest, echo: Callable[[str], None] | None) -> dict[str, 
         if echo and start:
             echo("priors, judged while the baseline ran: " + ", ".join(used))
         starts = [start] if start else []
-        again = [p for p in best_seen(seen) if p not in starts]
+        again = [p for p in first if p not in starts]
         if echo and seen:
             echo(f"{len(seen)} setting(s) measured before on this host or alike hosts; "
                  f"the best {len(again)} tried first")
