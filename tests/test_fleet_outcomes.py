@@ -289,3 +289,42 @@ def test_tuning_knows_what_was_seen() -> None:
     assert result.best.values == {KNOB: "12"}
     # told values 30..80 are never proposed again: only 5..29 remain
     assert all(int(t[KNOB]) < 30 for t in tried)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="tune applies only as root")
+def test_tune_starts_where_the_siblings_found_their_gain(tmp_path: Path) -> None:
+    """`hosttune tune` on a fixture-root host (the real tuners and
+    transactions, files under a temporary tree): with outcomes imported from
+    two alike hosts, their best setting is among its first trials."""
+    root = tmp_path / "host"
+    for key, value in {"vm/swappiness": "60", "vm/dirty_ratio": "20"}.items():
+        (root / "proc/sys" / key).parent.mkdir(parents=True, exist_ok=True)
+        (root / "proc/sys" / key).write_text(value + "\n")
+    sw, dr = root / "proc/sys/vm/swappiness", root / "proc/sys/vm/dirty_ratio"
+    objective = (f"s=$(cat {sw}); d=$(cat {dr}); "
+                 "echo throughput: $((10000 - (s-37)*(s-37) - (d-53)*(d-53)))")
+    here = host_facts(Host(root))
+    best = {"sysctl:vm.swappiness": "37", "sysctl:vm.dirty_ratio": "53"}
+    fleet = []
+    for n, (swap, dirty, effect) in enumerate([("37", "53", 1.31), ("50", "30", 1.12),
+                                               ("37", "53", 1.29), ("10", "70", 1.02)]):
+        facts = HostFacts(**{**here.to_dict(), "host_id": f"sibling{n % 2:08d}"})
+        fleet.append(Outcome("training", "trial", {"sysctl:vm.swappiness": swap,
+                                                   "sysctl:vm.dirty_ratio": dirty},
+                             effect, ts=float(n), host=facts))
+    state = tmp_path / "state"
+    OutcomeStore(state / "outcomes.db").add_imported(fleet, "fleet.jsonl")
+    env = dict(os.environ, HOSTTUNE_STATE_DIR=str(state), HOSTTUNE_RUN_DIR=str(tmp_path / "run"),
+               HOSTTUNE_CONFIG=str(tmp_path / "none.yaml"))
+    res = subprocess.run([hosttune_exe(), "tune", "--root", str(root), "--objective", objective,
+                          "--metric", r"throughput: (\d+)", "--budget", "3", "--workload",
+                          "training", "--knobs", "sysctl:vm.swappiness", "--knobs",
+                          "sysctl:vm.dirty_ratio", "--keep", "revert", "--no-prune", "--json"],
+                         env=env, capture_output=True, text=True, timeout=180, check=False)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["measured_before"] == 4
+    first = [t["values"] for t in report["trials"][1:3]]
+    assert best in first
+    assert report["best"]["values"] == best
+    assert (sw.read_text().strip(), dr.read_text().strip()) == ("60", "20")  # --keep revert
