@@ -204,11 +204,17 @@ def _apply_learned(state: HostState, learned: LearnedModel,
     best = learned.best(state.knobs, prior_values)
     if best is None:
         out.notes.append(
-            f"measured outcomes for '{learned.workload}': {learned.count}, fewer than "
-            f"the {learned.min_evidence} needed or no better setting found; the priors stand")
+            f"measured outcomes for '{learned.workload}': {learned.count} (weight "
+            f"{learned.evidence:g}), fewer than the {learned.min_evidence} needed or no "
+            "better setting found; the priors stand")
         return
+    # Whose measurements these are: this host's, or its siblings' (weighted).
+    where = "on this host"
+    if learned.imported_count:
+        where = (f"({learned.local_count} on this host, {learned.imported_count} imported "
+                 f"from {learned.imported_hosts} other host(s); weight {learned.evidence:g})")
     out.notes.append(
-        f"using {learned.count} measured outcomes for '{learned.workload}' on this host "
+        f"using {learned.count} measured outcomes for '{learned.workload}' {where} "
         f"ahead of the priors (model predicts {best.predicted:.3g}x, priors "
         f"{best.prior_predicted:.3g}x)")
     for knob, value in best.values.items():
@@ -221,12 +227,12 @@ def _apply_learned(state: HostState, learned: LearnedModel,
         over = f" instead of the prior's {prior.after} ({prior.rule})" if prior else ""
         proposed[knob] = Recommendation(
             knob=knob, before=before, after=value,
-            reason=f"Measured on this host: {knob}={value} predicted "
+            reason=f"Measured {where}: {knob}={value} predicted "
                    f"{best.predicted:.3g}x the baseline for '{learned.workload}'{over}.",
             evidence=(f"{learned.count} outcomes recorded for '{learned.workload}'",
                       f"model: {learned.kind}", f"learned:{learned.workload}"),
             rule=f"learned:{learned.workload}",
-            source=f"outcomes measured on this host ({learned.count} runs)",
+            source=f"outcomes measured {where} ({learned.count} runs)",
             effect=f"predicted {best.predicted:.3g}x baseline throughput")
 
 

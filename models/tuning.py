@@ -91,12 +91,16 @@ def run_tuning(
     prune: bool = True, prune_tolerance: float = 0.03,
     workload: str = "unknown", outcomes: OutcomeLog | None = None,
     on_trial: Callable[[Trial], None] | None = None,
+    seen: list[tuple[dict[str, str], float]] | None = None,
 ) -> TuningResult:
     """Budget counts the trials after the baseline; pruning adds at most one
     trial per knob the best setting changes. `keep` is "best" or "revert".
     The host is at its baseline on every exit but a kept best.
     `start_after_baseline` gives more starting points once the baseline has
-    been measured (the priors, judged on what was seen while it ran)."""
+    been measured (the priors, judged on what was seen while it ran).
+    `seen`: settings measured before (on this host or on alike hosts of a
+    fleet, `outcomes.warm_start`) with their effects, which the optimiser
+    knows from the start instead of spending trials to learn them again."""
     if budget < 1 or repeats < 1:
         raise HosttuneError("budget and repeats must be at least 1")
     if keep not in ("best", "revert"):
@@ -122,6 +126,13 @@ def run_tuning(
         starts += [p for p in start_after_baseline() if p not in starts]
     opt = BayesOpt(space=space, seed=seed, start=[dict(p) for p in starts])
     opt.tell(baseline.values, 1.0)
+    for values, effect in seen or []:
+        if values in starts:
+            continue  # measured here first: told once that result is in
+        try:
+            opt.tell(values, effect)
+        except (HosttuneError, ValueError):
+            continue  # a value this run's space cannot hold: nothing it can use
     trials = [baseline]
 
     def run_trial(values: dict[str, str], origin: str, without: str = "") -> Trial:
@@ -141,7 +152,10 @@ def run_tuning(
             trial.status = "regressed" if trial.effect < 1 - regress_tolerance else "ok"
             if outcomes is not None:
                 outcomes.record(Outcome(workload=workload, source="trial", knobs=values,
-                                        effect=trial.effect, objective=objective.describe()))
+                                        effect=trial.effect, objective=objective.describe(),
+                                        before=dict(baseline.values),
+                                        noise=_noise([baseline, trial]) if repeats > 1
+                                        else None))
         if on_trial:
             on_trial(trial)
         return trial

@@ -102,6 +102,7 @@ class FixtureEngine:
     notes: list[str] = field(default_factory=list)
     journal: list[tuple[str, str, str]] = field(default_factory=list)  # txn, knob, old
     txns: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    written: dict[str, str] = field(default_factory=dict)  # knob -> what we last wrote
 
     def __post_init__(self) -> None:
         self.host = Host(self.root)
@@ -168,14 +169,16 @@ class FixtureEngine:
         for c in plan.changes:
             self.journal.append((txn, c.knob, self.host.read_str(KNOB_PATH)))
             self.host.write_text(KNOB_PATH, c.after)
+            self.written[c.knob] = c.after
         return TxnOutcome(True, txn, f"applied {len(plan.changes)}")
 
     def rollback(self, target: str, *, force: bool = False, uid: int | None = None
                  ) -> TxnOutcome:
         first = target.removeprefix("before:")
         undo = [e for e in self.journal if int(e[0]) >= int(first)]
-        for _txn, _knob, old in reversed(undo):
+        for _txn, knob, old in reversed(undo):
             self.host.write_text(KNOB_PATH, old)
+            self.written[knob] = old
         self.journal = [e for e in self.journal if e not in undo]
         return TxnOutcome(True, None, f"restored {len(undo)}")
 
@@ -194,6 +197,10 @@ class FixtureEngine:
 
     def history(self, limit: int) -> list[dict[str, Any]]:
         return [{"txn": t, "knob": k, "old": o} for t, k, o in self.journal[-limit:]]
+
+    def drift(self) -> list[str]:
+        now = self.host.read_str(KNOB_PATH)
+        return [knob for knob, value in self.written.items() if value != now]
 
     def close(self) -> None:
         self.sampler.close()
@@ -394,6 +401,31 @@ def test_reload_keeps_old_config_on_error(tmp_path: Path, tree: tuple[Path, Worl
         thread.join(timeout=10)
 
 
+def _scrape(url: str) -> dict[str, float]:
+    """`name{labels}` -> value of every sample line; checks every family has
+    its HELP and TYPE and every value is a number."""
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = resp.read().decode()
+    typed: set[str] = set()
+    helped: set[str] = set()
+    out: dict[str, float] = {}
+    for ln in text.splitlines():
+        if ln.startswith("# TYPE "):
+            typed.add(ln.split()[2])
+        elif ln.startswith("# HELP "):
+            helped.add(ln.split()[2])
+        else:
+            key, value = ln.rsplit(" ", 1)
+            name = key.split("{", 1)[0]
+            family = next((f for f in typed if name == f or name.startswith(f + "_")), None)
+            assert family is not None and family in helped, f"untyped: {ln}"
+            out[key] = float(value)
+    return out
+
+
 def test_metrics_endpoint(tmp_path: Path, tree: tuple[Path, World]) -> None:
     import socket
     import urllib.error
@@ -404,30 +436,41 @@ def test_metrics_endpoint(tmp_path: Path, tree: tuple[Path, World]) -> None:
     with socket.socket() as s:  # a free loopback port
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    config = cfg.parse(f"mode: recommend\ninterval: 0.1\nwindow: 3\nsocket: {{group: root}}\n"
-                       f"metrics: {{enabled: true, port: {port}}}\n")
+    config = cfg.parse(
+        "mode: auto\ninterval: 0.1\nwindow: 3\nsocket: {group: root}\n"
+        "auto: {watch_windows: 2, cooldown_windows: 0, regression: 0.05}\n"
+        f"metrics: {{enabled: true, port: {port}}}\n")
     daemon, thread = _start(tmp_path, root, config)
     try:
-        _wait(lambda: daemon.tracker.stable == "training", 10, "training")
+        _wait(lambda: daemon.policy.applied, 10, "auto apply")
         url = f"http://127.0.0.1:{port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-            text = resp.read().decode()
-        lines = text.splitlines()
-        assert 'hosttune_workload_info{class="training",mode="recommend"} 1' in lines
-        assert "hosttune_workload_confidence 0.9" in lines
-        assert "hosttune_changes_applied_total 0" in lines
-        assert "hosttune_reverts_total 0" in lines
-        util = [ln for ln in lines if ln.startswith('hosttune_telemetry{metric="cpu.util"}')]
-        assert util and 0.8 < float(util[0].split()[-1]) < 1.0
-        rss = [ln for ln in lines if ln.startswith("hosttune_daemon_resident_bytes ")]
-        assert int(rss[0].split()[-1]) > 1 << 20
-        cpu = [ln for ln in lines if ln.startswith("hosttune_daemon_cpu_seconds_total ")]
-        assert float(cpu[0].split()[-1]) > 0
-        # Every sample line is `name{labels} value` with a float value.
-        for ln in lines:
-            if not ln.startswith("#"):
-                float(ln.rsplit(" ", 1)[1])
+        m = _scrape(url)
+        assert m['hosttune_workload_info{class="training"}'] == 1
+        assert m['hosttune_workload_class{class="training"}'] == 1
+        assert m['hosttune_workload_class{class="idle"}'] == 0
+        assert m['hosttune_mode{mode="auto"}'] == 1 and m['hosttune_mode{mode="observe"}'] == 0
+        assert m["hosttune_workload_confidence"] == 0.9
+        assert m['hosttune_applies_total{result="applied"}'] == 1
+        assert m['hosttune_applies_total{result="refused"}'] == 0
+        assert m['hosttune_reverts_total{by="auto"}'] == 0
+        assert m["hosttune_recommended_changes"] == 1
+        assert m["hosttune_drifted_knobs"] == 0
+        # Host counters are node_exporter's: none of the old telemetry dump.
+        assert not [k for k in m if k.startswith("hosttune_telemetry")]
+        assert len(m) < 80
+        # The histogram: cumulative buckets, +Inf equal to the count, one
+        # observation per sample taken before the scrape.
+        buckets = [v for k, v in m.items()
+                   if k.startswith("hosttune_sample_lateness_seconds_bucket")]
+        assert buckets == sorted(buckets) and len(buckets) == 12
+        count = m["hosttune_sample_lateness_seconds_count"]
+        assert buckets[-1] == count and 3 <= count <= m["hosttune_samples_total"] + 1
+        assert m["process_resident_memory_bytes"] > 1 << 20
+        assert m["process_cpu_seconds_total"] > 0
+        assert abs(m["process_start_time_seconds"] - time.time()) < 60
+        # Someone else changes the knob hosttune set: drift, reported.
+        (root / "proc/sys/vm/swappiness").write_text("30\n")
+        assert _scrape(url)["hosttune_drifted_knobs"] == 1
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=5)
         assert info.value.code == 404

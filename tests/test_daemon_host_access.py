@@ -113,3 +113,22 @@ def test_mem_total_has_one_parser(tmp_path: Path) -> None:
         mem_total_kb(host)
     (tmp_path / "proc/meminfo").write_text("MemTotal:       24000000 kB\nMemFree: 5 kB\n")
     assert mem_total_kb(host) == 24000000
+
+
+def test_drift_names_the_knobs_someone_else_changed(tmp_path: Path) -> None:
+    root = tmp_path / "host"
+    state = tmp_path / "state"
+    tools = HostTools(_knob_host(root), state, process_every=0)
+    try:
+        # Never changed the host: no journal is opened (or created) to say so.
+        assert tools.drift() == [] and not (state / "journal.db").exists()
+        plan = Plan([Change("sysctl:vm.swappiness", "10"), Change("sysctl:vm.dirty_ratio", "30")],
+                    workload="training")
+        assert tools.apply(plan, "test").ok
+        assert tools.drift() == []
+        (root / "proc/sys/vm/swappiness").write_text("35\n")  # an administrator's echo
+        assert tools.drift() == ["sysctl:vm.swappiness"]
+        (root / "proc/sys/vm/swappiness").write_text("10\n")
+        assert tools.drift() == []
+    finally:
+        tools.close()

@@ -17,6 +17,7 @@ refreshes it only when pyproject.toml changes); by default it is made anew
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -104,6 +105,12 @@ def runs(venv: Path, work: Path) -> dict[str, list[Run]]:
     plan.write_text("changes:\n  - knob: sysctl:vm.swappiness\n    value: 10\n"
                     "    reason: dataset stays in page cache\n")
     (work / "train.py").write_text("import time\ntime.sleep(2)\n")
+    # what a sibling host of a fleet exported (README, "Fleet learning")
+    host = {"host_id": "readme0sibling00", "cpu_model": "x", "cores": 2, "kernel": "6.1.0",
+            "mem_bytes": 1 << 30, "accel_vendor": "", "accel_model": "", "accel_count": 0}
+    (work / "fleet.jsonl").write_text(json.dumps(
+        {"format": "hosttune-outcomes/1", "host": host, "class": "training",
+         "knobs": {"sysctl:vm.swappiness": "10"}, "effect": 1.1}) + "\n")
     shutil.copy(SHIPPED_TRACE, work / "run.csv.gz")
     site = work / "site-traces"
     site.mkdir()
@@ -184,6 +191,13 @@ def runs(venv: Path, work: Path) -> dict[str, list[Run]]:
         # outside a pod: refused, naming what is missing
         "hosttune k8s publish": [Run(["hosttune", "k8s", "publish", "--once"], codes=(1,),
                                      expect="KUBERNETES_SERVICE_HOST")],
+
+        "hosttune outcomes export": [Run(["hosttune", "outcomes", "export", "-o",
+                                          "exported.jsonl"])],
+        "hosttune outcomes import": [Run(["hosttune", "outcomes", "import", "--json",
+                                          "fleet.jsonl"], expect='"added": 1')],
+        "hosttune outcomes show": [Run(["hosttune", "outcomes", "show", "--json"],
+                                       expect="readme0sibling00")],
         "python -m hosttune.models.workloads.<name>": [
             Run([py, "-m", "hosttune.models.workloads.idle", "--seconds", "1"]),
             # PyTorch is the `workloads` extra, not in this install: a clear refusal

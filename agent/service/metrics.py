@@ -3,9 +3,14 @@
 Off by default; on, it binds to 127.0.0.1 unless the config names another
 address. One thread serves one request at a time with a short socket timeout,
 so a slow or hostile scraper costs a few seconds of that thread, never the
-sampling loop. Telemetry goes out as one family, `hosttune_telemetry`, with
-the catalogue's metric name as a label, so no metric name has to be mangled
-into a Prometheus name.
+sampling loop.
+
+Only what hosttune alone knows goes out: what it believes runs here, what it
+did about it, and what it costs. Host counters (CPU time, memory, PSI, disks,
+network) are node_exporter's: exporting them again would double a fleet's
+series for nothing. Every label set is bounded by a fixed vocabulary (the
+workload classes, the process roles, transaction results), never by a pid or
+a knob name, so one host adds a few dozen series whatever runs on it.
 """
 
 from __future__ import annotations
@@ -14,15 +19,60 @@ import math
 import os
 import resource
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.telemetry.processes import own_rss_bytes
+from hosttune.agent.service.histogram import Histogram
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 REQUEST_TIMEOUT = 2.0
+
+MODES = ("observe", "recommend", "auto")
+# How an apply ended: every knob set, refused before anything was written (an
+# admin owns a knob, outside the allowlist...), or failed and undone.
+APPLY_RESULTS = ("applied", "refused", "failed")
+# Who put knobs back: auto mode after measured harm, or an administrator.
+REVERT_BY = ("auto", "admin")
+# Processes with no role yet: the role model names one per process; until
+# it has, a process that looks like AI work is counted here.
+UNASSIGNED_ROLE = "unassigned"
+
+
+@dataclass
+class DaemonMetrics:
+    """One scrape's view of the daemon, copied under its lock."""
+
+    version: str
+    mode: str
+    workload: str
+    confidence: float
+    classes: Sequence[str]
+    workload_changes: int
+    roles: Mapping[str, int]
+    role_names: Sequence[str]
+    applies: Mapping[str, int]
+    reverts: Mapping[str, int]
+    knobs_refused: int
+    knobs_admin_owned: int
+    knobs_advised: int
+    knobs_recommended: int
+    drift: int | None
+    samples: int
+    sample_errors: int
+    missed_ticks: int
+    lateness: Histogram
+    started_wall: float
+
+
+def apply_result(record: Mapping[str, Any]) -> str:
+    """One of APPLY_RESULTS for an apply the daemon recorded."""
+    if record.get("ok"):
+        return "applied"
+    return "refused" if record.get("refused") else "failed"
 
 
 def _label(value: str) -> str:
@@ -34,53 +84,124 @@ def _num(value: float) -> str:
         return "NaN"
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
     return repr(float(value))
 
 
-def own_usage() -> tuple[float, int]:
-    """(CPU seconds, resident bytes) of this process."""
+def own_usage(host: Host) -> tuple[float, int, int]:
+    """(CPU seconds, resident bytes, open fds) of this process."""
     times = os.times()
     cpu = times.user + times.system
-    rss = own_rss_bytes(Host())
+    rss = own_rss_bytes(host)
     if rss is None:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return cpu, rss
+    return cpu, rss, len(host.listdir_optional("/proc/self/fd"))
 
 
-def render(telemetry: Mapping[str, float], state: Mapping[str, Any]) -> str:
-    out: list[str] = []
+class _Writer:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
 
-    def family(name: str, kind: str, help_text: str) -> None:
-        out.append(f"# HELP {name} {help_text}")
-        out.append(f"# TYPE {name} {kind}")
+    def family(self, name: str, kind: str, help_text: str) -> None:
+        self.lines.append(f"# HELP {name} {help_text}")
+        self.lines.append(f"# TYPE {name} {kind}")
 
-    family("hosttune_telemetry", "gauge",
-           "Latest telemetry value or per-second rate, by catalogue metric name")
-    for name in sorted(telemetry):
-        value = telemetry[name]
-        if isinstance(value, int | float):
-            out.append(f'hosttune_telemetry{{metric="{_label(name)}"}} {_num(float(value))}')
-    family("hosttune_workload_info", "gauge", "The workload class hosttuned believes in")
-    out.append(f'hosttune_workload_info{{class="{_label(str(state["workload"]))}",'
-               f'mode="{_label(str(state["mode"]))}"}} 1')
-    family("hosttune_workload_confidence", "gauge", "Confidence of the believed workload class")
-    out.append(f"hosttune_workload_confidence {_num(float(state['confidence']))}")
-    family("hosttune_changes_applied_total", "counter", "Plans applied since the daemon started")
-    out.append(f"hosttune_changes_applied_total {int(state['applied'])}")
-    family("hosttune_reverts_total", "counter", "Changes reverted because they hurt")
-    out.append(f"hosttune_reverts_total {int(state['reverts'])}")
-    family("hosttune_samples_total", "counter", "Samples taken since the daemon started")
-    out.append(f"hosttune_samples_total {int(state['samples'])}")
-    family("hosttune_sample_lateness_seconds", "gauge", "How late the last sample started")
-    out.append(f"hosttune_sample_lateness_seconds {_num(float(state['lateness']))}")
-    cpu, rss = own_usage()
-    family("hosttune_daemon_cpu_seconds_total", "counter", "CPU time used by hosttuned")
-    out.append(f"hosttune_daemon_cpu_seconds_total {_num(cpu)}")
-    family("hosttune_daemon_resident_bytes", "gauge", "Resident memory of hosttuned")
-    out.append(f"hosttune_daemon_resident_bytes {rss}")
-    family("hosttune_daemon_uptime_seconds", "gauge", "Seconds since hosttuned started")
-    out.append(f"hosttune_daemon_uptime_seconds {_num(float(state['uptime']))}")
-    return "\n".join(out) + "\n"
+    def sample(self, name: str, value: float, labels: Iterable[tuple[str, str]] = ()) -> None:
+        pairs = ",".join(f'{k}="{_label(v)}"' for k, v in labels)
+        self.lines.append(f"{name}{{{pairs}}} {_num(value)}" if pairs
+                          else f"{name} {_num(value)}")
+
+    def one_of(self, name: str, label: str, names: Iterable[str], current: str) -> None:
+        """A state set: every allowed value as a series, 1 for the current
+        one, so a change is a value change rather than a series appearing."""
+        for value in names:
+            self.sample(name, 1 if value == current else 0, [(label, value)])
+
+
+def render(m: DaemonMetrics) -> str:
+    w = _Writer()
+    w.family("hosttune_build_info", "gauge", "hosttune's version; always 1")
+    w.sample("hosttune_build_info", 1, [("version", m.version)])
+    w.family("hosttune_mode", "gauge", "The configured mode (observe, recommend, auto): "
+             "1 for the one in force")
+    w.one_of("hosttune_mode", "mode", MODES, m.mode)
+    w.family("hosttune_workload_info", "gauge",
+             "The workload class hosttuned believes runs here; always 1")
+    w.sample("hosttune_workload_info", 1, [("class", m.workload)])
+    w.family("hosttune_workload_class", "gauge",
+             "Every workload class hosttune knows: 1 for the believed one, else 0")
+    w.one_of("hosttune_workload_class", "class", m.classes, m.workload)
+    w.family("hosttune_workload_confidence", "gauge",
+             "Classifier confidence (0-1) of the believed workload class")
+    w.sample("hosttune_workload_confidence", m.confidence)
+    w.family("hosttune_workload_changes_total", "counter",
+             "Times the believed workload class changed")
+    w.sample("hosttune_workload_changes_total", m.workload_changes)
+    w.family("hosttune_processes", "gauge",
+             "Processes that look like AI work in the last sample, by role")
+    for role in m.role_names:
+        w.sample("hosttune_processes", m.roles.get(role, 0), [("role", role)])
+
+    w.family("hosttune_applies_total", "counter",
+             "Plans hosttuned applied as one transaction (auto mode or over the socket), "
+             "by result")
+    for result in APPLY_RESULTS:
+        w.sample("hosttune_applies_total", m.applies.get(result, 0), [("result", result)])
+    w.family("hosttune_reverts_total", "counter",
+             "Rollbacks: by auto mode after a change hurt, or asked by an administrator")
+    for by in REVERT_BY:
+        w.sample("hosttune_reverts_total", m.reverts.get(by, 0), [("by", by)])
+    w.family("hosttune_knobs_refused_total", "counter",
+             "Knob changes a transaction refused (admin-owned, outside the allowlist or "
+             "its bounds, isolated CPUs, changed by someone else)")
+    w.sample("hosttune_knobs_refused_total", m.knobs_refused)
+    w.family("hosttune_recommended_changes", "gauge",
+             "Changes in the current recommendation hosttune may make")
+    w.sample("hosttune_recommended_changes", m.knobs_recommended)
+    w.family("hosttune_advised_knobs", "gauge",
+             "Knobs the current recommendation only advises on (hosttune leaves them)")
+    w.sample("hosttune_advised_knobs", m.knobs_advised)
+    w.family("hosttune_admin_owned_knobs", "gauge",
+             "Knobs the current recommendation would change but an administrator owns "
+             "(sysctl.d, kernel command line, config overrides)")
+    w.sample("hosttune_admin_owned_knobs", m.knobs_admin_owned)
+    if m.drift is not None:
+        w.family("hosttune_drifted_knobs", "gauge",
+                 "Knobs hosttune set that someone else has changed since")
+        w.sample("hosttune_drifted_knobs", m.drift)
+
+    w.family("hosttune_samples_total", "counter", "Samples taken since the daemon started")
+    w.sample("hosttune_samples_total", m.samples)
+    w.family("hosttune_sample_errors_total", "counter",
+             "Sampling passes that failed since the daemon started")
+    w.sample("hosttune_sample_errors_total", m.sample_errors)
+    w.family("hosttune_sample_ticks_missed_total", "counter",
+             "Sampling ticks skipped because the loop was a whole interval late")
+    w.sample("hosttune_sample_ticks_missed_total", m.missed_ticks)
+    h = m.lateness
+    name = "hosttune_sample_lateness_seconds"
+    w.family(name, "histogram", "How late each sample started against its schedule")
+    for bound, count in zip(h.bounds, h.counts, strict=True):
+        w.sample(f"{name}_bucket", count, [("le", _num(bound))])
+    w.sample(f"{name}_bucket", h.count, [("le", "+Inf")])
+    w.sample(f"{name}_sum", h.total)
+    w.sample(f"{name}_count", h.count)
+
+    # The standard process_* families (as Prometheus client libraries name
+    # them), so the daemon's cost sits beside every other exporter's.
+    cpu, rss, fds = own_usage(Host())
+    w.family("process_cpu_seconds_total", "counter",
+             "Total user and system CPU time spent in seconds")
+    w.sample("process_cpu_seconds_total", cpu)
+    w.family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes")
+    w.sample("process_resident_memory_bytes", rss)
+    w.family("process_start_time_seconds", "gauge",
+             "Start time of the process since unix epoch in seconds")
+    w.sample("process_start_time_seconds", m.started_wall)
+    w.family("process_open_fds", "gauge", "Number of open file descriptors")
+    w.sample("process_open_fds", fds)
+    return "\n".join(w.lines) + "\n"
 
 
 class MetricsServer:

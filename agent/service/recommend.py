@@ -14,7 +14,7 @@ from hosttune.agent.sense.errors import ConfigError, HosttuneError, PermissionRe
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.paths import Paths
 from hosttune.agent.service.client import DaemonClient, DaemonError, DaemonUnavailable
-from hosttune.agent.service.outcome_store import OutcomeStore
+from hosttune.agent.service.outcome_store import OutcomeStore, host_facts
 from hosttune.agent.service.recording import live_window
 from hosttune.agent.service.snapshot import Telemetry, host_state, sample_window
 from hosttune.models.outcomes import OutcomeError
@@ -170,7 +170,7 @@ def run_recommend(host: Host, *, workload: str | None, window: float = 1.0,
     try:
         store = OutcomeStore(f"{store_dir}/outcomes.db")
         if store.path.exists():
-            learned = store.learned(workload)
+            learned = store.learned(workload, host_facts(host))
     except OutcomeError as exc:
         notes.append(f"measured outcomes not used: {exc}")
     recs = recommend(state, priors=priors, learned=learned)

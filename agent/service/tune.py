@@ -33,10 +33,11 @@ from hosttune.agent.service.objective import (
     MetricFileObjective,
     PrometheusObjective,
 )
-from hosttune.agent.service.outcome_store import OutcomeStore
+from hosttune.agent.service.outcome_store import OutcomeStore, host_facts
 from hosttune.agent.service.snapshot import observe
 from hosttune.models import workload_classes
 from hosttune.models.optimizer import Space
+from hosttune.models.outcomes import best_seen, warm_start
 from hosttune.models.recommender import recommend
 from hosttune.models.space import DEFAULT_TUNE_KNOBS, space_for
 from hosttune.models.state import HostState
@@ -213,11 +214,21 @@ class ObservingObjective:
 
 
 def _prior_start(host: Host, space: Space, baseline: dict[str, str], workload: str,
-                 state: HostState | None = None) -> tuple[dict[str, str] | None, list[str]]:
-    """The priors' recommendation for this class, restricted to the space."""
+                 state: HostState | None = None, *, state_dir: Path | None = None
+                 ) -> tuple[dict[str, str] | None, list[str]]:
+    """The recommendation for this class, restricted to the space: the
+    priors, or what the outcomes measured here and imported from similar
+    hosts teach (`hosttune outcomes import`), so a host of a fleet starts
+    where its siblings found their gains."""
     if state is None:
         state = observe(host, workload=workload, window=0.5)
-    recs = recommend(state)
+    learned = None
+    if state_dir is not None and (state_dir / "outcomes.db").exists():
+        try:
+            learned = OutcomeStore(state_dir / "outcomes.db").learned(workload, host_facts(host))
+        except HosttuneError:
+            learned = None  # the priors still give a start
+    recs = recommend(state, learned=learned)
     point = dict(baseline)
     used = []
     for rec in recs.changes:
@@ -264,7 +275,7 @@ def run_tune(req: TuneRequest, echo: Callable[[str], None] | None) -> dict[str, 
         "objective": objective.describe(), "knobs": knobs, "baseline": baseline,
         "budget": req.budget, "repeats": req.repeats, "keep": req.keep, "prune": req.prune}
     if dry:
-        start, used = _prior_start(host, space, baseline, req.workload)
+        start, used = _prior_start(host, space, baseline, req.workload, state_dir=state_dir)
         plan_info.update(prior_start=start, prior_rules=used)
         why = "--dry-run" if req.dry_run else "not root: only root changes the host"
         if echo:
@@ -296,13 +307,32 @@ def run_tune(req: TuneRequest, echo: Callable[[str], None] | None) -> dict[str, 
              f"{what}{'  ' + trial.error if trial.error else ''}")
 
     watched = ObservingObjective(objective, host, req.workload)
+    # What this host and alike hosts of its fleet measured before over these
+    # knobs: the optimiser knows it from the start, and the best of it is
+    # tried here first.
+    try:
+        before = outcomes.outcomes(req.workload) + outcomes.imported(req.workload)
+        here = host_facts(host)
+    except HosttuneError as exc:
+        before, here = [], None
+        if echo:
+            echo(f"measured outcomes not used: {exc}")
+    seen = warm_start(before, here, knobs, baseline)
+    first = best_seen(before, here, knobs, baseline)
+    plan_info["measured_before"] = len(seen)
 
     def priors_seen_running() -> list[dict[str, str]]:
-        start, used = _prior_start(host, space, baseline, req.workload, watched.state)
+        start, used = _prior_start(host, space, baseline, req.workload, watched.state,
+                                   state_dir=state_dir)
         plan_info.update(prior_start=start, prior_rules=used)
         if echo and start:
             echo("priors, judged while the baseline ran: " + ", ".join(used))
-        return [start] if start else []
+        starts = [start] if start else []
+        again = [p for p in first if p not in starts]
+        if echo and seen:
+            echo(f"{len(seen)} setting(s) measured before on this host or alike hosts; "
+                 f"the best {len(again)} tried first")
+        return starts + again
 
     if echo:
         echo(f"tuning {len(knobs)} knob(s) against {objective.describe()}")
@@ -313,7 +343,8 @@ def run_tune(req: TuneRequest, echo: Callable[[str], None] | None) -> dict[str, 
                                 actuator=actuator, budget=req.budget, repeats=req.repeats,
                                 start_after_baseline=priors_seen_running, seed=req.seed,
                                 keep=req.keep, prune=req.prune,
-                                workload=req.workload, outcomes=outcomes, on_trial=show)
+                                workload=req.workload, outcomes=outcomes, on_trial=show,
+                                seen=seen)
     finally:
         # reached on success and on every exception after run_tuning reverted
         if session.exists():

@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import queue
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,17 @@ from hosttune.agent.service.daemon.policy import AutoPolicy, proposal_dict
 from hosttune.agent.service.daemon.services import RunInfo, Services
 from hosttune.agent.service.daemon.window import SampleWindow
 from hosttune.agent.service.tracker import WorkloadTracker
+from hosttune.models import workload_classes
+from hosttune.models.workload_classes import UNKNOWN
 from hosttune.tuners.knobs import Plan
 
 READ_OPS = frozenset({"ping", "status", "telemetry", "history", "recommendation", "recommend"})
 ADMIN_OPS = frozenset({"apply", "rollback", "reload"})
+# Process roles (the classes a process can be doing; "idle" is a host's, not a
+# process's): the metrics endpoint's label values, fixed so series stay bounded.
+ROLES = tuple(c for c in workload_classes.names() if c != "idle")
+# How long a scrape waits for the loop's thread to count drifted knobs.
+DRIFT_WAIT = 1.0
 
 
 class MainThreadJobs:
@@ -76,6 +84,11 @@ class Requests:
         self.policy = policy
         self.jobs = MainThreadJobs(services.wake.set)
         self._reload = reload
+        # for the metrics endpoint (read and written on its thread only)
+        self._version: str | None = None
+        self._drift: int | None = None
+        self._drift_future: Future[Any] | None = None
+        self._rollbacks = 0  # asked over the socket and done
 
     def handle(self, op: str, args: dict[str, Any], peer: Peer, role: str) -> Any:
         s = self.services
@@ -131,6 +144,8 @@ class Requests:
 
     def _rollback(self, target: str, force: bool, peer: Peer) -> dict[str, Any]:
         outcome = self.services.access.rollback(target, force=force, uid=peer.uid)
+        if outcome.ok:
+            self._rollbacks += 1
         self.services.store.add_event("rollback", outcome.message, {
             "to": target, "by": f"uid {peer.uid}", "ok": outcome.ok})
         self.policy.windows_since_change = 0
@@ -165,7 +180,8 @@ class Requests:
         self.policy.record_apply({
             "txn": outcome.txn, "wall": time.time(), "workload": plan.workload,
             "changes": [c.to_dict() for c in plan.changes], "ok": outcome.ok,
-            "message": outcome.message, "by": f"uid {peer.uid}"})
+            "message": outcome.message, "by": f"uid {peer.uid}",
+            "refused": [c["knob"] for c in outcome.changes if c.get("status") == "refused"]})
         return outcome.to_dict()
 
     # -- what is shown -------------------------------------------------------------
@@ -234,21 +250,62 @@ class Requests:
 
     def render_metrics(self) -> str:
         # http.server comes with it: 5.4 MB a daemon without the listener saves.
-        from hosttune.agent.service.metrics import render
+        from hosttune.agent.service.metrics import (
+            UNASSIGNED_ROLE,
+            DaemonMetrics,
+            apply_result,
+            render,
+        )
 
-        s, w, tracker = self.services, self.window, self.tracker
+        s, w, tracker, policy = self.services, self.window, self.tracker, self.policy
+        drift = self._drift_count()
+        if self._version is None:
+            self._version = package_version()
         with s.lock:
-            rates = dict(w.last_rates)
             sample = w.last_sample
-            values = dict(sample.values) if sample else {}
-            state = {
-                "mode": s.config.mode, "workload": tracker.stable or "unknown",
-                "confidence": tracker.stable_confidence,
-                "applied": len(self.policy.applied), "reverts": len(self.policy.reverts),
-                "samples": w.sample_count, "lateness": w.last_lateness,
-                "uptime": time.monotonic() - self.info.started_mono,
-            }
-        return render({**values, **rates}, state)
+            processes = sample.processes if sample else []
+            applies = Counter(apply_result(a) for a in policy.applied)
+            proposal = policy.recommendation
+            report = proposal.report if proposal else {}
+            advice = report.get("advice", [])
+            owned = [a for a in advice if str(a.get("why_advice", "")).startswith(
+                ("admin-owned", "owned by "))]
+            m = DaemonMetrics(
+                version=self._version, mode=s.config.mode,
+                workload=tracker.stable or UNKNOWN, confidence=tracker.stable_confidence,
+                classes=workload_classes.recommendable(), workload_changes=tracker.changes,
+                # The role model names one role per process; the processes the
+                # sampler finds carry none yet, so they count as unassigned.
+                roles={UNASSIGNED_ROLE: len(processes)} if processes else {},
+                role_names=(*ROLES, UNASSIGNED_ROLE),
+                applies=applies,
+                reverts={"auto": len(policy.reverts), "admin": self._rollbacks},
+                knobs_refused=sum(len(a.get("refused", ())) for a in policy.applied),
+                knobs_admin_owned=len(owned), knobs_advised=len(advice),
+                knobs_recommended=len(proposal.plan.changes) if proposal else 0,
+                drift=drift, samples=w.sample_count, sample_errors=w.sample_errors,
+                missed_ticks=w.missed_ticks, lateness=w.lateness.copy(),
+                started_wall=self.info.started_wall)
+        return render(m)
+
+    def _drift_count(self) -> int | None:
+        """Drift reads the journal, which only the loop's thread touches: it
+        is asked there and waited for briefly; while the loop is busy (a
+        plan being applied) the last count stands."""
+        fut = self._drift_future
+        if fut is None:
+            fut = self._drift_future = self.jobs.submit(self.services.access.drift)
+        done, _ = wait([fut], timeout=DRIFT_WAIT)
+        if done:
+            self._take_drift(fut)
+            self._drift_future = None
+        return self._drift
+
+    def _take_drift(self, fut: Future[Any]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        self._drift = None if exc is not None else len(fut.result())
 
 
 def _bool_arg(args: Mapping[str, Any], name: str) -> bool:

@@ -31,6 +31,7 @@ from hosttune.tuners.knobs import Plan
 if TYPE_CHECKING:
     from hosttune.agent.service.collapse import CollapseRunner
     from hosttune.agent.service.config import CollapseSettings
+    from hosttune.tuners.base import Tuner
     from hosttune.tuners.journal import Journal
     from hosttune.tuners.transaction import TxnResult
 
@@ -101,6 +102,8 @@ class HostAccess(Protocol):
 
     def history(self, limit: int) -> list[dict[str, Any]]: ...
 
+    def drift(self) -> list[str]: ...
+
     def allowlist_defaults(self) -> Mapping[str, Mapping[str, Any] | None]: ...
 
     def close(self) -> None: ...
@@ -131,6 +134,7 @@ class HostTools:
         self._model_error: str | None = None
         self._journal: Journal | None = None
         self._collapser: CollapseRunner | None = None
+        self._tuners: dict[str, Tuner] | None = None
 
     def prepare(self) -> dict[str, Any]:
         """Load what the loop needs up front (the model: its memory is part of
@@ -329,6 +333,30 @@ class HostTools:
         from hosttune.tuners import transaction  # see _journal_open
 
         return [r.to_dict() for r in transaction.history(self._journal_open())[-limit:]]
+
+    def drift(self) -> list[str]:
+        """Knobs hosttune set that now read otherwise: someone else changed
+        them since (reported, never fought)."""
+        if self._journal is None and not (self.state_dir / "journal.db").exists():
+            return []  # never changed the host: nothing to drift, no tuner loaded
+        from hosttune.tuners.registry import bind_tuners, tuner_and_key  # see _journal_open
+
+        journal = self._journal_open()
+        if self._tuners is None:
+            self._tuners = bind_tuners(self.host)
+        out = []
+        for knob in journal.baseline():
+            ours = journal.hosttune_value(knob)
+            if ours is None:
+                continue
+            try:
+                tuner, key = tuner_and_key(self._tuners, knob)
+                # A knob that is gone (a process that exited) has not drifted.
+                if tuner.available(key) and not tuner.equal(tuner.read(key), ours):
+                    out.append(knob)
+            except HosttuneError:
+                continue
+        return out
 
     def close(self) -> None:
         self._sampler.close()

@@ -7,6 +7,7 @@ import collections
 from dataclasses import dataclass, field
 
 from hosttune.agent.sense.sample import Sample
+from hosttune.agent.service.histogram import Histogram
 
 
 @dataclass
@@ -20,14 +21,26 @@ class SampleWindow:
     sample_count: int = 0
     sample_errors: int = 0
     missed_ticks: int = 0
-    last_lateness: float = 0.0
     max_lateness: float = 0.0
+    lateness: Histogram = field(default_factory=Histogram)
     in_window: int = 0
     windows: int = 0
 
     def __post_init__(self) -> None:
+        self._last_lateness = 0.0
         self.samples = collections.deque(maxlen=self.size + 1)
         self.rows = collections.deque(maxlen=self.size)
+
+    # The loop sets `last_lateness` once per tick; each value is also counted
+    # into the histogram the metrics endpoint shows.
+    @property
+    def last_lateness(self) -> float:
+        return self._last_lateness
+
+    @last_lateness.setter
+    def last_lateness(self, seconds: float) -> None:
+        self._last_lateness = seconds
+        self.lateness.observe(seconds)
 
     def resize(self, size: int) -> None:
         self.size = size
