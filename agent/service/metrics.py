@@ -66,6 +66,10 @@ class DaemonMetrics:
     missed_ticks: int
     lateness: Histogram
     started_wall: float
+    # per-process huge pages (auto mode): passes, bytes collapsed, their CPU time
+    collapse_passes: int = 0
+    collapsed_bytes: float = 0.0
+    collapse_cpu_seconds: float = 0.0
 
 
 def apply_result(record: Mapping[str, Any]) -> str:
@@ -170,6 +174,16 @@ def render(m: DaemonMetrics) -> str:
         w.family("hosttune_drifted_knobs", "gauge",
                  "Knobs hosttune set that someone else has changed since")
         w.sample("hosttune_drifted_knobs", m.drift)
+
+    w.family("hosttune_collapse_passes_total", "counter",
+             "Per-process huge-page passes (MADV_COLLAPSE of running AI processes)")
+    w.sample("hosttune_collapse_passes_total", m.collapse_passes)
+    w.family("hosttune_collapsed_bytes_total", "counter",
+             "Anonymous memory of running processes those passes turned into huge pages")
+    w.sample("hosttune_collapsed_bytes_total", m.collapsed_bytes)
+    w.family("hosttune_collapse_cpu_seconds_total", "counter",
+             "CPU time the passes took (the kernel copies the pages on the daemon's account)")
+    w.sample("hosttune_collapse_cpu_seconds_total", m.collapse_cpu_seconds)
 
     w.family("hosttune_samples_total", "counter", "Samples taken since the daemon started")
     w.sample("hosttune_samples_total", m.samples)

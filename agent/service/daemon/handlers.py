@@ -270,6 +270,7 @@ class Requests:
             advice = report.get("advice", [])
             owned = [a for a in advice if str(a.get("why_advice", "")).startswith(
                 ("admin-owned", "owned by "))]
+            collapse = s.access.collapse_status() or {}
             m = DaemonMetrics(
                 version=self._version, mode=s.config.mode,
                 workload=tracker.stable or UNKNOWN, confidence=tracker.stable_confidence,
@@ -285,7 +286,10 @@ class Requests:
                 knobs_recommended=len(proposal.plan.changes) if proposal else 0,
                 drift=drift, samples=w.sample_count, sample_errors=w.sample_errors,
                 missed_ticks=w.missed_ticks, lateness=w.lateness.copy(),
-                started_wall=self.info.started_wall)
+                started_wall=self.info.started_wall,
+                collapse_passes=int(collapse.get("passes", 0)),
+                collapsed_bytes=float(collapse.get("collapsed_mib", 0)) * (1 << 20),
+                collapse_cpu_seconds=float(collapse.get("cpu_seconds", 0.0)))
         return render(m)
 
     def _drift_count(self) -> int | None:
