@@ -35,85 +35,6 @@ from pathlib import Path
 DATA_DIR = Path(os.environ.get("HOSTTUNE_BENCH_DIR", "/var/tmp/hosttune-effectiveness"))
 
 
-def embedding(scale: float) -> tuple[float, str]:
-    """Random lookups in a 1 GiB nn.Embedding table, one thread: bound by TLB
-    and memory latency, the case THP helps."""
-    import torch
-
-    torch.set_num_threads(1)
-    rows = int(8_000_000 * scale)
-    # 8M rows x 32 x 4 B = 1 GiB; short rows make each lookup one TLB miss
-    table = torch.nn.Embedding(rows, 32)
-    gen = torch.Generator().manual_seed(0)
-    batches = [torch.randint(0, rows, (16384,), generator=gen) for _ in range(8)]
-    with torch.no_grad():
-        table(batches[0])  # touch the code path once
-        lookups = 0
-        start = time.perf_counter()
-        while time.perf_counter() - start < 2.0:
-            for idx in batches:
-                table(idx)
-                lookups += idx.numel()
-        elapsed = time.perf_counter() - start
-    return lookups / elapsed / 1e6, "Mlookups/s"
-
-
-def training(scale: float) -> tuple[float, str]:
-    """A small recommendation-model training loop on CPU: a 512 MiB sparse
-    EmbeddingBag feeding an MLP, SGD, synthetic data. Samples per second."""
-    import torch
-
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    rows = int(1_000_000 * scale)
-    bag = torch.nn.EmbeddingBag(rows, 128, mode="sum", sparse=True)
-    mlp = torch.nn.Sequential(torch.nn.Linear(128, 256), torch.nn.ReLU(),
-                              torch.nn.Linear(256, 64), torch.nn.ReLU(),
-                              torch.nn.Linear(64, 1))
-    opt_sparse = torch.optim.SGD(bag.parameters(), lr=0.01)
-    opt_dense = torch.optim.SGD(mlp.parameters(), lr=0.01)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    batch, per_sample = 512, 32
-    gen = torch.Generator().manual_seed(1)
-    data = [(torch.randint(0, rows, (batch * per_sample,), generator=gen),
-             torch.rand(batch, 1, generator=gen).round()) for _ in range(8)]
-    offsets = torch.arange(0, batch * per_sample, per_sample)
-    samples = 0
-    start = time.perf_counter()
-    while time.perf_counter() - start < 3.0:
-        for idx, target in data:
-            opt_sparse.zero_grad()
-            opt_dense.zero_grad()
-            loss = loss_fn(mlp(bag(idx, offsets)), target)
-            loss.backward()
-            opt_sparse.step()
-            opt_dense.step()
-            samples += batch
-    return samples / (time.perf_counter() - start), "samples/s"
-
-
-def checkpoint(scale: float) -> tuple[float, str]:
-    """torch.save of a 768 MiB state dict in four shards, each fsynced, the
-    way a trainer writes a checkpoint: MiB/s from first write to last fsync."""
-    import torch
-
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    shard_mib = int(192 * scale)
-    shards = [{"w": torch.randn(shard_mib * (1 << 20) // 4)} for _ in range(4)]
-    start = time.perf_counter()
-    for i, shard in enumerate(shards):
-        path = DATA_DIR / f"ckpt-{os.getpid()}-{i}.pt"
-        with open(path, "wb") as fh:
-            torch.save(shard, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-    elapsed = time.perf_counter() - start
-    for i in range(len(shards)):
-        (DATA_DIR / f"ckpt-{os.getpid()}-{i}.pt").unlink()
-    return 4 * shard_mib / elapsed, "MiB/s"
-
-
 def loader_files(scale: float) -> list[Path]:
     """The loader's dataset: 512 files of 2 MiB, written once and reused."""
     folder = DATA_DIR / "dataset"
@@ -126,26 +47,6 @@ def loader_files(scale: float) -> list[Path]:
             f.write_bytes(block)
         os.sync()
     return files
-
-
-def loader(scale: float) -> tuple[float, str]:
-    """A data loader reading each sample file sequentially in 64 KiB reads
-    from a cold page cache: each file's cached pages are dropped first
-    (POSIX_FADV_DONTNEED, so other processes' caches stay as they are)."""
-    files = loader_files(scale)
-    for f in files:
-        fd = os.open(f, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-    total = 0
-    start = time.perf_counter()
-    for f in files:
-        with open(f, "rb", buffering=0) as fh:
-            while chunk := fh.read(64 << 10):
-                total += len(chunk)
-    return total / (1 << 20) / (time.perf_counter() - start), "MiB/s"
 
 
 Step = Callable[[], float]  # one unit of work -> how much was done
@@ -309,6 +210,47 @@ def stream(job: str, seconds: float, scale: float, every: float = 1.0) -> int:
             done, mark = 0.0, now
             if now - ready >= seconds:
                 return 0
+
+
+def _timed(job: str, scale: float, *, seconds: float = 0.0, steps: int = 0
+           ) -> tuple[float, str]:
+    """One fresh job's throughput: its steps for `seconds`, or exactly `steps`
+    of them (a whole checkpoint, the whole dataset), after one warm-up step
+    where the step is cheap enough to repeat."""
+    step, unit = JOBS[job](scale)
+    if seconds:
+        step()  # touch the code path once
+    done, start = 0.0, time.perf_counter()
+    count = 0
+    while (seconds and time.perf_counter() - start < seconds) or (steps and count < steps):
+        done += step()
+        count += 1
+    return done / (time.perf_counter() - start), unit
+
+
+def embedding(scale: float) -> tuple[float, str]:
+    """Random lookups in a 1 GiB nn.Embedding table, one thread: bound by TLB
+    and memory latency, the case THP helps."""
+    return _timed("embedding", scale, seconds=2.0)
+
+
+def training(scale: float) -> tuple[float, str]:
+    """A small recommendation-model training loop on CPU: a 512 MiB sparse
+    EmbeddingBag feeding an MLP, SGD, synthetic data. Samples per second."""
+    return _timed("training", scale, seconds=3.0)
+
+
+def checkpoint(scale: float) -> tuple[float, str]:
+    """torch.save of a 768 MiB state dict in four shards, each fsynced, the
+    way a trainer writes a checkpoint: MiB/s from first write to last fsync."""
+    return _timed("checkpoint", scale, steps=4)
+
+
+def loader(scale: float) -> tuple[float, str]:
+    """A data loader reading each sample file sequentially in 64 KiB reads
+    from a cold page cache: each file's cached pages are dropped first
+    (POSIX_FADV_DONTNEED, so other processes' caches stay as they are)."""
+    return _timed("loader", scale, steps=len(loader_files(scale)))
 
 
 WORKLOADS = {"embedding": embedding, "training": training, "checkpoint": checkpoint,
