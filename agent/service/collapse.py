@@ -15,7 +15,7 @@ from __future__ import annotations
 import fnmatch
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from hosttune.agent.sense import procmem
@@ -199,8 +199,3 @@ class CollapseRunner:
                                for pid, comm, why in self.last_decision.skipped]
         return data
 
-
-def with_settings(runner: CollapseRunner, settings: CollapseSettings) -> CollapseRunner:
-    """The runner after a config reload: progress kept, bounds and exclusions new."""
-    runner.settings = replace(settings)
-    return runner
