@@ -443,7 +443,9 @@ class AutoDaemon:
             self.proc.kill()
             self.proc.wait()
         back = self.cli("rollback", "--baseline")
-        if back.returncode != 0 and "no transaction" not in back.stderr + back.stdout:
+        said = back.stderr + back.stdout
+        if back.returncode != 0 and "no transaction" not in said and \
+                "has not changed anything" not in said:
             raise SystemExit(f"effectiveness: rollback --baseline failed: {back.stderr}")
         self.proc = None
 
