@@ -64,10 +64,10 @@ BASE_PACKAGES = (
 QEMU = "qemu-system-x86_64"
 
 # What the guest is given; the tests compare `hosttune topology` against this.
-NODE_CPUS = {0: [0, 1], 1: [2, 3]}
+NODE_CPUS = {0: [0, 1, 2], 1: [3, 4, 5]}
 NODE_MEM_MB = {0: 1024, 1: 1024}
 DISTANCE = 21
-ISOLATED_CPUS = [3]
+ISOLATED_CPUS = [5]
 # (id, kind, node, behind the switch); serials name the NVMe drives and MACs the NICs.
 DEVICES = (
     ("nic0", "virtio-net", 0, False),
@@ -138,7 +138,8 @@ ROOT_FILES = {
     "etc/systemd/system/hosttune-guest-agent.service": AGENT_UNIT,
     # Keep the journal across the reboot test; small, the guest disk is small.
     "etc/systemd/journald.conf.d/guest.conf": "[Journal]\nStorage=persistent\nSystemMaxUse=32M\n",
-    # The initrd needs the root disk's driver only; MODULES=dep keeps it small.
+    # The initrd is made in a chroot, where MODULES=dep cannot see the guest's
+    # disk: take the usual set (virtio-blk and ext4 among them).
     "etc/initramfs-tools/conf.d/guest.conf": "MODULES=most\nCOMPRESS=gzip\n",
 }
 # Units that cost boot time under TCG and play no part in the tests.
@@ -245,10 +246,10 @@ def _remove(path: Path) -> None:
 # -- the running guest -------------------------------------------------------
 
 
-def qemu_args(image: Path, overlay: Path, payload: Path, *, cpus: int = 4,
-              accel: str = "tcg") -> list[str]:
+def qemu_args(image: Path, overlay: Path, payload: Path, *, accel: str = "tcg") -> list[str]:
     """The QEMU command line of the guest topology."""
     isol = ",".join(map(str, ISOLATED_CPUS))
+    cpus = sum(len(c) for c in NODE_CPUS.values())
     cmdline = (f"root=/dev/vda rw console=ttyS0,115200 isolcpus={isol} quiet loglevel=1 "
                "systemd.show_status=0 panic=-1 mitigations=off tsc=reliable")
     args = [QEMU, "-machine", "q35", "-accel", accel, "-m", f"{sum(NODE_MEM_MB.values())}M",
@@ -329,7 +330,10 @@ class Guest:
                        check=True, timeout=60, env={"PATH": SYSTEM_PATH})
         args = qemu_args(self.image, overlay, payload)
         (self.scratch / "qemu.cmd").write_text(" ".join(args) + "\n")
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        # setpriv --pdeathsig: QEMU gets SIGKILL when the test process dies,
+        # however it dies (SIGKILL, a crash), so no guest outlives its run.
+        self.proc = subprocess.Popen(["setpriv", "--pdeathsig", "KILL", "--", *args],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, start_new_session=True,
                                      cwd=self.scratch)
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -351,14 +355,18 @@ class Guest:
         with self._cond:
             self._cond.notify_all()
 
-    def _wait_for(self, pattern: re.Pattern[bytes], timeout: float) -> re.Match[bytes]:
+    def _wait_for(self, pattern: re.Pattern[bytes], timeout: float) -> tuple[bytes, ...]:
+        """The groups of the first match of `pattern` in the console output
+        not consumed yet (copied out before the buffer is cut: a match only
+        points into it)."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
                 match = pattern.search(self._buf)
                 if match:
+                    groups = tuple(bytes(g or b"") for g in match.groups())
                     del self._buf[:match.end()]
-                    return match
+                    return groups
                 if self.proc is None or self.proc.poll() is not None:
                     raise GuestError(f"QEMU exited ({self.proc and self.proc.returncode}): "
                                      f"{self.console_tail()}")
@@ -372,9 +380,9 @@ class Guest:
         start = time.monotonic()
         pattern = re.compile(rb"@@READY ([0-9a-f-]+)@@")
         while True:
-            boot_id = self._wait_for(pattern, timeout - (time.monotonic() - start))
-            if boot_id.group(1).decode() != self.boot_id:
-                self.boot_id = boot_id.group(1).decode()
+            (boot_id,) = self._wait_for(pattern, timeout - (time.monotonic() - start))
+            if boot_id.decode() != self.boot_id:
+                self.boot_id = boot_id.decode()
                 break
         self.boot_seconds.append(time.monotonic() - start)
 
@@ -395,9 +403,9 @@ class Guest:
         self.proc.stdin.write(line)
         self.proc.stdin.flush()
         answer = re.compile(rb"@@R " + req_id.encode() + rb" (-?\d+) ([A-Za-z0-9+/=]*)@@")
-        match = self._wait_for(answer, timeout + 30)
-        rc = int(match.group(1))
-        out = base64.b64decode(match.group(2)).decode(errors="replace")
+        status, encoded = self._wait_for(answer, timeout + 30)
+        rc = int(status)
+        out = base64.b64decode(encoded).decode(errors="replace")
         if check and rc != 0:
             raise GuestError(f"in the guest, {cmd!r} exited {rc}:\n{out[-3000:]}")
         return rc, out

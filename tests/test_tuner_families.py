@@ -187,6 +187,17 @@ def test_numa_values(tmp_path: Path) -> None:
     assert not t.equal("cpus=0-3", "cpus=0-4")
 
 
+def test_numa_node_leaves_out_isolated_cpus(tmp_path: Path) -> None:
+    host = numa_host(tmp_path)
+    put(tmp_path, "/proc/cmdline", "root=/dev/vda isolcpus=6-7\n")
+    t = NumaTuner(host)
+    assert t.validate("pid:4242", "node=1") == "cpus=4-5 mems=1"
+    assert t.validate("pid:4242", "node=0") == "cpus=0-3 mems=0"
+    put(tmp_path, "/proc/cmdline", "root=/dev/vda isolcpus=4-7\n")
+    with pytest.raises(KnobError, match=r"every CPU of node 1 is isolated.*isolcpus=4-7"):
+        t.validate("pid:4242", "node=1")
+
+
 def test_numa_syscalls_refuse_on_a_fixture(tmp_path: Path) -> None:
     t = NumaTuner(numa_host(tmp_path))
     with pytest.raises(HostWriteError, match="refusing a process syscall on a fixture host"):

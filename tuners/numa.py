@@ -3,7 +3,10 @@
 Key: `pid:4242`. Value syntax (fields separated by spaces):
 
 - `node=N` (or a bare `N`): run on the CPUs of NUMA node N and move the
-  process's memory to node N. Normalised to `cpus=<node N's CPUs> mems=N`.
+  process's memory to node N. Normalised to `cpus=<node N's CPUs> mems=N`,
+  less the node's isolated CPUs (below): on a real two-socket kernel with
+  isolcpus= inside a node, `node=N` taking the whole node would always be
+  refused.
 - `cpus=LIST`: pin every thread to the CPU list (`0-3,8`); memory untouched.
 - `cpus=LIST mems=LIST`: pin, and move memory to the listed nodes.
 
@@ -91,6 +94,17 @@ class NumaTuner(Tuner):
             raise KnobError(f"numa:node{node}", f"this host has no NUMA node {node}")
         return cpus
 
+    def housekeeping_cpus(self, node: int) -> tuple[int, ...]:
+        """The node's CPUs less those the admin isolated; refused when that
+        leaves none."""
+        cpus = self.node_cpus(node)
+        isolation = cpu_reservations(self.host)
+        usable = tuple(c for c in cpus if c not in isolation.cpus)
+        if not usable:
+            raise KnobError(f"numa:node{node}", f"every CPU of node {node} is isolated: "
+                                                f"{isolation.explain(cpus)}")
+        return usable
+
     # -- values ---------------------------------------------------------------
 
     def parse(self, key: str, value: str) -> Placement:
@@ -109,7 +123,7 @@ class NumaTuner(Tuner):
                 if set(parts) != {"node"} or not parts["node"].isdigit():
                     raise KnobError(knob, "node=N stands alone (it sets both CPUs and memory)")
                 node = int(parts["node"])
-                return Placement(self.node_cpus(node), (node,))
+                return Placement(self.housekeeping_cpus(node), (node,))
             if "cpus" not in parts:
                 raise KnobError(knob, f"bad placement {value!r}: cpus=LIST is required")
             cpus = parse_cpulist(parts["cpus"], source=knob)
