@@ -170,9 +170,19 @@ def read_device(host: Host, address: str) -> PciDevice | None:
         max_link_width=_width(host, f"{base}/max_link_width"),
         irqs=_irqs(host, base),
         sysfs_path=host.resolve(base) or base,
-        netdevs=tuple(host.listdir_optional(f"{base}/net")),
+        netdevs=_netdevs(host, base),
         block_devs=tuple(_nvme_block_devs(host, base)),
     )
+
+
+def _netdevs(host: Host, base: str) -> tuple[str, ...]:
+    """The network interfaces of a function: under its own net/, or, for
+    virtio, under the virtio device it carries (virtioN/net/)."""
+    names = host.listdir_optional(f"{base}/net")
+    for child in host.listdir_optional(base):
+        if child.startswith("virtio") and child[6:].isdigit():
+            names += host.listdir_optional(f"{base}/{child}/net")
+    return tuple(names)
 
 
 def _nvme_block_devs(host: Host, base: str) -> list[str]:
