@@ -60,6 +60,7 @@ CACHE = Path(os.environ.get("HOSTTUNE_GUEST_CACHE", "/var/cache/hosttune-guest")
 BASE_PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "udev", "kmod", "python3", "procps", "util-linux",
     "linux-image-amd64", "initramfs-tools", "irqbalance", "numactl", "pciutils",
+    "iproute2", "iputils-ping",
 )
 QEMU = "qemu-system-x86_64"
 
