@@ -312,8 +312,11 @@ def test_device_irqs_on_its_node_off_feeder_and_isolated_cpus(guest: Guest) -> N
     for irq, deltas in fired.items():
         elsewhere = {cpu: n for cpu, n in enumerate(deltas) if n and cpu not in target}
         assert not elsewhere, (irq, elsewhere, target)
-        effective = read(guest, f"/proc/irq/{irq}/effective_affinity_list")
-        assert cpulist(effective) <= target, (irq, effective, target)
+        # the effective affinity follows at the vector's next interrupt
+        # (PLATFORM.md): check it where one came
+        if sum(deltas):
+            effective = read(guest, f"/proc/irq/{irq}/effective_affinity_list")
+            assert cpulist(effective) <= target, (irq, effective, target)
 
 
 def irq_counts(guest: Guest, irqs: list[int]) -> dict[int, list[int]]:
@@ -366,6 +369,8 @@ def test_rollback_baseline_restores_everything(guest: Guest) -> None:
     allowed = re.search(r"Cpus_allowed_list:\s*(\S+)", status)
     assert allowed and cpulist(allowed.group(1)) == set(NODE_CPUS[0]), status
     pages = anon_pages(guest, pid)
+    first = next(c for t in history for c in t["changes"] if c["knob"] == f"numa:pid:{pid}")
+    assert first["before"] == f"cpus={NODE_CPUS[0][0]}-{NODE_CPUS[0][-1]} mems=0", first
     assert pages.get(1, 0) == 0 and pages.get(0, 0) >= 16384, pages
     guest.run(f"kill {pid}; systemctl start irqbalance")
 

@@ -45,6 +45,8 @@ from hosttune.agent.sense.topology import memory_nodes, node_cpus, online_cpus
 from hosttune.tuners.base import Tuner
 
 _NODE_TOKEN = re.compile(r"^N(\d+)=(\d+)$")
+# The share of a process's anonymous pages that makes a node one it lives on.
+MIN_NODE_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -145,11 +147,16 @@ class NumaTuner(Tuner):
         return Placement(cpus, self.anon_nodes(pid) or None)
 
     def anon_nodes(self, pid: int) -> tuple[int, ...]:
-        """The nodes holding the process's anonymous pages, from numa_maps."""
+        """The nodes holding the process's anonymous pages, from numa_maps:
+        each node with at least MIN_NODE_SHARE of them. A few pages faulted
+        elsewhere (seen on the two-node guest: a process started with
+        --localalloc on node 0 had a handful on node 1) must not make it
+        "spread over 0-1": rolling back to that would move nothing, and its
+        memory would stay where hosttune had put it."""
         text = self.host.read_optional(knobfiles.process(pid, "numa_maps"))
         if text is None:
             return ()
-        nodes: set[int] = set()
+        pages: dict[int, int] = {}
         for line in text.splitlines():
             tokens = line.split()
             if not any(t.startswith("anon=") for t in tokens):
@@ -157,8 +164,10 @@ class NumaTuner(Tuner):
             for token in tokens:
                 match = _NODE_TOKEN.match(token)
                 if match and int(match.group(2)) > 0:
-                    nodes.add(int(match.group(1)))
-        return tuple(sorted(nodes))
+                    node = int(match.group(1))
+                    pages[node] = pages.get(node, 0) + int(match.group(2))
+        total = sum(pages.values())
+        return tuple(sorted(n for n, count in pages.items() if count >= MIN_NODE_SHARE * total))
 
     def thread_cpus(self, pid: int) -> dict[int, tuple[int, ...]]:
         """Each thread's affinity, from /proc/PID/task/TID/status."""
