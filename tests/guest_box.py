@@ -299,7 +299,7 @@ def qemu_args(image: Path, overlay: Path, payload: Path, *,
                 slot += 1
             chassis += 1
             if kind == "nvme":
-                drive = tempfile.mktemp(prefix=f"{dev_id}-", suffix=".img", dir=overlay.parent)
+                drive = overlay.parent / f"{dev_id}.img"
                 with open(drive, "wb") as f:
                     f.truncate(64 << 20)
                 args += ["-drive", f"file={drive},format=raw,if=none,id=d{dev_id}",
