@@ -26,8 +26,10 @@ image is never changed). The harness talks to the guest over its serial
 console only: a small agent started by systemd on ttyS0 reads one
 base64-encoded command per line and answers with the exit status and the
 output, base64-encoded, between markers. QEMU is killed and the scratch
-directory removed on every exit path (`Guest.stop`, called from a fixture
-finalizer and an atexit hook).
+directory removed on every exit path: `Guest.stop` from a fixture finalizer
+and an atexit hook; QEMU runs under `setpriv --pdeathsig KILL`, so it dies
+with the test process even when that is killed outright, and the next run
+removes the scratch directories such runs left.
 """
 
 from __future__ import annotations
