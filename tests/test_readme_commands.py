@@ -125,6 +125,7 @@ def runs(venv: Path, work: Path) -> dict[str, list[Run]]:
                                         env={"HOSTTUNE_VENV": str(venv)})],
         "hosttune": [Run(["hosttune", "--help"]), Run(["hosttune", "--version"])],
         "hosttune accel": [Run(["hosttune", "accel"]), Run(["hosttune", "accel", "--json"])],
+        "hosttune doctor": [Run(["hosttune", "doctor"]), Run(["hosttune", "doctor", "--json"])],
         "hosttune classify": [
             Run(["hosttune", "classify"]),
             Run(["hosttune", "classify", "--trace", "run.csv.gz"]),

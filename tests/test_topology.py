@@ -194,3 +194,18 @@ def test_mem_total_kb(tmp_path: Path) -> None:
     with pytest.raises(ParseError, match=r"/proc/meminfo.*MemTotal"):
         mem_total_kb(Host(tmp_path))
     assert (mem_total_kb(Host()) or 0) > 0
+
+
+def test_virtio_nic_names_its_interface(tmp_path: Path) -> None:
+    # virtio-net's interface hangs off the virtio device, not the PCI function
+    # (…/0000:44:00.0/virtio3/net/enp68s0): as the two-node guest shows it
+    base = tmp_path / "sys/devices/pci0000:40/0000:40:00.0/0000:44:00.0"
+    (base / "virtio3/net/enp68s0").mkdir(parents=True)
+    for name, value in (("vendor", "0x1af4"), ("device", "0x1041"), ("class", "0x020000"),
+                        ("numa_node", "1")):
+        (base / name).write_text(value + "\n")
+    devices = tmp_path / "sys/bus/pci/devices"
+    devices.mkdir(parents=True)
+    (devices / "0000:44:00.0").symlink_to(base)
+    dev = read_device(Host(tmp_path), "0000:44:00.0")
+    assert dev is not None and dev.netdevs == ("enp68s0",) and dev.numa_node == 1

@@ -187,6 +187,27 @@ def test_numa_values(tmp_path: Path) -> None:
     assert not t.equal("cpus=0-3", "cpus=0-4")
 
 
+def test_numa_node_leaves_out_isolated_cpus(tmp_path: Path) -> None:
+    host = numa_host(tmp_path)
+    put(tmp_path, "/proc/cmdline", "root=/dev/vda isolcpus=6-7\n")
+    t = NumaTuner(host)
+    assert t.validate("pid:4242", "node=1") == "cpus=4-5 mems=1"
+    assert t.validate("pid:4242", "node=0") == "cpus=0-3 mems=0"
+    put(tmp_path, "/proc/cmdline", "root=/dev/vda isolcpus=4-7\n")
+    with pytest.raises(KnobError, match=r"every CPU of node 1 is isolated.*isolcpus=4-7"):
+        t.validate("pid:4242", "node=1")
+
+
+def test_numa_mems_ignore_a_few_pages_elsewhere(tmp_path: Path) -> None:
+    host = numa_host(tmp_path)
+    put(tmp_path, "/proc/4242/numa_maps",
+        "55aa default heap anon=16400 dirty=16400 N0=16390 N1=10\n"
+        "7ffc default stack anon=30 dirty=30 N1=30\n")
+    # 40 of 16430 pages on node 1: the process lives on node 0, and rolling
+    # back to this reading moves everything there again
+    assert NumaTuner(host).read("pid:4242") == "cpus=0-7 mems=0"
+
+
 def test_numa_syscalls_refuse_on_a_fixture(tmp_path: Path) -> None:
     t = NumaTuner(numa_host(tmp_path))
     with pytest.raises(HostWriteError, match="refusing a process syscall on a fixture host"):

@@ -3,7 +3,10 @@
 Key: `pid:4242`. Value syntax (fields separated by spaces):
 
 - `node=N` (or a bare `N`): run on the CPUs of NUMA node N and move the
-  process's memory to node N. Normalised to `cpus=<node N's CPUs> mems=N`.
+  process's memory to node N. Normalised to `cpus=<node N's CPUs> mems=N`,
+  less the node's isolated CPUs (below): on a real two-socket kernel with
+  isolcpus= inside a node, `node=N` taking the whole node would always be
+  refused.
 - `cpus=LIST`: pin every thread to the CPU list (`0-3,8`); memory untouched.
 - `cpus=LIST mems=LIST`: pin, and move memory to the listed nodes.
 
@@ -42,6 +45,8 @@ from hosttune.agent.sense.topology import memory_nodes, node_cpus, online_cpus
 from hosttune.tuners.base import Tuner
 
 _NODE_TOKEN = re.compile(r"^N(\d+)=(\d+)$")
+# The share of a process's anonymous pages that makes a node one it lives on.
+MIN_NODE_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,17 @@ class NumaTuner(Tuner):
             raise KnobError(f"numa:node{node}", f"this host has no NUMA node {node}")
         return cpus
 
+    def housekeeping_cpus(self, node: int) -> tuple[int, ...]:
+        """The node's CPUs less those the admin isolated; refused when that
+        leaves none."""
+        cpus = self.node_cpus(node)
+        isolation = cpu_reservations(self.host)
+        usable = tuple(c for c in cpus if c not in isolation.cpus)
+        if not usable:
+            raise KnobError(f"numa:node{node}", f"every CPU of node {node} is isolated: "
+                                                f"{isolation.explain(cpus)}")
+        return usable
+
     # -- values ---------------------------------------------------------------
 
     def parse(self, key: str, value: str) -> Placement:
@@ -109,7 +125,7 @@ class NumaTuner(Tuner):
                 if set(parts) != {"node"} or not parts["node"].isdigit():
                     raise KnobError(knob, "node=N stands alone (it sets both CPUs and memory)")
                 node = int(parts["node"])
-                return Placement(self.node_cpus(node), (node,))
+                return Placement(self.housekeeping_cpus(node), (node,))
             if "cpus" not in parts:
                 raise KnobError(knob, f"bad placement {value!r}: cpus=LIST is required")
             cpus = parse_cpulist(parts["cpus"], source=knob)
@@ -131,11 +147,16 @@ class NumaTuner(Tuner):
         return Placement(cpus, self.anon_nodes(pid) or None)
 
     def anon_nodes(self, pid: int) -> tuple[int, ...]:
-        """The nodes holding the process's anonymous pages, from numa_maps."""
+        """The nodes holding the process's anonymous pages, from numa_maps:
+        each node with at least MIN_NODE_SHARE of them. A few pages faulted
+        elsewhere (seen on the two-node guest: a process started with
+        --localalloc on node 0 had a handful on node 1) must not make it
+        "spread over 0-1": rolling back to that would move nothing, and its
+        memory would stay where hosttune had put it."""
         text = self.host.read_optional(knobfiles.process(pid, "numa_maps"))
         if text is None:
             return ()
-        nodes: set[int] = set()
+        pages: dict[int, int] = {}
         for line in text.splitlines():
             tokens = line.split()
             if not any(t.startswith("anon=") for t in tokens):
@@ -143,8 +164,10 @@ class NumaTuner(Tuner):
             for token in tokens:
                 match = _NODE_TOKEN.match(token)
                 if match and int(match.group(2)) > 0:
-                    nodes.add(int(match.group(1)))
-        return tuple(sorted(nodes))
+                    node = int(match.group(1))
+                    pages[node] = pages.get(node, 0) + int(match.group(2))
+        total = sum(pages.values())
+        return tuple(sorted(n for n, count in pages.items() if count >= MIN_NODE_SHARE * total))
 
     def thread_cpus(self, pid: int) -> dict[int, tuple[int, ...]]:
         """Each thread's affinity, from /proc/PID/task/TID/status."""

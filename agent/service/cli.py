@@ -24,6 +24,7 @@ from hosttune.agent.service.commands import (
     capture,
     classify,
     config,
+    doctor,
     job,
     k8s,
     knobs,
@@ -42,7 +43,7 @@ from hosttune.agent.service.commands.options import HELP_MARKUP
 # options.add_command/add_group, in the order --help lists them.
 COMMAND_MODULES: tuple[ModuleType, ...] = (
     recommend, tune, outcomes, topology, capture, config, accel, status, telemetry, record,
-    model, classify, knobs, job, k8s,
+    model, classify, knobs, job, k8s, doctor,
 )
 
 

@@ -2,7 +2,7 @@
 _hosttune() {
     local cur=${COMP_WORDS[COMP_CWORD]}
     if [ "$COMP_CWORD" -eq 1 ]; then
-        COMPREPLY=($(compgen -W "recommend tune topology capture accel status telemetry record classify apply set rollback history show collapse outcomes config model job k8s --help --version" -- "$cur"))
+        COMPREPLY=($(compgen -W "recommend tune topology doctor capture accel status telemetry record classify apply set rollback history show collapse outcomes config model job k8s --help --version" -- "$cur"))
     else
         COMPREPLY=($(compgen -f -- "$cur"))
     fi
