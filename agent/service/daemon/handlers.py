@@ -229,10 +229,10 @@ class Requests:
                 "collapse": {
                     "enabled": s.config.collapse.enabled and s.config.mode == "auto",
                     "runner": s.access.collapse_status(),
-                    "recent": list(policy.collapses[-5:]),
-                    "measuring": None if policy.collapse_watch is None else {
-                        "txn": policy.collapse_watch.txn,
-                        "windows_left": policy.collapse_watch.windows_left}},
+                    "recent": list(policy.collapsing.recent[-5:]),
+                    "measuring": None if policy.collapsing.watch is None else {
+                        "txn": policy.collapsing.watch.txn,
+                        "windows_left": policy.collapsing.watch.windows_left}},
                 "auto_blocked": policy.blocked,
                 "engine": dict(info.host),
                 "notes": list(s.access.notes)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hosttune.agent.sense.errors import HosttuneError
+from hosttune.agent.service.daemon.collapsing import Collapsing
 from hosttune.agent.service.daemon.host_access import Proposal
 from hosttune.agent.service.daemon.services import Services
 from hosttune.agent.service.daemon.window import SampleWindow
@@ -49,35 +50,6 @@ class Watch:
     started: float = field(default_factory=time.time)
 
 
-@dataclass
-class CollapseWatch:
-    """A collapse pass auto mode is measuring: the job's signals in the
-    window before it, compared with those `windows_left` windows later."""
-
-    txn: str | None
-    workload: str
-    pids: list[int]
-    before: Score
-    spread: float | None  # run-to-run spread of the objective in the window before
-    windows_left: int
-    # each process's CPU seconds and cgroup stall at the pass (HostAccess.job_signals)
-    signals: dict[int, dict[str, Any]] = field(default_factory=dict)
-
-
-def _spread(rows: list[dict[str, float]], metric: str | None) -> float | None:
-    """The objective's relative spread over a window's rows (stdev / mean)."""
-    if not metric:
-        return None
-    vals = [r[metric] for r in rows if metric in r]
-    if len(vals) < 3:
-        return None
-    mean = sum(vals) / len(vals)
-    if mean == 0:
-        return None
-    var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)
-    return float(var ** 0.5 / abs(mean))
-
-
 def proposal_dict(proposal: Proposal | None) -> dict[str, Any]:
     if proposal is None:
         return {"workload": None, "changes": [], "report": None}
@@ -103,12 +75,10 @@ class AutoPolicy:
         self.watch: Watch | None = None
         self.blocked: str | None = None  # why auto mode may change nothing
         self.windows_since_change = 10**9
-        self.collapses: list[dict[str, Any]] = []  # the last passes, newest last
         # (monotonic deadline, knob -> value to put back) of time-bounded changes
         self.temporary: list[tuple[float, dict[str, str]]] = []
-        self._collapse_pending: str | None = None  # the workload of a pass cut short
-        self._collapse_seen: frozenset[tuple[int, str]] | None = None  # processes looked at
-        self.collapse_watch: CollapseWatch | None = None
+        # per-process huge pages (auto mode)
+        self.collapsing = Collapsing(services, window)
 
     def remember_reverts(self, store: Store) -> None:
         """What hurt before stays avoided across restarts."""
@@ -124,10 +94,8 @@ class AutoPolicy:
         self._end_temporary()
         if self.watch is not None:
             self._watch_window(workload_changed)
-        if self.collapse_watch is not None:
-            self._watch_collapse()
         if self.services.config.mode == "auto":
-            self._collapse(stable)
+            self.collapsing.on_window(stable, blocked=self.blocked)
         self._windows += 1
         # Until a class is believed the plan is the generic one ("unknown"
         # priors): something to show in recommend mode; auto never applies it.
@@ -304,6 +272,10 @@ class AutoPolicy:
         self.services.store.add_event("apply" if record["ok"] else "apply-failed",
                                       record["message"], record)
 
+    def on_tick(self, stable: str | None) -> None:
+        if self.services.config.mode == "auto":
+            self.collapsing.on_tick(stable, blocked=self.blocked)
+
     def _end_temporary(self) -> None:
         """Put back the knobs of time-bounded changes whose time is up."""
         now = time.monotonic()
@@ -328,121 +300,6 @@ class AutoPolicy:
                   f"time-bounded change ended: {outcome.message}", txn=outcome.txn)
             s.store.add_event("temporary-ended", outcome.message, {"txn": outcome.txn,
                                                                   "knobs": values})
-
-    # -- per-process huge pages ------------------------------------------------------
-
-    def on_tick(self, stable: str | None) -> None:
-        """Per-process huge pages do not wait for a window: a process the
-        sampler has just found is looked at on the sample that found it, and
-        a pass its bounds cut short goes on at the next sample (a 2 GiB job
-        is done within a few ticks)."""
-        if self.services.config.mode != "auto":
-            return
-        with self.services.lock:
-            latest = self.window.last_sample
-        found = frozenset((p.pid, p.start_time) for p in latest.processes) if latest else None
-        if found and found != self._collapse_seen:
-            self._collapse(stable)
-        elif self._collapse_pending is not None:
-            self._collapse(self._collapse_pending)
-
-    def _collapse(self, stable: str | None) -> None:
-        """Collapse the memory of running AI processes that hold no huge pages
-        (a THP mode change would not reach it): on every window, for new
-        processes and for processes that grew; the choice is per process, so
-        it does not wait for the host's class to settle (an idle or
-        checkpoint-writing host is left alone)."""
-        s = self.services
-        settings = s.config.collapse
-        if not settings.enabled or self.blocked:
-            return
-        with s.lock:
-            latest = self.window.last_sample
-            rows = list(self.window.rows)
-        if latest is None or not latest.processes:
-            return
-        self._collapse_seen = frozenset((p.pid, p.start_time) for p in latest.processes)
-        workload = stable or "unknown"
-        try:
-            report = s.access.collapse(latest.processes, workload, settings,
-                                       f"auto: per-process huge pages (workload {workload})")
-        except HosttuneError as exc:
-            s.log("error", f"per-process huge pages: {exc}")
-            s.store.add_event("collapse-failed", str(exc))
-            return
-        status = s.access.collapse_status() or {}
-        self._collapse_pending = workload if status.get("pending") else None
-        if report is None:
-            return
-        done = [r for r in report["results"] if r["status"] in ("collapsed", "partial")]
-        text = "; ".join(f"{r['comm']} (pid {r['pid']}): {r['summary']}"
-                         for r in report["results"]) or str(report.get("unsupported"))
-        record = {"wall": time.time(), "workload": workload, **report}
-        with s.lock:
-            self.collapses = [*self.collapses[-19:], record]
-        s.store.add_event("collapse", f"per-process huge pages: {text}", record)
-        s.log("info" if report.get("unsupported") is None else "warning",
-              f"per-process huge pages: {text}", txn=report.get("txn"))
-        if done and self.collapse_watch is None:
-            objective = s.config.objective
-            self.collapse_watch = CollapseWatch(
-                txn=None if report.get("txn") is None else str(report["txn"]),
-                workload=workload, pids=[int(r["pid"]) for r in done],
-                before=window_score(rows, objective), spread=_spread(rows, objective.metric),
-                windows_left=s.config.auto.watch_windows,
-                signals=s.access.job_signals([int(r["pid"]) for r in done]))
-
-    def _watch_collapse(self) -> None:
-        """What the pass did to the job: with an objective metric, before and
-        after against the window's own spread, recorded in outcomes.db when it
-        stands out of the noise; without one, the job's throughput cannot be
-        read (no PMU for TLB misses, no per-process rate of work): recorded
-        as not measured, never as a gain."""
-        s = self.services
-        watch = self.collapse_watch
-        assert watch is not None
-        watch.windows_left -= 1
-        if watch.windows_left > 0:
-            return
-        self.collapse_watch = None
-        objective = s.config.objective
-        with s.lock:
-            rows = list(self.window.rows)
-        after = window_score(rows, objective)
-        b, a = watch.before.objective, after.objective
-        detail: dict[str, Any] = {"txn": watch.txn, "workload": watch.workload,
-                                  "pids": watch.pids, "before": watch.before.to_dict(),
-                                  "after": after.to_dict(), "spread": watch.spread}
-        if objective.metric and b and a and b > 0 and a > 0:
-            effect = effect_of(a, b, lower_is_better=not objective.higher_is_better)
-            noise = max(2 * (watch.spread or 0.0), s.config.auto.regression)
-            detail["effect"] = effect
-            if abs(effect - 1.0) <= noise:
-                verdict = (f"no effect beyond the noise ({objective.metric}: {b:.4g} -> "
-                           f"{a:.4g}, x{effect:.3f}, noise +-{noise:.1%})")
-            else:
-                verdict = f"{objective.metric}: {b:.4g} -> {a:.4g} (x{effect:.3f})"
-                store = OutcomeStore(s.paths.state_dir / "outcomes.db")
-                try:
-                    store.record(Outcome(watch.workload, "collapse",
-                                         {"procthp:collapse": "no"}, 1.0, objective.metric))
-                    store.record(Outcome(watch.workload, "collapse",
-                                         {"procthp:collapse": "yes"}, effect, objective.metric))
-                except OutcomeError as exc:
-                    s.log("warning", f"could not record the outcome of a collapse pass: {exc}")
-        else:
-            cpu = (f" (AI processes' CPU use {_fmt(watch.before.throughput)} -> "
-                   f"{_fmt(after.throughput)}, which a TLB-bound job keeps at 100 % either "
-                   "way)" if watch.before.throughput is not None else "")
-            verdict = ("not measured: no objective metric is configured, and the job's own "
-                       f"speed cannot be read from outside{cpu}; recorded as unmeasured, "
-                       "not as a gain")
-        job = _job_change(watch.signals, s.access.job_signals(watch.pids))
-        if job:
-            verdict += f"; the job itself: {job}"
-        detail["verdict"] = verdict
-        s.store.add_event("collapse-outcome", f"per-process huge pages: {verdict}", detail)
-        s.log("info", f"per-process huge pages, outcome: {verdict}", txn=watch.txn)
 
     # -- watch and revert ----------------------------------------------------------
 
@@ -537,27 +394,3 @@ class AutoPolicy:
         except HosttuneError as exc:
             self.services.log("error", f"could not revert on stop: {exc}")
 
-
-def _job_change(before: dict[int, dict[str, Any]], after: dict[int, dict[str, Any]]) -> str:
-    """What the processes' own signals did over the watch: CPU use (a job
-    that waited on memory less may get more done per CPU second, but its CPU
-    share barely moves) and its cgroup's stall, where the kernel keeps one."""
-    parts = []
-    for pid, b in sorted(before.items()):
-        a = after.get(pid)
-        if a is None:
-            parts.append(f"pid {pid} exited")
-            continue
-        span = a["at"] - b["at"]
-        if span > 0:
-            parts.append(f"pid {pid} used {(a['cpu_seconds'] - b['cpu_seconds']) / span:.2f} "
-                         "CPUs since")
-        if b.get("stall") and a.get("stall"):
-            parts.append("cgroup stall (some avg60 %) " + ", ".join(
-                f"{r} {b['stall'][r]:.1f} -> {a['stall'][r]:.1f}"
-                for r in sorted(b["stall"]) if r in a["stall"]))
-    return "; ".join(parts)
-
-
-def _fmt(value: float | None) -> str:
-    return "unknown" if value is None else f"{value:.3g}"
