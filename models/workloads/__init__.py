@@ -14,6 +14,12 @@ and intensity. Those that need PyTorch say so when it is absent
 | `idle` | idle | nothing but a rare heartbeat |
 | `build` | background | compiles generated C files with gcc through make -j |
 | `backup` | background | tar/gzip and cp of a generated file tree |
+| `train_seq`, `train_sgd`, `train_numpy` | training | LSTM/conv in PyTorch; scikit-learn SGD partial_fit; a hand-written numpy network |
+| `serve_http`, `serve_numpy` | inference_serving | PyTorch conv net behind http.server; numpy MLP behind a selectors socket server (clients in their own session) |
+| `batch_sklearn`, `batch_numpy` | batch_inference | scikit-learn predict_proba over .npy chunks; numpy embedding top-k over a memmap |
+| `prep_shell`, `prep_csv` | data_preparation | zcat/awk/sort/uniq/gzip pipelines; csv clean, tokenise and shard in Python |
+| `ckpt_numpy`, `ckpt_shards` | checkpoint_io | np.savez + fsync + rename; threaded shard files with fdatasync |
+| `burn`, `web_static` | background | pure-Python CPU stress processes; a static-file HTTP server |
 """
 
 # label of each workload module: the record_dataset script and the tests use
@@ -28,4 +34,18 @@ LABELS: dict[str, str] = {
     "idle": "idle",
     "build": "background",
     "backup": "background",
+    # more programs per class, for the per-process role model
+    "train_seq": "training",
+    "train_sgd": "training",
+    "train_numpy": "training",
+    "serve_http": "inference_serving",
+    "serve_numpy": "inference_serving",
+    "batch_sklearn": "batch_inference",
+    "batch_numpy": "batch_inference",
+    "prep_shell": "data_preparation",
+    "prep_csv": "data_preparation",
+    "ckpt_numpy": "checkpoint_io",
+    "ckpt_shards": "checkpoint_io",
+    "burn": "background",
+    "web_static": "background",
 }
