@@ -12,7 +12,8 @@ scan. `tag` is `job` for the recorded program's process group, `load` for the
 background load's (a background job), empty for anything else the scanner
 examined (other users' work on a shared host: never used as a label). A row
 with pid 0 holds the host's CPU counters (`cpu_user` = busy seconds,
-`cpu_sys` = all seconds, `threads` = CPUs). `manifest.json` lists every run
+`cpu_sys` = all seconds, `cpu_children` = seconds since boot, `threads` =
+CPUs). `manifest.json` lists every run
 with its sha256; runs already there with a matching file are skipped.
 """
 
@@ -44,6 +45,7 @@ from hosttune.agent.sense.telemetry.proc_evidence import (
     ProcessScanner,
     evidence_row,
     host_cpu,
+    uptime,
 )
 from hosttune.models.workloads import LABELS
 
@@ -156,6 +158,7 @@ def record_run(path: Path, label: str, argv: Sequence[str], *, seconds: float,
             busy, total, ncpu = host_cpu(host)
             w.writerow({**dict.fromkeys(FIELDS, ""), "t": round(t, 3), "pid": 0, "start": 0,
                         "pgrp": 0, "ppid": 0, "comm": "<host>", "cpu_user": busy / hz,
+                        "cpu_children": uptime(host),
                         "cpu_sys": total / hz, "threads": ncpu, "tag": ""})
             for ev in scanner.scan(watch):
                 tag = "job" if ev.stat.pgrp == job.pid else (
