@@ -28,6 +28,7 @@ import argparse
 import csv
 import gzip
 import hashlib
+import itertools
 import json
 import math
 import sys
@@ -46,6 +47,10 @@ ARTIFACTS = Path(hosttune.models.__file__).parent / "artifacts"
 NAME = "roles-v1"
 GEOMETRIES = ((1.0, 10.0, 5.0), (5.0, 30.0, 5.0))  # (interval, window, stride) seconds
 DEFAULT_UNKNOWN_BELOW = 0.5
+# the program record_roles runs as the background load (its _LOAD): its job's
+# windows are grouped with that program's own runs, so holding the program
+# out holds out every window of it
+LOAD_PROGRAM = "burn"
 
 
 @dataclass
@@ -93,7 +98,8 @@ def run_examples(path: Path) -> list[Example]:
                 jw = R.job_window(sub[a:b + 1], pgrp)
                 if jw is None:
                     continue
-                out.append(Example(meta["run"], meta["program"], geom, w, tag,
+                program = meta["program"] if tag == "job" else LOAD_PROGRAM
+                out.append(Example(meta["run"], program, geom, w, tag,
                                    role if tag == "job" else "background", host_label, jw))
     return out
 
@@ -156,7 +162,7 @@ def calibrate(conf: float, cal: dict[str, list[float]] | None) -> float:
 def reliability(conf: Any, correct: Any, bins: int = 5) -> list[dict[str, float]]:
     out = []
     edges = np.linspace(0, 1, bins + 1)
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         m = (conf >= lo) & ((conf < hi) if hi < 1 else (conf <= hi))
         if m.any():
             out.append({"lo": float(lo), "hi": float(hi), "n": int(m.sum()),
@@ -261,7 +267,114 @@ def train(examples: Sequence[Example], lopo: dict[str, Any], out_dir: Path = ART
     schema["arrays"] = {k: {"shape": list(v.shape), "dtype": str(v.dtype)}
                         for k, v in sorted(arrays.items())}
     schema["card"] = {"examples": len(examples), "lopo": lopo}
-    return save(out_dir / name, schema, arrays)
+    check_export(est, schema, arrays, X)
+    paths = save(out_dir / name, schema, arrays)
+    (out_dir / f"{name}.md").write_text(render_card(schema, examples))
+    return paths
+
+
+def check_export(est: Any, schema: dict[str, Any], arrays: dict[str, Any], X: Any) -> None:
+    """The exported forest, served without numpy, must give scikit-learn's
+    probabilities on every training window; refuse to save otherwise."""
+    from hosttune.models.forest import Forest
+
+    flat = {k: (_flat(v), tuple(v.shape)) for k, v in arrays.items()}
+    forest = Forest(schema, flat, "export-check")
+    want = est.predict_proba(X)
+    for row, expect in zip(X, want, strict=True):
+        got = forest.classify(list(row)).probabilities
+        if any(abs(got[c] - float(e)) > 1e-9 for c, e in zip(schema["classes"], expect,
+                                                             strict=True)):
+            raise SystemExit("exported role forest differs from scikit-learn's")
+
+
+def _flat(v: Any) -> Any:
+    from array import array
+
+    a = np.ascontiguousarray(v)
+    code = "q" if a.dtype.kind in "iu" else "d"
+    return array(code, a.astype(np.int64 if code == "q" else np.float64).ravel().tolist())
+
+
+def _table(score: dict[str, Any], classes: Sequence[str]) -> list[str]:
+    lines = ["| class | precision | recall | F1 | windows |", "| --- | ---: | ---: | ---: | ---: |"]
+    for c in classes:
+        v = score["per_class"][c]
+        if v["n"]:
+            lines.append(f"| {c} | {v['precision']:.2f} | {v['recall']:.2f} | {v['f1']:.2f} | "
+                         f"{v['n']} |")
+    lines.append(f"| **macro** | | | **{score['macro_f1']:.3f}** | |")
+    return lines
+
+
+def _confusion(score: dict[str, Any]) -> list[str]:
+    conf = score["confusion"]
+    cols = sorted({b for row in conf.values() for b, n in row.items() if n})
+    lines = ["| true \\ said | " + " | ".join(cols) + " |",
+             "| --- |" + " ---: |" * len(cols)]
+    for a, row in conf.items():
+        if sum(row.values()):
+            lines.append(f"| {a} | " + " | ".join(str(row.get(b, 0)) for b in cols) + " |")
+    return lines
+
+
+def _cal_cell(b: dict[str, Any] | None) -> str:
+    return "" if b is None else f"{b['confidence']:.2f}"
+
+
+def render_card(schema: dict[str, Any], examples: Sequence[Example]) -> str:
+    lopo = schema["card"]["lopo"]
+    programs: dict[str, set[str]] = {}
+    for e in examples:
+        if e.tag == "job":
+            programs.setdefault(e.role if e.host_label != "idle" else "idle", set()).add(
+                e.program)
+    out = [
+        f"# Role model {NAME}", "",
+        "Names the role of each job (process group) from its own processes' counters "
+        "(`models/roles.py`); the host's class is composed from the roles "
+        "(`roles.compose`). A random forest (scikit-learn, exported to numpy arrays, served "
+        "without numpy by `models/forest.py`), confidence calibrated by isotonic regression "
+        "on leave-one-program-out predictions.", "",
+        "## Data", "",
+        f"{len({e.run for e in examples})} runs of {len({e.program for e in examples})} "
+        "programs (`models/data/roles/manifest.json`), 40 s each, 1 s scans, recorded on a "
+        "**shared 2-CPU VM** (other engineers' test runs were loading it; their processes "
+        "are never labels). Every program was recorded twice, once beside an unrelated "
+        "CPU load (a `burn` process at 60 % duty), whose job is a `background` example. "
+        "No accelerator: the accelerator features (`fd_accel`, `fw_cuda`, ...) are 0 in "
+        "every example, so the model has learnt nothing from them.", "",
+        "| class | programs |", "| --- | --- |",
+        *[f"| {c} | {', '.join(sorted(p))} |" for c, p in sorted(programs.items())], "",
+        "## Leave-one-program-out (every run of a program held out together)", "",
+        "Job roles and the host class composed from them, per geometry "
+        "(1 s scans in 10 s windows; the daemon's 5 s scans in 30 s windows).", "",
+    ]
+    for geom, g in lopo["geometries"].items():
+        out += [f"### {geom}: job roles", "", *_table(g["roles"], R.ROLES), "",
+                f"### {geom}: host class ({g['host']['windows']} windows; busy non-AI "
+                f"windows read as idle: {g['host']['busy_non_ai_labelled_idle']})", "",
+                *_table(g["host"], ("idle", *R.ROLES)), "", "Confusion (host):", "",
+                *_confusion(g["host"]), ""]
+    if "loro" in lopo:
+        out += ["## Leave-one-run-out, for comparison", "", "| geometry | roles macro-F1 | "
+                "host macro-F1 |", "| --- | ---: | ---: |"]
+        out += [f"| {g} | {v['roles_macro_f1']:.3f} | {v['host_macro_f1']:.3f} |"
+                for g, v in lopo["loro"].items()]
+        out.append("")
+    out += ["## Reliability (leave-one-program-out, job roles)", "",
+            "| confidence bin | windows | mean raw confidence | accuracy | mean calibrated |",
+            "| --- | ---: | ---: | ---: | ---: |"]
+    cal = {(b["lo"], b["hi"]): b for b in lopo["reliability_calibrated"]}
+    for b in lopo["reliability_raw"]:
+        c = cal.get((b["lo"], b["hi"]))
+        out.append(f"| {b['lo']:.1f}-{b['hi']:.1f} | {b['n']} | {b['confidence']:.2f} | "
+                   f"{b['accuracy']:.2f} | {_cal_cell(c)} |")
+    out += ["", "(The calibrated bins are re-binned on the calibrated confidence, so their "
+            "counts differ.)", "",
+            f"Below a calibrated confidence of {schema['unknown_below']} a job's role is "
+            "`unknown`; a busy job of unknown role keeps the host from reading as idle.", ""]
+    return "\n".join(out)
 
 
 def summary(ev: dict[str, Any]) -> str:

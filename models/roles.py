@@ -21,6 +21,7 @@ model does not use: the composition does.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -172,7 +173,7 @@ def job_window(scans: Sequence[Scan], pgrp: int, hz: float = 100.0) -> JobWindow
         return None
     dts: list[float] = []
     ivals: list[dict[str, float]] = []
-    for prev, cur in zip(scans, scans[1:], strict=False):
+    for prev, cur in itertools.pairwise(scans):
         iv = _interval(prev, cur, pgrp, hz)
         dt = cur.t - prev.t
         if iv is None or dt <= 0:

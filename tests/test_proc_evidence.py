@@ -223,3 +223,20 @@ def test_compose_busy_non_ai_host_is_never_idle() -> None:
     ai = R.JobRole(_job(0.6, pgrp=2), "training", "training", 0.8, ())
     v = R.compose([bg, ai], host_cpu=1.0)
     assert v.label == "training" and "pgrp 2" in v.reason
+
+
+def test_partial_scans_read_only_the_chosen_groups(tmp_path: Path) -> None:
+    # models: a torch job and 50 idle shells; with full_every 3 the scans
+    # between full ones read the torch job's stat alone
+    t = Tree(tmp_path)
+    t.proc(100, "python", maps=TORCH_MAPS, io=IO, utime=10)
+    for pid in range(1000, 1050):
+        t.proc(pid, "bash")
+    sc = ProcessScanner(Host(tmp_path), full_every=3)
+    assert [e.stat.pid for e in sc.scan()] == [100]
+    t.proc(1001, "bash", utime=500)  # busy now, but only a full scan can see it
+    t.proc(100, "python", maps=TORCH_MAPS, io=IO, utime=20)
+    second = sc.scan()
+    assert [(e.stat.pid, e.stat.utime) for e in second] == [(100, 20)]
+    assert [e.stat.pid for e in sc.scan()] == [100]
+    assert sorted(e.stat.pid for e in sc.scan()) == [100, 1001]  # the next full scan

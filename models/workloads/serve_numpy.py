@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
                 if len(buf) < 4 + n:
                     break
                 req, buf = buf[4:4 + n], buf[4 + n:]
-                x = np.frombuffer(req[:1024].ljust(1024, b"\0"), dtype=np.uint8)
-                x = x.astype(np.float32).reshape(4, 256) / 255.0
+                raw = np.frombuffer(req[:1024].ljust(1024, b"\0"), dtype=np.uint8)
+                x = raw.astype(np.float32).reshape(4, 256) / 255.0
                 out = np.maximum(x @ W1, 0) @ W2
                 reply = out.astype(np.float32).tobytes()
                 s.sendall(struct.pack("!I", len(reply)) + reply)

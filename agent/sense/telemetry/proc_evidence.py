@@ -74,6 +74,7 @@ class ProcStat:
     pgrp: int
     utime: int  # clock ticks
     stime: int
+    children: int  # cutime + cstime: CPU of children it has reaped (a shell's pipelines)
     threads: int
     rss_bytes: int
     kthread: bool
@@ -121,6 +122,7 @@ def parse_stat(pid: int, text: str) -> ProcStat | None:
         return ProcStat(
             pid=pid, start=int(f[19]), comm=text[lpar + 1:rpar], state=f[0],
             ppid=int(f[1]), pgrp=int(f[2]), utime=int(f[11]), stime=int(f[12]),
+            children=int(f[13]) + int(f[14]),
             threads=int(f[17]), rss_bytes=max(0, int(f[21])) * _PAGE,
             kthread=bool(int(f[6]) & PF_KTHREAD),
         )
@@ -168,10 +170,16 @@ class ProcessScanner:
     """Successive scans of one host; remembers per process what need not be
     read again (its frameworks, command line) until it exits."""
 
-    def __init__(self, host: Host, *, top_cpu: int = _TOP_CPU) -> None:
+    def __init__(self, host: Host, *, top_cpu: int = _TOP_CPU, full_every: int = 1) -> None:
         self.host = host
         self.top_cpu = top_cpu
-        self._prev: dict[tuple[int, int], ProcStat] = {}
+        # Reading every pid's stat is most of a scan's cost on a host with
+        # hundreds of processes: with full_every N, only every Nth scan does
+        # (and picks the candidates); the scans between read the chosen
+        # groups' members alone.
+        self.full_every = max(1, full_every)
+        self._chosen: dict[int, list[int]] = {}  # pgrp -> member pids at the last full scan
+        self._prev: dict[int, ProcStat] = {}
         # (pid, start) -> (frameworks, rss when maps was read, cmdline, hints)
         self._known: dict[tuple[int, int],
                           tuple[tuple[str, ...], int, str, tuple[str, ...], int]] = {}
@@ -196,6 +204,8 @@ class ProcessScanner:
         """The candidates' evidence now (see the module docstring), plus the
         process groups in `watch` whatever they do."""
         self._scans += 1
+        if (self._scans - 1) % self.full_every and self._chosen:
+            return self._partial(watch)
         stats = self.stats()
         live = {(s.pid, s.start) for s in stats.values()}
         for cache in (self._known, self._socks):
@@ -218,21 +228,40 @@ class ProcessScanner:
         busy.sort(reverse=True)
         chosen.update(stats[pid].pgrp for ticks, pid in busy[: self.top_cpu] if ticks > 0)
         self._prev = {pid: st for pid, st in stats.items() if not st.kthread}
+        members = {pgrp: sorted(groups.get(pgrp, []), key=lambda s: s.pid)[:_MAX_GROUP]
+                   for pgrp in sorted(chosen)}
+        self._chosen = {g: [st.pid for st in m] for g, m in members.items()}
+        return self._examine([st for g in sorted(members) for st in members[g]])
+
+    def _partial(self, watch: Iterable[int]) -> list[ProcEvidence]:
+        """A scan between full ones: the chosen groups' known members only."""
+        found: list[ProcStat] = []
+        for pid in sorted({p for m in self._chosen.values() for p in m}):
+            try:
+                st = parse_stat(pid, self.host.read_text(f"/proc/{pid}/stat"))
+            except HosttuneError:
+                continue  # exited
+            if st is not None and st.pgrp in self._chosen:
+                found.append(st)
+        extra = set(watch) - set(self._chosen)
+        if extra:  # a watched group not seen at the last full scan
+            found += [st for st in self.stats().values() if st.pgrp in extra and not st.kthread]
+        return self._examine(found)
+
+    def _examine(self, members: list[ProcStat]) -> list[ProcEvidence]:
         sockets: dict[int, str] | None = None
         out: list[ProcEvidence] = []
-        for pgrp in sorted(chosen):
-            members = sorted(groups.get(pgrp, []), key=lambda s: s.pid)[:_MAX_GROUP]
-            for st in members:
-                ev = self._evidence(st)
-                if ev is None:
-                    continue
-                if ev.socket_inodes:
-                    if sockets is None:
-                        sockets = self._sockets()
-                    states = [sockets.get(i) for i in ev.socket_inodes]
-                    ev.listening = states.count("listen")
-                    ev.connected = states.count("connected")
-                out.append(ev)
+        for st in members:
+            ev = self._evidence(st)
+            if ev is None:
+                continue
+            if ev.socket_inodes:
+                if sockets is None:
+                    sockets = self._sockets()
+                states = [sockets.get(i) for i in ev.socket_inodes]
+                ev.listening = states.count("listen")
+                ev.connected = states.count("connected")
+            out.append(ev)
         return out
 
     def _ai_static(self, st: ProcStat, *, candidate: bool = False) -> bool:
@@ -327,6 +356,15 @@ def fd_kind(target: str) -> str:
     return "other"  # anon_inode:[eventfd], ...
 
 
+def uptime(host: Host) -> float:
+    """Seconds since boot (/proc/uptime), which process start times count from."""
+    text = host.read_optional("/proc/uptime") or "0"
+    try:
+        return float(text.split()[0])
+    except (IndexError, ValueError):
+        return 0.0
+
+
 def host_cpu(host: Host) -> tuple[float, float, int]:
     """(busy, total) clock ticks of all CPUs since boot from /proc/stat, and
     the CPU count; iowait counts as idle."""
@@ -345,7 +383,8 @@ def host_cpu(host: Host) -> tuple[float, float, int]:
 
 # columns of a role trace row; counters are cumulative
 ROW_FIELDS = (
-    "t", "pid", "start", "pgrp", "ppid", "comm", "cpu_user", "cpu_sys", "threads", "rss",
+    "t", "pid", "start", "pgrp", "ppid", "comm", "cpu_user", "cpu_sys", "cpu_children",
+    "threads", "rss",
     "rss_anon", "rss_file", "anon_huge", "read_bytes", "write_bytes", "rchar", "wchar",
     "syscr", "syscw", "fd_regular", "fd_socket", "fd_pipe", "fd_accel", "fd_device",
     "listening", "connected", "sockets_seen", "readable", "frameworks", "hints",
@@ -358,6 +397,7 @@ def evidence_row(t: float, ev: ProcEvidence, hz: int) -> dict[str, object]:
     return {
         "t": round(t, 3), "pid": st.pid, "start": st.start, "pgrp": st.pgrp, "ppid": st.ppid,
         "comm": st.comm.replace(",", "_"), "cpu_user": st.utime / hz, "cpu_sys": st.stime / hz,
+        "cpu_children": st.children / hz,
         "threads": st.threads, "rss": st.rss_bytes, "rss_anon": ev.rss_anon,
         "rss_file": ev.rss_file, "anon_huge": ev.anon_huge, "read_bytes": ev.read_bytes,
         "write_bytes": ev.write_bytes, "rchar": ev.rchar, "wchar": ev.wchar,
