@@ -48,6 +48,7 @@ _MIB = float(1 << 20)
 # a job is active (its role matters to the host) above any of these
 ACTIVE_CPU = 0.05  # cores
 ACTIVE_IO = 1.0 * _MIB  # storage bytes/s
+ACTIVE_CHARS = 64.0 * 1024  # bytes/s through read()/write() (sockets, pipes): a server's requests
 # the host is busy above this share of all CPUs, or with an active job
 BUSY_HOST_CPU = 0.25
 BUSY_JOB_CPU = 0.25
@@ -153,10 +154,12 @@ class JobWindow:
     cpu_cores: float
     io_bps: float  # storage read + write
     host_cpu_share: float
+    chars_bps: float = 0.0  # read()/write() bytes of every kind
 
     @property
     def active(self) -> bool:
-        return self.cpu_cores >= ACTIVE_CPU or self.io_bps >= ACTIVE_IO
+        return (self.cpu_cores >= ACTIVE_CPU or self.io_bps >= ACTIVE_IO
+                or self.chars_bps >= ACTIVE_CHARS)
 
     @property
     def busy(self) -> bool:
@@ -255,6 +258,7 @@ def job_window(scans: Sequence[Scan], pgrp: int, hz: float = 100.0) -> JobWindow
     leader = str(last[min(last, key=lambda k: k[0])].get("comm", ""))
     return JobWindow(pgrp=pgrp, leader=leader, pids=pids, features=tuple(f),
                      cpu_cores=cpu, io_bps=rbps + wbps,
+                     chars_bps=(tot["rchar"] + tot["wchar"]) / dur,
                      host_cpu_share=_ratio(cpu_all, host_busy) if host_busy > 0 else math.nan)
 
 

@@ -240,3 +240,24 @@ def test_partial_scans_read_only_the_chosen_groups(tmp_path: Path) -> None:
     assert [(e.stat.pid, e.stat.utime) for e in second] == [(100, 20)]
     assert [e.stat.pid for e in sc.scan()] == [100]
     assert sorted(e.stat.pid for e in sc.scan()) == [100, 1001]  # the next full scan
+
+
+def test_roles_render_names_each_active_job_with_its_evidence() -> None:
+    from hosttune.agent.service.render.roles import verdict_dict, verdict_lines
+
+    feats = dict.fromkeys(R.FEATURES, 0.0)
+    feats["fw_torch"] = 1.0
+    job = R.JobWindow(pgrp=4242, leader="python", pids=(4242, 4250),
+                      features=tuple(feats.values()), cpu_cores=1.5, io_bps=2 * (1 << 20),
+                      host_cpu_share=0.7)
+    quiet = R.JobWindow(pgrp=7, leader="sshd", pids=(7,), features=(0.0,) * len(R.FEATURES),
+                        cpu_cores=0.0, io_bps=0.0, host_cpu_share=0.0)
+    roles = [R.JobRole(job, "training", "training", 0.93, (("fw_torch", 1.0, 0.12),)),
+             R.JobRole(quiet, "background", "background", 0.99, ())]
+    v = R.compose(roles, host_cpu=0.8)
+    d = verdict_dict(v)
+    assert d["label"] == "training"
+    assert d["roles"][0]["frameworks"] == ["torch"] and d["roles"][0]["pids"] == [4242, 4250]
+    text = "\n".join(verdict_lines(v))
+    assert "pgrp 4242" in text and "training 0.93" in text and "fw_torch=1" in text
+    assert "sshd" not in text and "1 quiet job" in text

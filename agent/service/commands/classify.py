@@ -87,7 +87,10 @@ def classify_command(
         return
     interval = 1.0 if interval is None else interval
 
-    roles = _RoleWatch()
+    from hosttune.agent.sense.host import Host
+    from hosttune.agent.service.live_roles import RoleWatch
+
+    roles = RoleWatch(Host())
 
     def tick(t: float) -> None:
         roles.scan()
@@ -121,32 +124,3 @@ def classify_command(
         typer.echo(f"note: no per-process roles: {roles.problem}", err=True)
     if warning:
         typer.echo(f"note: {warning}", err=True)
-
-
-class _RoleWatch:
-    """Scans the processes at each sample of the live window and names each
-    job's role with the shipped role model."""
-
-    def __init__(self) -> None:
-        from hosttune.agent.sense.host import Host
-        from hosttune.agent.sense.telemetry.proc_evidence import ProcessScanner
-
-        self.host = Host()
-        self.scanner = ProcessScanner(self.host)
-        self.scans: list[Any] = []
-        self.problem: str | None = None
-
-    def scan(self) -> None:
-        from hosttune.agent.service.live_roles import take_scan
-
-        self.scans.append(take_scan(self.host, self.scanner))
-
-    def verdict(self) -> Any:
-        from hosttune.models.roles import RoleModel
-
-        try:
-            model = RoleModel()
-        except HosttuneError as exc:
-            self.problem = str(exc)
-            return None
-        return model.verdict(self.scans)
