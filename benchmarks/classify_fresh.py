@@ -47,7 +47,8 @@ def own_verdict(job: dict[str, object] | None, ncpu: int) -> str:
     jw = R.JobWindow(pgrp=int(str(job["pgrp"])), leader=str(job["leader"]), pids=(),
                      features=(0.0,) * len(R.FEATURES),
                      cpu_cores=float(str(job["cpu_cores"])),
-                     io_bps=float(str(job["io_bytes_per_s"])), host_cpu_share=math.nan)
+                     io_bps=float(str(job["io_bytes_per_s"])), host_cpu_share=math.nan,
+                     serving=bool(job["active"]))  # stands for all of `active`
     role = R.JobRole(jw, str(job["role"]), str(job["best"]), float(str(job["confidence"])), ())
     return R.compose([role], jw.cpu_cores / ncpu).label
 
@@ -88,8 +89,8 @@ def main() -> int:
         results.append({
             "program": program, "label": label, "composed": composed,
             "job": None if job is None else {k: job[k] for k in (
-                "role", "best", "confidence", "cpu_cores", "io_bytes_per_s", "frameworks",
-                "evidence")},
+                "role", "best", "confidence", "active", "cpu_cores", "io_bytes_per_s",
+                "frameworks", "evidence")},
             "host_verdict": roles["label"], "host_reason": roles.get("reason"),
             "aggregate_model": live.get("label"),
         })

@@ -338,9 +338,9 @@ def render_card(schema: dict[str, Any], examples: Sequence[Example]) -> str:
         f"# Role model {NAME}", "",
         "Names the role of each job (process group) from its own processes' counters "
         "(`models/roles.py`); the host's class is composed from the roles "
-        "(`roles.compose`). A random forest (scikit-learn, exported to numpy arrays, served "
-        "without numpy by `models/forest.py`), confidence calibrated by isotonic regression "
-        "on leave-one-program-out predictions.", "",
+        "(`roles.compose`). Extremely randomised trees (scikit-learn, exported to numpy "
+        "arrays, served without numpy by `models/forest.py`), confidence calibrated by "
+        "isotonic regression on leave-one-program-out predictions.", "",
         "## Data", "",
         f"{len({e.run for e in examples})} runs of {len({e.program for e in examples})} "
         "programs (`models/data/roles/manifest.json`), 40 s each, 1 s scans, recorded on a "

@@ -3,7 +3,9 @@ one workload program (`models/workloads/`), optionally beside an unrelated
 background load, sampled with `ProcessScanner` every `--interval` seconds.
 
     python -m hosttune.agent.service.record_roles --out models/data/roles
-    python -m hosttune.agent.service.record_roles --plan fresh --out /tmp/fresh-roles
+
+(Programs kept out of it, for `benchmarks/classify_fresh.py`, live in
+`benchmarks/fresh/`.)
 
 A run file is a gzip CSV: `# key=value` comment lines (label, program, run,
 interval, cpus, load, host, kernel, started), a header of
@@ -178,12 +180,11 @@ def record_run(path: Path, label: str, argv: Sequence[str], *, seconds: float,
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", type=Path, default=SHIPPED_ROLES)
-    p.add_argument("--plan", choices=("dataset", "fresh"), default="dataset")
     p.add_argument("--seconds", type=float, default=40.0)
     p.add_argument("--interval", type=float, default=1.0)
     p.add_argument("--only", nargs="*", default=None, help="run names to record")
     args = p.parse_args(argv)
-    plan = PLAN if args.plan == "dataset" else FRESH
+    plan = PLAN
     args.out.mkdir(parents=True, exist_ok=True)
     manifest_path = args.out / "manifest.json"
     manifest: dict[str, Any] = (json.loads(manifest_path.read_text())
@@ -213,10 +214,6 @@ def main(argv: list[str] | None = None) -> int:
         manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
         print(f"{run}: {rows} rows in {time.monotonic() - t0:.0f} s", flush=True)
     return 0
-
-
-# programs that are in no run of PLAN, for benchmarks/classify_fresh.py
-FRESH: tuple[tuple[str, str, dict[str, Any], bool], ...] = ()
 
 
 if __name__ == "__main__":

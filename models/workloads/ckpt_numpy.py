@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
             if old.exists():
                 old.unlink()
             saved += 1
-            for arr in list(state.values())[:3]:
-                arr += 1e-3  # the training step between saves, in brief
+            for key in list(state)[:3]:
+                state[key] += 1e-3  # the training step between saves, in brief
             time.sleep(max(0.0, min(args.every, args.seconds - clock.elapsed())))
     finally:
         shutil.rmtree(work, ignore_errors=True)

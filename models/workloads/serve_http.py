@@ -4,6 +4,7 @@ at `--rate`, one connection each."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import threading
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     served = [0]
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             x = torch.frombuffer(bytearray(body[:1024].ljust(1024, b"\0")), dtype=torch.uint8)
             with torch.no_grad():
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             self.wfile.write(reply)
             served[0] += 1
 
-        def log_message(self, format: str, *a: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *a: object) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
@@ -57,10 +58,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def client_wait(proc: subprocess.Popen[bytes], seconds: float) -> None:
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=seconds)
-    except subprocess.TimeoutExpired:
-        pass
 
 
 if __name__ == "__main__":

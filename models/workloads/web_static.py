@@ -4,6 +4,7 @@ model, no framework), as a site's web or package mirror would."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
@@ -17,10 +18,10 @@ from hosttune.models.workloads import _common
 
 
 class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *a: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *a: object) -> None:
         pass
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", "0")))
         self.path = "/page.html"
         self.do_GET()
@@ -43,10 +44,8 @@ def main(argv: list[str] | None = None) -> int:
              "--seconds", str(args.seconds)], start_new_session=True)
         clock = _common.Clock(args.seconds)
         while clock.running() and client.poll() is None:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 client.wait(timeout=0.5)
-            except subprocess.TimeoutExpired:
-                pass
         client.terminate()
         client.wait()
         server.shutdown()
