@@ -122,7 +122,9 @@ def test_scanner_candidates_kernel_threads_and_unreadable(tmp_path: Path) -> Non
     t.proc(300, "bash", io=IO)
     sc = ProcessScanner(Host(tmp_path))
     first = {e.stat.pid: e for e in sc.scan()}
-    assert set(first) == {100}  # AI by its maps; nobody has a CPU delta yet
+    # python: AI by its maps; cc1: first seen, all its CPU counts as recent;
+    # the shell has used none
+    assert set(first) == {100, 200}
     t.proc(200, "cc1", utime=250)  # busy since the last scan
     t.proc(2, "kthreadd", cmdline="", flags=PF_KTHREAD, utime=900)  # never a candidate
     found = {e.stat.pid: e for e in sc.scan()}
@@ -137,6 +139,22 @@ def test_scanner_candidates_kernel_threads_and_unreadable(tmp_path: Path) -> Non
     assert not cc1.readable and cc1.fds == {} and cc1.frameworks == ()
     row = evidence_row(1.0, torch, HZ)
     assert row["frameworks"] == "torch;numpy" and row["fd_accel"] == 1
+
+
+def test_a_busy_process_born_between_scans_is_examined(tmp_path: Path) -> None:
+    # models: a shell script (idle itself) whose short pipeline stage starts
+    # after the first scan and burns CPU before the second
+    t = Tree(tmp_path)
+    t.proc(500, "bash", io=IO)
+    for pid in range(600, 610):
+        t.proc(pid, "sshd", utime=5)
+    sc = ProcessScanner(Host(tmp_path), top_cpu=2)
+    sc.scan()
+    for pid in range(600, 610):
+        t.proc(pid, "sshd", utime=6)  # a tick each: busier than nothing
+    t.proc(501, "sort", io=IO, utime=80, pgrp=500, ppid=500, start=2000)
+    found = sorted(e.stat.pid for e in sc.scan())
+    assert 501 in found and 500 in found  # the whole job, the idle shell included
 
 
 def test_process_exiting_mid_sample_is_skipped(tmp_path: Path) -> None:

@@ -223,6 +223,10 @@ class ProcessScanner:
             before = self._prev.get(st.pid)
             if before is not None and before.start == st.start:
                 busy.append((st.utime + st.stime - before.utime - before.stime, st.pid))
+            else:
+                # born since the last full scan (a pipeline stage, a worker):
+                # all its CPU is recent
+                busy.append((st.utime + st.stime, st.pid))
             if self._ai_static(st):
                 chosen.add(st.pgrp)
         busy.sort(reverse=True)
