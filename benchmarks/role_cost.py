@@ -44,7 +44,9 @@ def build(root: Path, procs: int) -> list[tuple[int, str, int]]:
     torch_maps = "".join(_MAPS_LINE.format(i, i, i, f"/usr/lib/libfoo{i}.so")
                          for i in range(600))
     torch_maps += _MAPS_LINE.format(999, 999, 1, "/site-packages/torch/lib/libtorch_cpu.so")
-    plain_maps = "".join(_MAPS_LINE.format(i, i, i, f"/usr/lib/x86_64-linux-gnu/libplain{i}.so") for i in range(40))
+    # (not libc<N>.so: "libc10" is one of PyTorch's own libraries)
+    plain_maps = "".join(_MAPS_LINE.format(i, i, i, f"/usr/lib/libplain{i}.so")
+                         for i in range(40))
     out = []
     for i in range(procs):
         pid = 1000 + i
