@@ -247,17 +247,25 @@ def test_partial_scans_read_only_the_chosen_groups(tmp_path: Path) -> None:
     # models: a torch job and 50 idle shells; with full_every 3 the scans
     # between full ones read the torch job's stat alone
     t = Tree(tmp_path)
-    t.proc(100, "python", maps=TORCH_MAPS, io=IO, utime=10)
+    t.proc(100, "python", maps=TORCH_MAPS, io=IO, utime=10, fds={"0": "/dev/null"})
     for pid in range(1000, 1050):
         t.proc(pid, "bash")
     sc = ProcessScanner(Host(tmp_path), full_every=3)
     assert [e.stat.pid for e in sc.scan()] == [100]
     t.proc(1001, "bash", utime=500)  # busy now, but only a full scan can see it
-    t.proc(100, "python", maps=TORCH_MAPS, io=IO, utime=20)
+    t.proc(100, "python", maps=TORCH_MAPS, io=IO, utime=20, fds={"0": "/dev/null"})
+    d = tmp_path / "proc" / "100"
+    (d / "smaps_rollup").write_text("AnonHugePages:\t 4096 kB\n")
+    os.symlink("socket:[5001]", d / "fd" / "9")
     second = sc.scan()
     assert [(e.stat.pid, e.stat.utime) for e in second] == [(100, 20)]
+    # a partial scan reads counters only: huge pages and fds are the full scan's
+    assert second[0].anon_huge == 1024 * 1024 and "socket" not in second[0].fds
     assert [e.stat.pid for e in sc.scan()] == [100]
-    assert sorted(e.stat.pid for e in sc.scan()) == [100, 1001]  # the next full scan
+    full = sc.scan()
+    assert sorted(e.stat.pid for e in full) == [100, 1001]  # the next full scan
+    torch = next(e for e in full if e.stat.pid == 100)
+    assert torch.anon_huge == 4096 * 1024 and torch.fds["socket"] == 1 and torch.listening == 1
 
 
 def test_roles_render_names_each_active_job_with_its_evidence() -> None:

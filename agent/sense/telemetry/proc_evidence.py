@@ -186,6 +186,9 @@ class ProcessScanner:
         self._scans = 0
         # (pid, start) -> (socket inodes at the last scan, distinct ones seen so far)
         self._socks: dict[tuple[int, int], tuple[frozenset[int], int]] = {}
+        # (pid, start) -> what the last full scan read of it (AnonHugePages,
+        # fds by kind, listening, connected), carried over by partial scans
+        self._deep: dict[tuple[int, int], tuple[int, dict[str, int], int, int]] = {}
 
     def stats(self) -> dict[int, ProcStat]:
         """/proc/PID/stat of every live pid."""
@@ -208,7 +211,7 @@ class ProcessScanner:
             return self._partial(watch)
         stats = self.stats()
         live = {(s.pid, s.start) for s in stats.values()}
-        for cache in (self._known, self._socks):
+        for cache in (self._known, self._socks, self._deep):
             for gone in [k for k in cache if k not in live]:
                 del cache[gone]
         groups: dict[int, list[ProcStat]] = {}
@@ -235,7 +238,7 @@ class ProcessScanner:
         members = {pgrp: sorted(groups.get(pgrp, []), key=lambda s: s.pid)[:_MAX_GROUP]
                    for pgrp in sorted(chosen)}
         self._chosen = {g: [st.pid for st in m] for g, m in members.items()}
-        return self._examine([st for g in sorted(members) for st in members[g]])
+        return self._examine([st for g in sorted(members) for st in members[g]], deep=True)
 
     def _partial(self, watch: Iterable[int]) -> list[ProcEvidence]:
         """A scan between full ones: the chosen groups' known members only."""
@@ -250,21 +253,26 @@ class ProcessScanner:
         extra = set(watch) - set(self._chosen)
         if extra:  # a watched group not seen at the last full scan
             found += [st for st in self.stats().values() if st.pgrp in extra and not st.kthread]
-        return self._examine(found)
+        return self._examine(found, deep=False)
 
-    def _examine(self, members: list[ProcStat]) -> list[ProcEvidence]:
+    def _examine(self, members: list[ProcStat], *, deep: bool) -> list[ProcEvidence]:
         sockets: dict[int, str] | None = None
         out: list[ProcEvidence] = []
         for st in members:
-            ev = self._evidence(st)
+            ev = self._evidence(st, deep=deep)
             if ev is None:
                 continue
-            if ev.socket_inodes:
+            if not deep and ev.key in self._deep:
+                ev.anon_huge, ev.fds, ev.listening, ev.connected = self._deep[ev.key]
+                ev.sockets_seen = self._socks.get(ev.key, (frozenset(), 0))[1]
+            elif ev.socket_inodes:
                 if sockets is None:
                     sockets = self._sockets()
                 states = [sockets.get(i) for i in ev.socket_inodes]
                 ev.listening = states.count("listen")
                 ev.connected = states.count("connected")
+            if deep:
+                self._deep[ev.key] = (ev.anon_huge, ev.fds, ev.listening, ev.connected)
             out.append(ev)
         return out
 
@@ -306,9 +314,16 @@ class ProcessScanner:
                 out.update(parse_net_sockets(text))
         return out
 
-    def _evidence(self, st: ProcStat) -> ProcEvidence | None:
+    def _evidence(self, st: ProcStat, *, deep: bool = True) -> ProcEvidence | None:
+        """A candidate's facts. Not `deep` (the scans between full ones): the
+        counters only (stat, status, io); smaps_rollup (it walks the whole
+        address space), the fd links and the socket tables are read at full
+        scans and carried over."""
         base = f"/proc/{st.pid}"
-        self._ai_static(st, candidate=True)
+        if deep:
+            self._ai_static(st, candidate=True)
+        elif (st.pid, st.start) not in self._known:
+            self._ai_static(st)
         frameworks, _, cmdline, hints, _ = self._known[(st.pid, st.start)]
         ev = ProcEvidence(stat=st, cmdline=cmdline, hints=hints, frameworks=frameworks)
         status = self.host.read_optional(f"{base}/status")
@@ -316,9 +331,10 @@ class ProcessScanner:
             return None  # exited since the stat read
         ev.rss_anon = _kb_field(status, "RssAnon")
         ev.rss_file = _kb_field(status, "RssFile") + _kb_field(status, "RssShmem")
-        rollup = self.host.read_optional(f"{base}/smaps_rollup")
-        if rollup:
-            ev.anon_huge = _kb_field(rollup, "AnonHugePages")
+        if deep:
+            rollup = self.host.read_optional(f"{base}/smaps_rollup")
+            if rollup:
+                ev.anon_huge = _kb_field(rollup, "AnonHugePages")
         io_text = self.host.read_optional(f"{base}/io")
         if io_text is None:
             ev.readable = False
@@ -327,6 +343,8 @@ class ProcessScanner:
             ev.read_bytes, ev.write_bytes = io.get("read_bytes", 0), io.get("write_bytes", 0)
             ev.rchar, ev.wchar = io.get("rchar", 0), io.get("wchar", 0)
             ev.syscr, ev.syscw = io.get("syscr", 0), io.get("syscw", 0)
+        if not deep:
+            return ev
         fds = self.host.listdir_optional(f"{base}/fd")
         kinds: dict[str, int] = {}
         inodes: set[int] = set()
