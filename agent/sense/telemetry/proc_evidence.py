@@ -178,6 +178,11 @@ class ProcessScanner:
         # (and picks the candidates); the scans between read the chosen
         # groups' members alone.
         self.full_every = max(1, full_every)
+        # smaps_rollup walks a process's whole address space: ~4 ms for a
+        # large PyTorch process, more than everything else a scan reads. With
+        # partial scans (the daemon) it is read at every 4th full scan only.
+        self.rollup_every = 1 if self.full_every == 1 else 4
+        self._full_scans = 0
         self._chosen: dict[int, list[int]] = {}  # pgrp -> member pids at the last full scan
         self._prev: dict[int, ProcStat] = {}
         # (pid, start) -> (frameworks, rss when maps was read, cmdline, hints)
@@ -238,6 +243,7 @@ class ProcessScanner:
         members = {pgrp: sorted(groups.get(pgrp, []), key=lambda s: s.pid)[:_MAX_GROUP]
                    for pgrp in sorted(chosen)}
         self._chosen = {g: [st.pid for st in m] for g, m in members.items()}
+        self._full_scans += 1
         return self._examine([st for g in sorted(members) for st in members[g]], deep=True)
 
     def _partial(self, watch: Iterable[int]) -> list[ProcEvidence]:
@@ -331,10 +337,14 @@ class ProcessScanner:
             return None  # exited since the stat read
         ev.rss_anon = _kb_field(status, "RssAnon")
         ev.rss_file = _kb_field(status, "RssFile") + _kb_field(status, "RssShmem")
-        if deep:
+        held = self._deep.get(ev.key)
+        if deep and (held is None or self._full_scans % self.rollup_every == 1
+                     or self.rollup_every == 1):
             rollup = self.host.read_optional(f"{base}/smaps_rollup")
             if rollup:
                 ev.anon_huge = _kb_field(rollup, "AnonHugePages")
+        elif held is not None:
+            ev.anon_huge = held[0]
         io_text = self.host.read_optional(f"{base}/io")
         if io_text is None:
             ev.readable = False
