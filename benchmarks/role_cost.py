@@ -7,9 +7,14 @@ the rest idle daemons and shells, built in a temporary directory) and on the
 live host.
 
     python benchmarks/role_cost.py [--procs 500] [--repeat 20]
+    python benchmarks/role_cost.py --host-tools 120
 
 Prints one JSON object; times are CPU seconds of this process
-(time.process_time), medians over --repeat.
+(time.process_time), medians over --repeat. `--host-tools S` instead runs
+the daemon's host side (`HostTools`: a sample every 5 s, a classification
+every 6) for S seconds twice at the same time, with roles and without, in
+two fresh interpreters, and prints each one's CPU seconds per minute and
+RSS: the roles' share of the daemon's cost under the same load.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -74,12 +81,51 @@ def tick(root: Path, table: list[tuple[int, str, int]], step: int) -> None:
                 stat_line(pid, kind, pgrp, step * (300 if kind == "ai" else 100), 500 + pid - 1000))
 
 
+HOST_TOOLS = r"""
+import sys, tempfile, time
+from pathlib import Path
+from hosttune.agent.sense.host import Host
+from hosttune.agent.service.daemon.host_access import HostTools
+roles, seconds = sys.argv[1] == "on", float(sys.argv[2])
+tools = HostTools(Host(), Path(tempfile.mkdtemp()), roles=roles)
+tools.prepare()
+samples, rates = [tools.sample()], []
+t0, w0, n, label = time.process_time(), time.monotonic(), 0, None
+while time.monotonic() - w0 < seconds:
+    time.sleep(5)
+    samples.append(tools.sample())
+    rates.append(tools.rates(samples[-2], samples[-1]))
+    samples, rates = samples[-7:], rates[-6:]
+    n += 1
+    if n % 6 == 0:
+        label = tools.classify(samples, rates).label
+cpu = time.process_time() - t0
+rss = int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+print(json.dumps({"roles": roles, "cpu_s_per_min": round(60 * cpu / (time.monotonic() - w0), 4),
+                  "rss_mib": round(rss, 1), "last_verdict": label,
+                  "numpy_loaded": "numpy" in sys.modules}))
+"""
+
+
+def host_tools(seconds: float) -> int:
+    code = "import json\n" + HOST_TOOLS
+    procs = [subprocess.Popen([sys.executable, "-c", code, mode, str(seconds)],
+                              stdout=subprocess.PIPE, text=True) for mode in ("on", "off")]
+    for p in procs:
+        out, _ = p.communicate()
+        print(out.strip())
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--procs", type=int, default=500)
     p.add_argument("--repeat", type=int, default=20)
+    p.add_argument("--host-tools", type=float, default=None, metavar="SECONDS")
     args = p.parse_args()
+    if args.host_tools:
+        return host_tools(args.host_tools)
     hz = clock_ticks()
     model = R.RoleModel()
     result: dict[str, object] = {"procs": args.procs}

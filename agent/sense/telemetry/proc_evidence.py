@@ -59,7 +59,7 @@ _TOP_CPU = 6  # process groups of this many busiest processes are examined
 _MAX_GROUP = 64  # members examined per process group
 _MAX_FDS = 512
 _RESCAN_GROWTH = 16 << 20  # re-read maps after the RSS grew this much
-_REFRESH = 6  # scans between re-reads of a candidate's maps
+_REFRESH = 6  # full scans between re-reads of a candidate's maps
 
 
 @dataclass
@@ -178,9 +178,10 @@ class ProcessScanner:
         # (and picks the candidates); the scans between read the chosen
         # groups' members alone.
         self.full_every = max(1, full_every)
-        # smaps_rollup walks a process's whole address space: ~4 ms for a
-        # large PyTorch process, more than everything else a scan reads. With
-        # partial scans (the daemon) it is read at every 4th full scan only.
+        # smaps_rollup walks a process's whole address space (~4 ms for a
+        # large PyTorch process) and the TCP tables list every socket of the
+        # host (~3.5 ms on a busy one): with partial scans (the daemon) both
+        # are read at every 4th full scan only.
         self.rollup_every = 1 if self.full_every == 1 else 4
         self._full_scans = 0
         self._chosen: dict[int, list[int]] = {}  # pgrp -> member pids at the last full scan
@@ -192,8 +193,9 @@ class ProcessScanner:
         # (pid, start) -> (socket inodes at the last scan, distinct ones seen so far)
         self._socks: dict[tuple[int, int], tuple[frozenset[int], int]] = {}
         # (pid, start) -> what the last full scan read of it (AnonHugePages,
-        # fds by kind, listening, connected), carried over by partial scans
-        self._deep: dict[tuple[int, int], tuple[int, dict[str, int], int, int]] = {}
+        # fds by kind, listening, connected, socket inodes), carried over
+        self._deep: dict[tuple[int, int],
+                         tuple[int, dict[str, int], int, int, frozenset[int]]] = {}
 
     def stats(self) -> dict[int, ProcStat]:
         """/proc/PID/stat of every live pid."""
@@ -246,6 +248,10 @@ class ProcessScanner:
         self._full_scans += 1
         return self._examine([st for g in sorted(members) for st in members[g]], deep=True)
 
+    def _slow_reads_due(self) -> bool:
+        """Whether this full scan reads smaps_rollup and the TCP tables."""
+        return self.rollup_every == 1 or self._full_scans % self.rollup_every == 1
+
     def _partial(self, watch: Iterable[int]) -> list[ProcEvidence]:
         """A scan between full ones: the chosen groups' known members only."""
         found: list[ProcStat] = []
@@ -268,9 +274,16 @@ class ProcessScanner:
             ev = self._evidence(st, deep=deep)
             if ev is None:
                 continue
-            if not deep and ev.key in self._deep:
-                ev.anon_huge, ev.fds, ev.listening, ev.connected = self._deep[ev.key]
+            held = self._deep.get(ev.key)
+            if not deep and held is not None:
+                ev.anon_huge, ev.fds, ev.listening, ev.connected, ev.socket_inodes = held
                 ev.sockets_seen = self._socks.get(ev.key, (frozenset(), 0))[1]
+            elif held is not None and ev.socket_inodes == held[4] \
+                    and not self._slow_reads_due():
+                # the TCP tables (every socket of the host: milliseconds on a
+                # busy one) are read as seldom as smaps_rollup while the
+                # process holds the same sockets
+                ev.listening, ev.connected = held[2], held[3]
             elif ev.socket_inodes:
                 if sockets is None:
                     sockets = self._sockets()
@@ -278,7 +291,8 @@ class ProcessScanner:
                 ev.listening = states.count("listen")
                 ev.connected = states.count("connected")
             if deep:
-                self._deep[ev.key] = (ev.anon_huge, ev.fds, ev.listening, ev.connected)
+                self._deep[ev.key] = (ev.anon_huge, ev.fds, ev.listening, ev.connected,
+                                      ev.socket_inodes)
             out.append(ev)
         return out
 
@@ -290,7 +304,7 @@ class ProcessScanner:
         key = (st.pid, st.start)
         known = self._known.get(key)
         stale = known is None or st.rss_bytes - known[1] > _RESCAN_GROWTH or (
-            candidate and self._scans - known[4] >= _REFRESH)
+            candidate and self._scans - known[4] >= _REFRESH * self.full_every)
         if stale:
             cmdline = known[2] if known else self._cmdline(st.pid)
             hints = known[3] if known else tuple(
@@ -338,8 +352,7 @@ class ProcessScanner:
         ev.rss_anon = _kb_field(status, "RssAnon")
         ev.rss_file = _kb_field(status, "RssFile") + _kb_field(status, "RssShmem")
         held = self._deep.get(ev.key)
-        if deep and (held is None or self._full_scans % self.rollup_every == 1
-                     or self.rollup_every == 1):
+        if deep and (held is None or self._slow_reads_due()):
             rollup = self.host.read_optional(f"{base}/smaps_rollup")
             if rollup:
                 ev.anon_huge = _kb_field(rollup, "AnonHugePages")
