@@ -448,4 +448,8 @@ class RoleModel:
     def verdict(self, scans: Sequence[Scan]) -> HostVerdict:
         """The host's class over `scans` from every job seen in them."""
         jobs = [j for j in (job_window(scans, g) for g in jobs_in(scans)) if j is not None]
-        return compose([self.classify(j) for j in jobs], host_cpu_util(scans))
+        # A quiet job's role cannot change the composition (only active
+        # jobs count), so the trees, most of a verdict's cost, skip it.
+        return compose([self.classify(j) if j.active else
+                        JobRole(j, "background", "background", 1.0, (("quiet", 0.0, 0.0),))
+                        for j in jobs], host_cpu_util(scans))
