@@ -1,86 +1,113 @@
-"""Fresh runs the shipped dataset does not hold (one per class, parameters
-no dataset run has, `record_dataset.FRESH`), each recorded with `hosttune
-record` while `hosttune classify` looks at the live host mid-run; then the
-recorded trace is classified too (`hosttune classify --trace`).
+"""Programs the role dataset does not hold (`benchmarks/fresh/`: other code,
+libraries and shapes than any recorded program), each run live while
+`hosttune classify --window W --json` looks at the host mid-run.
 
-    python benchmarks/classify_fresh.py [--out DIR] [--seconds S] [--model M]
+    python benchmarks/classify_fresh.py [--seconds 45] [--live-at 12] [--window 20]
 
-Prints, per run: true label, the live answer (confidence, top evidence), the
-trace's answer and its windows' labels; then how many were right. Needs the
-`workloads` extra (PyTorch) and gcc/make.
+Per program it prints the role hosttune gave the program's own process
+group, the host verdict composed from that job alone (what the host would
+read with only this program running: the composition of `models/roles.py`
+over the job's role and CPU), and the live host verdict over every job
+(which, on a shared machine, also answers for other people's work). A
+program counts as right when the composed verdict is its class. Needs
+PyTorch and scikit-learn (the `workloads` extra) and openssl.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
+import os
+import signal
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
-from hosttune.agent.service.record_dataset import FRESH, command_of
-from hosttune.models.workloads import LABELS
+from hosttune.models import roles as R
+
+FRESH_DIR = Path(__file__).parent / "fresh"
+PROGRAMS = (
+    ("train_attn.py", "training"),
+    ("train_mlp_skl.py", "training"),
+    ("serve_asyncio.py", "inference_serving"),
+    ("batch_conv.py", "batch_inference"),
+    ("prep_sed.sh", "data_preparation"),
+    ("ckpt_torch_save.py", "checkpoint_io"),
+    ("stress_openssl.sh", "background"),
+    ("idle_sleep.sh", "idle"),
+)
 
 
-def hosttune(*args: str) -> dict[str, object]:
-    out = subprocess.run([sys.executable, "-m", "hosttune.agent.service.cli", *args, "--json"],
-                         capture_output=True, text=True, check=True)
-    result: dict[str, object] = json.loads(out.stdout)
-    return result
+def own_verdict(job: dict[str, object] | None, ncpu: int) -> str:
+    if job is None:
+        return R.compose([], 0.0).label
+    jw = R.JobWindow(pgrp=int(str(job["pgrp"])), leader=str(job["leader"]), pids=(),
+                     features=(0.0,) * len(R.FEATURES),
+                     cpu_cores=float(str(job["cpu_cores"])),
+                     io_bps=float(str(job["io_bytes_per_s"])), host_cpu_share=math.nan,
+                     serving=bool(job["active"]))  # stands for all of `active`
+    role = R.JobRole(jw, str(job["role"]), str(job["best"]), float(str(job["confidence"])), ())
+    return R.compose([role], jw.cpu_cores / ncpu).label
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("/tmp/hosttune-fresh"))
     p.add_argument("--seconds", type=float, default=45.0)
-    p.add_argument("--live-at", type=float, default=18.0, help="when to classify live")
-    p.add_argument("--model", default=None)
+    p.add_argument("--live-at", type=float, default=12.0, help="when to start classifying")
+    p.add_argument("--window", type=float, default=20.0)
+    p.add_argument("--interval", type=float, default=1.0)
     p.add_argument("--only", action="append", default=None)
     args = p.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    model = ["-m", args.model] if args.model else []
+    ncpu = os.cpu_count() or 1
     results = []
-    for run, module, params in FRESH:
-        if args.only and run not in args.only:
+    for program, label in PROGRAMS:
+        if args.only and program not in args.only:
             continue
-        label = LABELS[module]
-        trace = args.out / f"{run}.csv.gz"
-        cmd = command_of(module, params, args.seconds, seed=zlib.crc32(run.encode()) % 1000)
-        rec = subprocess.Popen(
-            [sys.executable, "-m", "hosttune.agent.service.cli", "record", "-l", label,
-             "-o", str(trace),
-             "--meta", f"run={run}", "--json", "--", *cmd],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        )
-        time.sleep(args.live_at)
-        live = hosttune("classify", "--window", "10", *model)
-        out, _ = rec.communicate()
-        # the workload's own one-line report comes first, then record's JSON
-        recorded = json.loads(out[out.rfind("{\n"):])
-        on_trace = hosttune("classify", "--trace", str(trace), *model)
-        windows = [w["label"] for w in on_trace["windows"]]  # type: ignore[attr-defined]
+        path = FRESH_DIR / program
+        argv = ([sys.executable] if program.endswith(".py") else ["bash"]) + [
+            str(path), f"{args.seconds:g}"]
+        proc = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(args.live_at)
+            out = subprocess.run(
+                [sys.executable, "-m", "hosttune.agent.service.cli", "classify", "--window",
+                 f"{args.window:g}", "--interval", f"{args.interval:g}", "--json"],
+                capture_output=True, text=True, check=True)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait()
+        live = json.loads(out.stdout)
+        roles = live.get("roles") or {"label": None, "roles": []}
+        job = next((j for j in roles["roles"] if j["pgrp"] == proc.pid), None)
+        composed = own_verdict(job, ncpu)
         results.append({
-            "run": run, "label": label, "params": params, "samples": recorded["samples"],
-            "live": {k: live[k] for k in ("label", "best", "confidence", "evidence")},
-            "trace": {k: on_trace[k] for k in ("label", "best", "confidence")},
-            "trace_windows": windows,
+            "program": program, "label": label, "composed": composed,
+            "job": None if job is None else {k: job[k] for k in (
+                "role", "best", "confidence", "active", "cpu_cores", "io_bytes_per_s",
+                "frameworks", "evidence")},
+            "host_verdict": roles["label"], "host_reason": roles.get("reason"),
+            "aggregate_model": live.get("label"),
         })
         print(json.dumps(results[-1]), flush=True)
     print()
-    print("| run | true class | live classify (10 s, mid-run) | confidence | trace verdict |"
-          " confidence | windows right |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| program | class | its job's role (conf.) | composed verdict | live host verdict |"
+          " host-aggregate model |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for r in results:
-        live, tr = r["live"], r["trace"]
-        right = sum(1 for w in r["trace_windows"] if w == r["label"])
-        print(f"| {r['run']} | {r['label']} | {live['label']} | {live['confidence']:.2f} | "
-              f"{tr['label']} | {tr['confidence']:.2f} | {right}/{len(r['trace_windows'])} |")
-    live_ok = sum(1 for r in results if r["live"]["label"] == r["label"])
-    trace_ok = sum(1 for r in results if r["trace"]["label"] == r["label"])
-    print(f"\nlive: {live_ok}/{len(results)} right; traces: {trace_ok}/{len(results)} right")
+        j = r["job"]
+        role = "not examined" if j is None else f"{j['role']} ({j['confidence']:.2f})"
+        print(f"| {r['program']} | {r['label']} | {role} | {r['composed']} | "
+              f"{r['host_verdict']} | {r['aggregate_model']} |")
+    ok = sum(1 for r in results if r["composed"] == r["label"])
+    host_ok = sum(1 for r in results if r["host_verdict"] == r["label"])
+    print(f"\ncomposed from the program's job: {ok}/{len(results)} right; "
+          f"live host verdict: {host_ok}/{len(results)}")
     return 0
 
 

@@ -47,6 +47,8 @@ SCHEMA = "hosttune-model"
 # loader refuses any other major version.
 SCHEMA_VERSION = 1
 TASK = "workload"
+# the per-process role model (hosttune.models.roles) shares the format
+TASKS = (TASK, "role")
 UNKNOWN = workload_classes.UNKNOWN
 
 SHIPPED_DIR = Path(__file__).parent / "artifacts"
@@ -369,8 +371,9 @@ def _check_schema(schema: Any, where: str) -> None:
             f"({SCHEMA_VERSION}); use a model made for this version or retrain",
             subject=where,
         )
-    if schema.get("task") != TASK:
-        raise ModelError(f"model task {schema.get('task')!r} is not {TASK!r}", subject=where)
+    if schema.get("task") not in TASKS:
+        raise ModelError(f"model task {schema.get('task')!r} is not one of {TASKS}",
+                         subject=where)
     for key, kind in (("kind", str), ("classes", list), ("features", list),
                       ("unknown_below", (int, float)), ("arrays", dict)):
         if not isinstance(schema.get(key), kind):

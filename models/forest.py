@@ -183,15 +183,19 @@ def _as_float32(v: float) -> float:
         return math.copysign(math.inf, v)
 
 
-def load_forest(path: str | Path | None = None) -> Forest:
+def load_forest(path: str | Path | None = None, *,
+                features: Sequence[str] | None = None) -> Forest:
     """A random forest from its model files without numpy; ModelError for a
-    broken model (as classifier.load), NeedsNumpy for one that needs numpy."""
+    broken model (as classifier.load), NeedsNumpy for one that needs numpy.
+    `features`: the feature set the caller feeds (default: the workload
+    model's)."""
     npz_path, json_path = model_files(path if path is not None else shipped_model())
     where = str(npz_path.with_suffix(""))
     schema = read_schema(json_path, where)
     if schema["kind"] != "trees" or schema.get("aggregation") != "mean_proba":
         raise NeedsNumpy(f"{schema['kind']} / {schema.get('aggregation')}")
-    if list(schema["features"]) != list(lite_feature_names()):
+    if list(schema["features"]) != list(features if features is not None
+                                        else lite_feature_names()):
         raise NeedsNumpy("another feature set: classifier.load says why")
     try:
         arrays = read_npz(npz_path)

@@ -209,6 +209,12 @@ def runs(venv: Path, work: Path) -> dict[str, list[Run]]:
             Run([py, "-m", "hosttune.agent.service.record_dataset", "--help"])],
         "benchmarks/effectiveness.py": [
             Run([py, str(REPO / "benchmarks" / "effectiveness.py"), "--help"])],
+        # the role model's evaluation (both cross-validations, ~1 min of CPU) and
+        # training (which rewrites the shipped artifact): their help here
+        "python -m hosttune.models.role_model": [
+            Run([py, "-m", "hosttune.models.role_model", "--help"])],
+        "python -m hosttune.agent.service.record_roles": [
+            Run([py, "-m", "hosttune.agent.service.record_roles", "--help"])],
     }
 
 

@@ -14,6 +14,22 @@ and intensity. Those that need PyTorch say so when it is absent
 | `idle` | idle | nothing but a rare heartbeat |
 | `build` | background | compiles generated C files with gcc through make -j |
 | `backup` | background | tar/gzip and cp of a generated file tree |
+| `train_seq` | training | LSTM and 1-D conv in PyTorch, Adam |
+| `train_sgd` | training | scikit-learn SGDClassifier partial_fit |
+| `train_numpy` | training | a two-layer network written out in numpy |
+| `serve_http` | inference_serving | PyTorch conv net behind http.server |
+| `serve_numpy` | inference_serving | numpy MLP behind a selectors socket server |
+| `batch_sklearn` | batch_inference | scikit-learn predict_proba over .npy chunks |
+| `batch_numpy` | batch_inference | numpy embedding top-k over a memmap |
+| `prep_shell` | data_preparation | zcat/awk/sort/uniq/gzip pipelines |
+| `prep_csv` | data_preparation | csv clean, tokenise and shard in Python |
+| `ckpt_numpy` | checkpoint_io | np.savez + fsync + rename |
+| `ckpt_shards` | checkpoint_io | threaded shard files with fdatasync |
+| `burn` | background | pure-Python CPU stress processes |
+| `web_static` | background | a static-file HTTP server |
+
+The serving programs' clients run in a session of their own, as remote
+clients would be.
 """
 
 # label of each workload module: the record_dataset script and the tests use
@@ -28,4 +44,18 @@ LABELS: dict[str, str] = {
     "idle": "idle",
     "build": "background",
     "backup": "background",
+    # more programs per class, for the per-process role model
+    "train_seq": "training",
+    "train_sgd": "training",
+    "train_numpy": "training",
+    "serve_http": "inference_serving",
+    "serve_numpy": "inference_serving",
+    "batch_sklearn": "batch_inference",
+    "batch_numpy": "batch_inference",
+    "prep_shell": "data_preparation",
+    "prep_csv": "data_preparation",
+    "ckpt_numpy": "checkpoint_io",
+    "ckpt_shards": "checkpoint_io",
+    "burn": "background",
+    "web_static": "background",
 }

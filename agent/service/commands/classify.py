@@ -10,6 +10,7 @@ import typer
 
 from hosttune.agent.sense.errors import HosttuneError
 from hosttune.agent.service.commands.options import JSON_OPTION, add_command, emit_json, fail
+from hosttune.agent.service.render.roles import verdict_dict, verdict_lines
 
 _WINDOW = typer.Option(10.0, "--window", "-w", help="Seconds of telemetry to classify.")
 _INTERVAL = typer.Option(None, "--interval", "-i",
@@ -86,14 +87,24 @@ def classify_command(
         return
     interval = 1.0 if interval is None else interval
 
+    from hosttune.agent.sense.host import Host
+    from hosttune.agent.service.live_roles import RoleWatch
+
+    roles = RoleWatch(Host())
+
+    def tick(t: float) -> None:
+        roles.scan()
+        bar.update(task, completed=t)
+
     with Progress(TextColumn("sampling the host"), BarColumn(), transient=True,
                   disable=json_out) as bar:
         task = bar.add_task("sample", total=window)
+        roles.scan()
         try:
-            columns, matrix = live_window(
-                window, interval, progress=lambda t: bar.update(task, completed=t))
+            columns, matrix = live_window(window, interval, progress=tick)
         except HosttuneError as exc:
             raise fail(str(exc)) from None
+    verdict = roles.verdict()
     if matrix.shape[0] < MIN_ROWS:
         raise fail(f"a {window:g} s window at {interval:g} s holds fewer than "
                    f"{MIN_ROWS} samples; widen --window")
@@ -101,8 +112,15 @@ def classify_command(
     warning = m.geometry_problem(interval, window)
     if json_out:
         emit_json({"model": m.source, "window_seconds": window, **pred.as_dict(),
-                   "geometry_warning": warning})
+                   "geometry_warning": warning,
+                   "roles": None if verdict is None else verdict_dict(verdict),
+                   "roles_problem": roles.problem})
         return
-    _render(pred, f"this host, last {window:g} s")
+    _render(pred, f"this host, last {window:g} s (host aggregates)")
+    if verdict is not None:
+        for line in verdict_lines(verdict):
+            typer.echo(line)
+    elif roles.problem:
+        typer.echo(f"note: no per-process roles: {roles.problem}", err=True)
     if warning:
         typer.echo(f"note: {warning}", err=True)

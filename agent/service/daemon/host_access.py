@@ -22,6 +22,7 @@ from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.sample import AIProcess, Sample
 from hosttune.agent.sense.telemetry.sampler import open_sampler, rates
 from hosttune.agent.sense.vendors import backends_from_config
+from hosttune.agent.service.live_roles import RoleWatch
 from hosttune.agent.service.tracker import Verdict
 from hosttune.models import classifier, forest
 from hosttune.models.features import MIN_ROWS, lite_window_features, window_features
@@ -123,7 +124,7 @@ class HostTools:
     """The sampler, the workload model and the journal of one Host."""
 
     def __init__(self, host: Host, state_dir: Path, *, backends: Sequence[str] = (),
-                 process_every: int = 5, pcie_every: int = 1) -> None:
+                 process_every: int = 5, pcie_every: int = 1, roles: bool = True) -> None:
         self.host = host
         self.state_dir = state_dir
         self.notes: list[str] = []
@@ -135,6 +136,11 @@ class HostTools:
         self._journal: Journal | None = None
         self._collapser: CollapseRunner | None = None
         self._tuners: dict[str, Tuner] | None = None
+
+        # Per-process roles: a process scan with every sample (every pid's
+        # stat only at every 6th, the candidates' files at each), judged
+        # with the role model at the end of each window.
+        self._roles = RoleWatch(host, full_every=6) if roles else None
 
     def prepare(self) -> dict[str, Any]:
         """Load what the loop needs up front (the model: its memory is part of
@@ -150,7 +156,10 @@ class HostTools:
     # -- sense -----------------------------------------------------------------
 
     def sample(self) -> Sample:
-        return self._sampler.sample()
+        sample = self._sampler.sample()
+        if self._roles is not None:
+            self._roles.scan()
+        return sample
 
     def rates(self, prev: Sample, cur: Sample) -> dict[str, float]:
         return rates(prev, cur)
@@ -200,7 +209,15 @@ class HostTools:
         top = tuple((e.feature, round(e.contribution, 4)) for e in pred.evidence)
         reason = "" if pred.label != "unknown" else (
             f"best guess {pred.best} below the confidence threshold")
-        return Verdict(pred.label, pred.confidence, top, reason)
+        roles = None if self._roles is None else self._roles.verdict(since=window[0].monotonic)
+        if roles is None:
+            return Verdict(pred.label, pred.confidence, top, reason)
+        # The processes' roles decide; the host-aggregate model's answer is
+        # kept in the reason for comparison.
+        lead = next((r for r in roles.roles if r.role == roles.label), None)
+        role_top = () if lead is None else tuple((f, round(p, 4)) for f, _, p in lead.evidence)
+        return Verdict(roles.label, roles.confidence, role_top,
+                       f"{roles.reason} (host aggregates: {pred.label} {pred.confidence:.2f})")
 
     def recommend(self, workload: str, latest: Sample | None,
                   rates: Mapping[str, float]) -> Proposal | None:

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         # is enough to know which processes are AI work.
         access = HostTools(Host(args.root), paths.state_dir, backends=config.backends,
                            process_every=max(1, round(60 / config.interval)),
-                           pcie_every=config.accelerators.pcie_every)
+                           pcie_every=config.accelerators.pcie_every, roles=config.roles)
         daemon = Daemon(paths, config, access, log, Notifier())
         daemon.install_signals()
         return daemon.run()

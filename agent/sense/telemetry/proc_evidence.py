@@ -1,0 +1,461 @@
+"""Per-process evidence: what each process worth a look is doing, as raw
+counters a role model can turn into window features.
+
+One scan reads /proc/PID/stat of every pid (one small read each; it holds
+the CPU counters, threads, RSS, parent, process group and start time) and
+keeps the expensive reads (status, io, smaps_rollup, fd links, maps) for
+the candidates:
+- the members of a process group that has an AI framework or runtime
+  mapped (checked once per process lifetime in /proc/PID/maps, and again
+  when its RSS has grown a lot: a framework imported late grows the
+  process), an accelerator device open, or a launcher on its command line;
+- the process groups of the top CPU consumers since the previous scan.
+
+A process is known by (pid, start time): a reused pid is another process.
+Kernel threads (PF_KTHREAD, empty cmdline) are never candidates. A process
+that exits between reads, or whose entries belong to another user (io, fd,
+maps need ptrace access), keeps what could be read; nothing here raises.
+
+The unit a role is given to is the process group: a shell pipeline, a
+training script and its data-loader workers, a server and its workers
+share one.
+"""
+
+from __future__ import annotations
+
+import re
+import resource
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from hosttune.agent.sense.errors import HosttuneError
+from hosttune.agent.sense.host import Host
+from hosttune.agent.sense.telemetry.processes import cmdline_reasons
+
+PF_KTHREAD = 0x00200000
+_PAGE = resource.getpagesize()
+
+# frameworks and runtimes by a path fragment of a mapped file
+FRAMEWORKS: dict[str, re.Pattern[bytes]] = {
+    "torch": re.compile(rb"/lib(?:torch|c10)[\w.+-]*\.so"),
+    "tensorflow": re.compile(rb"/(?:libtensorflow|_pywrap_tensorflow)[\w.+-]*\.so"),
+    "jax": re.compile(rb"/(?:xla_extension|libjax|jaxlib/)[\w./+-]*\.so"),
+    "onnxruntime": re.compile(rb"/libonnxruntime[\w.+-]*\.so|/onnxruntime_pybind"),
+    "vllm": re.compile(rb"/vllm/[\w./+-]*\.so"),
+    "triton": re.compile(rb"/libtriton[\w.+-]*\.so|/triton/_C/"),
+    "collective": re.compile(rb"/lib(?:nccl|rccl|hccl)[\w.+-]*\.so"),
+    "cann": re.compile(rb"/lib(?:ascendcl|ge_runner|graph|acl_)[\w.+-]*\.so"),
+    "cuda": re.compile(rb"/lib(?:cudart|cuda|cublas|cudnn|amdhip64)[\w.+-]*\.so"),
+    "sklearn": re.compile(rb"/sklearn/[\w./+-]*\.so"),
+    "numpy": re.compile(rb"/numpy/(?:_?core)/_multiarray_umath[\w.+-]*\.so"),
+}
+# the frameworks that make a process an AI candidate on their own
+AI_FRAMEWORKS = frozenset(FRAMEWORKS) - {"numpy"}
+_ACCEL_DEV = re.compile(
+    r"/dev/(?:nvidia\d*|nvidiactl|nvidia-uvm|davinci\d+|davinci_manager|kfd|dri/renderD\d+"
+    r"|accel/accel\d+|hl\d+|neuron\d+)"
+)
+_TOP_CPU = 6  # process groups of this many busiest processes are examined
+_MAX_GROUP = 64  # members examined per process group
+_MAX_FDS = 512
+_RESCAN_GROWTH = 16 << 20  # re-read maps after the RSS grew this much
+_REFRESH = 6  # full scans between re-reads of a candidate's maps
+
+
+@dataclass
+class ProcStat:
+    """The cheap facts of /proc/PID/stat."""
+
+    pid: int
+    start: int  # clock ticks after boot: with pid, the process's identity
+    comm: str
+    state: str
+    ppid: int
+    pgrp: int
+    utime: int  # clock ticks
+    stime: int
+    children: int  # cutime + cstime: CPU of children it has reaped (a shell's pipelines)
+    threads: int
+    rss_bytes: int
+    kthread: bool
+
+
+@dataclass
+class ProcEvidence:
+    """One candidate's facts at one scan (counters are cumulative)."""
+
+    stat: ProcStat
+    cmdline: str = ""
+    hints: tuple[str, ...] = ()  # launcher/server words of the command line
+    frameworks: tuple[str, ...] = ()
+    rss_anon: int = 0
+    rss_file: int = 0
+    anon_huge: int = 0
+    read_bytes: int = 0  # /proc/PID/io: storage bytes
+    write_bytes: int = 0
+    rchar: int = 0  # every read()/write(), pipes and sockets included
+    wchar: int = 0
+    syscr: int = 0
+    syscw: int = 0
+    fds: dict[str, int] = field(default_factory=dict)  # regular/socket/pipe/accel/device/other
+    listening: int = 0
+    connected: int = 0
+    socket_inodes: frozenset[int] = frozenset()
+    sockets_seen: int = 0  # distinct socket inodes held over its life (churn)
+    readable: bool = True  # False: io/fd/maps belong to another user
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.stat.pid, self.stat.start)
+
+
+def parse_stat(pid: int, text: str) -> ProcStat | None:
+    """/proc/PID/stat; None for a malformed line. The command name may hold
+    spaces and parentheses: fields are counted from its last ')'."""
+    lpar, rpar = text.find("("), text.rfind(")")
+    if lpar < 0 or rpar < lpar:
+        return None
+    f = text[rpar + 1:].split()
+    if len(f) < 22:
+        return None
+    try:
+        return ProcStat(
+            pid=pid, start=int(f[19]), comm=text[lpar + 1:rpar], state=f[0],
+            ppid=int(f[1]), pgrp=int(f[2]), utime=int(f[11]), stime=int(f[12]),
+            children=int(f[13]) + int(f[14]),
+            threads=int(f[17]), rss_bytes=max(0, int(f[21])) * _PAGE,
+            kthread=bool(int(f[6]) & PF_KTHREAD),
+        )
+    except ValueError:
+        return None
+
+
+def parse_io(text: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        value = value.strip()
+        if value.isdigit():
+            out[key.strip()] = int(value)
+    return out
+
+
+def _kb_field(text: str, key: str) -> int:
+    i = text.find(key + ":")
+    if i < 0:
+        return 0
+    parts = text[i + len(key) + 1:].split(None, 1)
+    return int(parts[0]) * 1024 if parts and parts[0].isdigit() else 0
+
+
+def parse_net_sockets(text: str) -> dict[int, str]:
+    """inode -> "listen" / "connected" / "other" of a /proc/net/tcp{,6} table."""
+    out: dict[int, str] = {}
+    for line in text.splitlines()[1:]:
+        f = line.split()
+        if len(f) < 10 or not f[9].isdigit():
+            continue
+        inode = int(f[9])
+        if inode == 0:
+            continue
+        out[inode] = {"0A": "listen", "01": "connected"}.get(f[3], "other")
+    return out
+
+
+def frameworks_of(maps: bytes) -> tuple[str, ...]:
+    return tuple(name for name, pattern in FRAMEWORKS.items() if pattern.search(maps))
+
+
+class ProcessScanner:
+    """Successive scans of one host; remembers per process what need not be
+    read again (its frameworks, command line) until it exits."""
+
+    def __init__(self, host: Host, *, top_cpu: int = _TOP_CPU, full_every: int = 1) -> None:
+        self.host = host
+        self.top_cpu = top_cpu
+        # Reading every pid's stat is most of a scan's cost on a host with
+        # hundreds of processes: with full_every N, only every Nth scan does
+        # (and picks the candidates); the scans between read the chosen
+        # groups' members alone.
+        self.full_every = max(1, full_every)
+        # smaps_rollup walks a process's whole address space (~4 ms for a
+        # large PyTorch process) and the TCP tables list every socket of the
+        # host (~3.5 ms on a busy one): with partial scans (the daemon) both
+        # are read at every 4th full scan only.
+        self.rollup_every = 1 if self.full_every == 1 else 4
+        self._full_scans = 0
+        self._chosen: dict[int, list[int]] = {}  # pgrp -> member pids at the last full scan
+        self._prev: dict[int, ProcStat] = {}
+        # (pid, start) -> (frameworks, rss when maps was read, cmdline, hints)
+        self._known: dict[tuple[int, int],
+                          tuple[tuple[str, ...], int, str, tuple[str, ...], int]] = {}
+        self._scans = 0
+        # (pid, start) -> (socket inodes at the last scan, distinct ones seen so far)
+        self._socks: dict[tuple[int, int], tuple[frozenset[int], int]] = {}
+        # (pid, start) -> what the last full scan read of it (AnonHugePages,
+        # fds by kind, listening, connected, socket inodes), carried over
+        self._deep: dict[tuple[int, int],
+                         tuple[int, dict[str, int], int, int, frozenset[int]]] = {}
+
+    def stats(self) -> dict[int, ProcStat]:
+        """/proc/PID/stat of every live pid."""
+        out: dict[int, ProcStat] = {}
+        for pid in self.host.pids():
+            try:
+                text = self.host.read_text(f"/proc/{pid}/stat")
+            except HosttuneError:
+                continue  # exited since the listing
+            st = parse_stat(pid, text)
+            if st is not None:
+                out[pid] = st
+        return out
+
+    def scan(self, watch: Iterable[int] = ()) -> list[ProcEvidence]:
+        """The candidates' evidence now (see the module docstring), plus the
+        process groups in `watch` whatever they do."""
+        self._scans += 1
+        if (self._scans - 1) % self.full_every and self._chosen:
+            return self._partial(watch)
+        stats = self.stats()
+        live = {(s.pid, s.start) for s in stats.values()}
+        for cache in (self._known, self._socks, self._deep):
+            for gone in [k for k in cache if k not in live]:
+                del cache[gone]
+        groups: dict[int, list[ProcStat]] = {}
+        for st in stats.values():
+            if not st.kthread:
+                groups.setdefault(st.pgrp, []).append(st)
+        chosen: set[int] = set(watch)
+        busy: list[tuple[int, int]] = []
+        for st in stats.values():
+            if st.kthread:
+                continue
+            before = self._prev.get(st.pid)
+            if before is not None and before.start == st.start:
+                busy.append((st.utime + st.stime - before.utime - before.stime, st.pid))
+            else:
+                # born since the last full scan (a pipeline stage, a worker):
+                # all its CPU is recent
+                busy.append((st.utime + st.stime, st.pid))
+            if self._ai_static(st):
+                chosen.add(st.pgrp)
+        busy.sort(reverse=True)
+        chosen.update(stats[pid].pgrp for ticks, pid in busy[: self.top_cpu] if ticks > 0)
+        self._prev = {pid: st for pid, st in stats.items() if not st.kthread}
+        members = {pgrp: sorted(groups.get(pgrp, []), key=lambda s: s.pid)[:_MAX_GROUP]
+                   for pgrp in sorted(chosen)}
+        self._chosen = {g: [st.pid for st in m] for g, m in members.items()}
+        self._full_scans += 1
+        return self._examine([st for g in sorted(members) for st in members[g]], deep=True)
+
+    def _slow_reads_due(self) -> bool:
+        """Whether this full scan reads smaps_rollup and the TCP tables."""
+        return self.rollup_every == 1 or self._full_scans % self.rollup_every == 1
+
+    def _partial(self, watch: Iterable[int]) -> list[ProcEvidence]:
+        """A scan between full ones: the chosen groups' known members only."""
+        found: list[ProcStat] = []
+        for pid in sorted({p for m in self._chosen.values() for p in m}):
+            try:
+                st = parse_stat(pid, self.host.read_text(f"/proc/{pid}/stat"))
+            except HosttuneError:
+                continue  # exited
+            if st is not None and st.pgrp in self._chosen:
+                found.append(st)
+        extra = set(watch) - set(self._chosen)
+        if extra:  # a watched group not seen at the last full scan
+            found += [st for st in self.stats().values() if st.pgrp in extra and not st.kthread]
+        return self._examine(found, deep=False)
+
+    def _examine(self, members: list[ProcStat], *, deep: bool) -> list[ProcEvidence]:
+        sockets: dict[int, str] | None = None
+        out: list[ProcEvidence] = []
+        for st in members:
+            ev = self._evidence(st, deep=deep)
+            if ev is None:
+                continue
+            held = self._deep.get(ev.key)
+            if not deep and held is not None:
+                ev.anon_huge, ev.fds, ev.listening, ev.connected, ev.socket_inodes = held
+                ev.sockets_seen = self._socks.get(ev.key, (frozenset(), 0))[1]
+            elif held is not None and ev.socket_inodes == held[4] \
+                    and not self._slow_reads_due():
+                # the TCP tables (every socket of the host: milliseconds on a
+                # busy one) are read as seldom as smaps_rollup while the
+                # process holds the same sockets
+                ev.listening, ev.connected = held[2], held[3]
+            elif ev.socket_inodes:
+                if sockets is None:
+                    sockets = self._sockets()
+                states = [sockets.get(i) for i in ev.socket_inodes]
+                ev.listening = states.count("listen")
+                ev.connected = states.count("connected")
+            if deep:
+                self._deep[ev.key] = (ev.anon_huge, ev.fds, ev.listening, ev.connected,
+                                      ev.socket_inodes)
+            out.append(ev)
+        return out
+
+    def _ai_static(self, st: ProcStat, *, candidate: bool = False) -> bool:
+        """Whether the process has an AI framework mapped or a launcher on its
+        command line. Cached per process; maps is read again after the RSS
+        grew a lot (a framework imported late grows the process) and, for a
+        candidate, every `_REFRESH` scans."""
+        key = (st.pid, st.start)
+        known = self._known.get(key)
+        stale = known is None or st.rss_bytes - known[1] > _RESCAN_GROWTH or (
+            candidate and self._scans - known[4] >= _REFRESH * self.full_every)
+        if stale:
+            cmdline = known[2] if known else self._cmdline(st.pid)
+            hints = known[3] if known else tuple(
+                h.partition(":")[2] for h in cmdline_reasons(cmdline.split("\0")))
+            try:
+                maps = self.host.read_bytes(f"/proc/{st.pid}/maps")
+            except HosttuneError:
+                maps = b""  # gone, or not ours to read
+            known = (frameworks_of(maps), st.rss_bytes, cmdline.replace("\0", " ").strip(),
+                     hints, self._scans)
+            self._known[key] = known
+        assert known is not None
+        return bool(AI_FRAMEWORKS.intersection(known[0]) or known[3])
+
+    def _cmdline(self, pid: int) -> str:
+        try:
+            raw = self.host.read_bytes(f"/proc/{pid}/cmdline")
+        except HosttuneError:
+            return ""
+        return raw.rstrip(b"\0").decode("utf-8", "replace")
+
+    def _sockets(self) -> dict[int, str]:
+        out: dict[int, str] = {}
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            text = self.host.read_optional(table)
+            if text:
+                out.update(parse_net_sockets(text))
+        return out
+
+    def _evidence(self, st: ProcStat, *, deep: bool = True) -> ProcEvidence | None:
+        """A candidate's facts. Not `deep` (the scans between full ones): the
+        counters only (stat, status, io); smaps_rollup (it walks the whole
+        address space), the fd links and the socket tables are read at full
+        scans and carried over."""
+        base = f"/proc/{st.pid}"
+        if deep:
+            self._ai_static(st, candidate=True)
+        elif (st.pid, st.start) not in self._known:
+            self._ai_static(st)
+        frameworks, _, cmdline, hints, _ = self._known[(st.pid, st.start)]
+        ev = ProcEvidence(stat=st, cmdline=cmdline, hints=hints, frameworks=frameworks)
+        status = self.host.read_optional(f"{base}/status")
+        if status is None:
+            return None  # exited since the stat read
+        ev.rss_anon = _kb_field(status, "RssAnon")
+        ev.rss_file = _kb_field(status, "RssFile") + _kb_field(status, "RssShmem")
+        held = self._deep.get(ev.key)
+        if deep and (held is None or self._slow_reads_due()):
+            rollup = self.host.read_optional(f"{base}/smaps_rollup")
+            if rollup:
+                ev.anon_huge = _kb_field(rollup, "AnonHugePages")
+        elif held is not None:
+            ev.anon_huge = held[0]
+        io_text = self.host.read_optional(f"{base}/io")
+        if io_text is None:
+            ev.readable = False
+        else:
+            io = parse_io(io_text)
+            ev.read_bytes, ev.write_bytes = io.get("read_bytes", 0), io.get("write_bytes", 0)
+            ev.rchar, ev.wchar = io.get("rchar", 0), io.get("wchar", 0)
+            ev.syscr, ev.syscw = io.get("syscr", 0), io.get("syscw", 0)
+        if not deep:
+            return ev
+        fds = self.host.listdir_optional(f"{base}/fd")
+        kinds: dict[str, int] = {}
+        inodes: set[int] = set()
+        for fd in fds[:_MAX_FDS]:
+            target = self.host.readlink(f"{base}/fd/{fd}")
+            if target is None:
+                continue
+            kind = fd_kind(target)
+            kinds[kind] = kinds.get(kind, 0) + 1
+            if kind == "socket":
+                digits = target[8:-1]
+                if digits.isdigit():
+                    inodes.add(int(digits))
+        ev.fds = kinds
+        ev.socket_inodes = frozenset(inodes)
+        before, seen = self._socks.get(ev.key, (frozenset(), 0))
+        ev.sockets_seen = seen + len(ev.socket_inodes - before)
+        self._socks[ev.key] = (ev.socket_inodes, ev.sockets_seen)
+        return ev
+
+
+def fd_kind(target: str) -> str:
+    if target.startswith("socket:"):
+        return "socket"
+    if target.startswith("pipe:"):
+        return "pipe"
+    if target.startswith("/dev/"):
+        return "accel" if _ACCEL_DEV.fullmatch(target) else "device"
+    if target.startswith("/"):
+        return "regular"
+    return "other"  # anon_inode:[eventfd], ...
+
+
+def uptime(host: Host) -> float:
+    """Seconds since boot (/proc/uptime), which process start times count from."""
+    text = host.read_optional("/proc/uptime") or "0"
+    try:
+        return float(text.split()[0])
+    except (IndexError, ValueError):
+        return 0.0
+
+
+def host_cpu(host: Host) -> tuple[float, float, int]:
+    """(busy, total) clock ticks of all CPUs since boot from /proc/stat, and
+    the CPU count; iowait counts as idle."""
+    text = host.read_optional("/proc/stat") or ""
+    busy = total = 0.0
+    ncpu = 0
+    for line in text.splitlines():
+        if line.startswith("cpu "):
+            vals = [float(x) for x in line.split()[1:] if x.isdigit()]
+            total = sum(vals[:8])
+            busy = total - sum(vals[3:5])
+        elif line.startswith("cpu"):
+            ncpu += 1
+    return busy, total, ncpu
+
+
+# columns of a role trace row; counters are cumulative
+ROW_FIELDS = (
+    "t", "pid", "start", "pgrp", "ppid", "comm", "cpu_user", "cpu_sys", "cpu_children",
+    "threads", "rss",
+    "rss_anon", "rss_file", "anon_huge", "read_bytes", "write_bytes", "rchar", "wchar",
+    "syscr", "syscw", "fd_regular", "fd_socket", "fd_pipe", "fd_accel", "fd_device",
+    "listening", "connected", "sockets_seen", "readable", "frameworks", "hints",
+)
+
+
+def evidence_row(t: float, ev: ProcEvidence, hz: int) -> dict[str, object]:
+    """One process at one scan as a flat row (CPU in seconds)."""
+    st = ev.stat
+    return {
+        "t": round(t, 3), "pid": st.pid, "start": st.start, "pgrp": st.pgrp, "ppid": st.ppid,
+        "comm": st.comm.replace(",", "_"), "cpu_user": st.utime / hz, "cpu_sys": st.stime / hz,
+        "cpu_children": st.children / hz,
+        "threads": st.threads, "rss": st.rss_bytes, "rss_anon": ev.rss_anon,
+        "rss_file": ev.rss_file, "anon_huge": ev.anon_huge, "read_bytes": ev.read_bytes,
+        "write_bytes": ev.write_bytes, "rchar": ev.rchar, "wchar": ev.wchar,
+        "syscr": ev.syscr, "syscw": ev.syscw,
+        **{f"fd_{k}": ev.fds.get(k, 0) for k in ("regular", "socket", "pipe", "accel", "device")},
+        "listening": ev.listening, "connected": ev.connected, "sockets_seen": ev.sockets_seen,
+        "readable": int(ev.readable), "frameworks": ";".join(ev.frameworks),
+        "hints": ";".join(ev.hints),
+    }
+
+
+def group_by_pgrp(evidence: Iterable[ProcEvidence]) -> Mapping[int, list[ProcEvidence]]:
+    out: dict[int, list[ProcEvidence]] = {}
+    for ev in evidence:
+        out.setdefault(ev.stat.pgrp, []).append(ev)
+    return out

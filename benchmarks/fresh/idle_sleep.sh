@@ -1,0 +1,3 @@
+#!/bin/bash
+# Idle: nothing but sleep.
+exec sleep "${1:-40}"

@@ -1,0 +1,97 @@
+"""The shipped role model and data: the numpy-free serving path equals the
+numpy path on every shipped window, the exported forest equals the
+scikit-learn forest it came from, and the shipped data matches its manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from hosttune.models import role_model as M
+from hosttune.models import roles as R
+from hosttune.models.classifier import load
+from hosttune.models.workloads import LABELS
+
+SHIPPED = Path(R.shipped_role_model())
+
+
+@pytest.fixture(scope="module")
+def examples() -> list[M.Example]:
+    return M.load_examples()
+
+
+def test_shipped_data_matches_manifest_and_labels() -> None:
+    manifest = json.loads((M.DATA / "manifest.json").read_text())
+    per_label: dict[str, set[str]] = {}
+    for r in manifest["runs"]:
+        path = M.DATA / r["file"]
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == r["sha256"], path
+        meta, scans = M.read_run(path)
+        assert meta["label"] == r["label"] == LABELS[r["program"]]
+        assert len(scans) >= 30  # 40 s of 1 s scans
+        per_label.setdefault(r["label"], set()).add(r["program"])
+    # several genuinely different programs per class
+    for label, programs in per_label.items():
+        assert len(programs) >= (1 if label == "idle" else 2), label
+    assert set(per_label) >= set(R.ROLES[:-1]) | {"idle", "background"}
+
+
+def test_numpy_free_path_equals_numpy_path_on_every_shipped_window(
+        examples: list[M.Example]) -> None:
+    served = R.RoleModel()
+    numpy_model = load(SHIPPED, features=R.FEATURES)
+    X, _ = M.matrix(examples)
+    want = numpy_model.predict_proba(X)
+    assert len(examples) > 500
+    for row, ex, expect in zip(X, examples, want, strict=True):
+        pred = served.forest.classify(list(ex.job.features))
+        got = [pred.probabilities[c] for c in numpy_model.classes]
+        assert got == list(expect)  # bit for bit
+        # NaN features (undefined ratios) mean 0 on both paths
+        assert list(row) == [v if math.isfinite(v) else 0.0 for v in ex.job.features]
+
+
+def test_exported_forest_equals_scikit_learn(examples: list[M.Example], tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    from hosttune.models.forest import load_forest
+    from hosttune.models.train import _export_forest, save
+
+    half = examples[::2]
+    X, y = M.matrix(half)
+    est = M.make_forest(seed=3)
+    est.fit(X, y)
+    arrays, depth = _export_forest(est, len(est.classes_))
+    arrays["impute"] = np.zeros(len(R.FEATURES))
+    schema: dict[str, Any] = {"schema": "hosttune-model", "schema_version": 1, "task": "role",
+              "classes": [str(c) for c in est.classes_], "features": list(R.FEATURES),
+              "unknown_below": 0.5, "kind": "trees", "aggregation": "mean_proba",
+              "float32_inputs": True, "max_depth": depth,
+              "arrays": {k: {"shape": list(v.shape)} for k, v in arrays.items()}}
+    save(tmp_path / "m", schema, arrays)
+    forest = load_forest(tmp_path / "m.npz", features=R.FEATURES)
+    Xall, _ = M.matrix(examples)
+    want = est.predict_proba(Xall)
+    for row, expect in zip(Xall, want, strict=True):
+        got = forest.classify(list(row)).probabilities
+        assert [got[c] for c in schema["classes"]] == pytest.approx(list(expect), abs=1e-12)
+
+
+def test_shipped_model_card_and_calibration() -> None:
+    schema = json.loads(SHIPPED.with_suffix(".json").read_text())
+    assert schema["task"] == "role" and schema["features"] == list(R.FEATURES)
+    cal = schema["calibration"]
+    assert cal["x"] == sorted(cal["x"]) and all(0 <= y <= 1 for y in cal["y"])
+    assert cal["y"] == sorted(cal["y"])  # isotonic: more confident never means less right
+    card = SHIPPED.with_suffix(".md").read_text()
+    assert "Leave-one-program-out" in card and "Reliability" in card
+    assert "shared 2-CPU VM" in card
+    m = R.RoleModel()
+    assert m.calibrated(0.0) == cal["y"][0] and m.calibrated(1.0) == cal["y"][-1]
+    mid = (cal["x"][0] + cal["x"][-1]) / 2
+    assert m.calibrated(mid) == pytest.approx(float(np.interp(mid, cal["x"], cal["y"])))
