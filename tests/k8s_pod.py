@@ -71,6 +71,15 @@ def main() -> int:
     volumes = {v["name"]: v for v in spec["volumes"]}
     overlays: set[str] = set()
     kept: list[str] = []
+    # The stand-in for the image's files (this checkout and its virtualenv):
+    # held aside first, so a volume mounted over them (the emptyDir on /tmp
+    # over a checkout under /tmp, as in CI) cannot hide them.
+    saved: list[tuple[Path, Path]] = []
+    for n, held in enumerate(Path(p) for p in spec.get("image", [])):
+        keep = scratch / "image" / str(n)
+        keep.mkdir(parents=True)
+        sh("mount", "--bind", str(held), str(keep))
+        saved.append((held, keep))
     for mount in spec["container"].get("volumeMounts", []):
         volume = volumes[mount["name"]]
         target = Path(mount["mountPath"])
@@ -110,6 +119,10 @@ def main() -> int:
         if read_only:
             sh("mount", "-o", "remount,bind,ro", str(target))
         kept.append(str(target))
+    for held, keep in saved:
+        if not held.exists() or not any(held.iterdir()):
+            ensure_dir(held, scratch, overlays)
+            sh("mount", "--bind", str(keep), str(held))
     # readOnlyRootFilesystem: everything else read-only, but the kernel's own
     # trees (a privileged container's /proc/sys and /sys are writable)
     for point in sorted(set(mountpoints()), key=len):

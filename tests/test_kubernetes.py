@@ -346,7 +346,9 @@ def _pod_run(container: str, steps: list[Any], state: Path,
                 "configmaps": configmaps, "scratch": str(scratch),
                 # the node's journal dir: a stand-in, never this machine's own
                 "substitute": {"/var/lib/hosttune": str(state)},
-                "bin": str(Path(sys.executable).parent), "steps": steps, "env": env or {}}
+                "bin": str(Path(sys.executable).parent), "steps": steps, "env": env or {},
+                # what the image would hold: the code and its interpreter's environment
+                "image": sorted({str(REPO), sys.prefix})}
         spec_file = Path(tempfile.mkstemp(prefix="hosttune-pod-", suffix=".json",
                                           dir="/var/tmp")[1])
         spec_file.write_text(json.dumps(spec))

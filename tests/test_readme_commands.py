@@ -53,7 +53,8 @@ def documented_commands(text: str) -> set[str]:
     spans: list[str] = []
     for block in re.findall(r"```sh\n(.*?)```", text, re.S):
         spans += [line.split("#", 1)[0] for line in block.splitlines()]
-    rest = re.sub(r"```sh\n.*?```", "", text, flags=re.S)
+    # every fenced block out (sh, ini, json, ...): only prose spans are left
+    rest = re.sub(r"```[a-z]*\n.*?```", "", text, flags=re.S)
     spans += re.findall(r"`([^`]+)`", rest)
     found: set[str] = set()
     for span in spans:

@@ -34,7 +34,7 @@ BACKEND_PACKAGES: dict[str, Package] = {"nvidia": NVML, "amd": AMDSMI}
 
 # The workload-suite modules (hosttune.models.workloads.NAME) that run PyTorch;
 # tests/test_cli_dependencies.py checks this against the modules' source.
-TORCH_WORKLOADS = frozenset({"train", "serve", "batch_infer"})
+TORCH_WORKLOADS = frozenset({"train", "serve", "batch_infer", "train_seq", "serve_http"})
 _SUITE = "hosttune.models.workloads."
 
 
