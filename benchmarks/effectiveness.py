@@ -337,13 +337,13 @@ E2E_DEFAULT = "gather,embedding,training,numpy,checkpoint"
 
 @dataclass
 class Timings:
-    fixed: float = 20.0   # seconds a fixed-configuration job runs
-    warm: float = 6.0     # ... of which the first are not counted
-    auto_a: float = 50.0  # seconds the job of case (a) runs ...
+    fixed: float = 16.0   # seconds a fixed-configuration job runs
+    warm: float = 5.0     # ... of which the first are not counted
+    auto_a: float = 45.0  # seconds the job of case (a) runs ...
     lead_a: float = 10.0  # ... hosttuned starting this far into it
-    auto_b: float = 95.0  # seconds the job of case (b) runs ...
+    auto_b: float = 92.0  # seconds the job of case (b) runs ...
     lead_b: float = 6.0   # ... starting this long after hosttuned
-    tail: float = 25.0    # the auto rows' rate: the job's last seconds
+    tail: float = 20.0    # the auto rows' rate: the job's last seconds
 
 
 @dataclass

@@ -151,3 +151,10 @@ def test_smaps_parsing_keeps_private_anonymous_mappings_only() -> None:
 ])
 def test_each_family_says_whether_a_running_job_feels_it(knob: str, reach: str) -> None:
     assert reach_of(knob)[0] == reach
+
+
+def test_a_job_on_a_host_still_called_idle_gets_its_pass() -> None:
+    # The daemon's class follows windows with hysteresis: a job started on an
+    # idle host is seen before the class moves; its own memory decides.
+    decision = choose_collapse(state(torch_job(), workload="idle"))
+    assert [a.pid for a in decision.actions] == [4242]
