@@ -265,12 +265,15 @@ def main() -> int:
         notes: list[str] = []
         results: list[dict[str, Any]] = []
         try:
-            hproc, env = start_hosttuned(tmp, args.site_model, not args.no_config, args.mode)
-            procs.append(hproc)
             if args.grow:
+                # started first, so the daemon's first process scan finds it; the
+                # "torchrun" argument makes the sampler count it as AI work
                 steps = max(1, int(args.duration / 2 / 20))
                 procs.append(subprocess.Popen([sys.executable, "-c", GROWER, str(args.grow),
-                                               str(steps), "20"]))
+                                               str(steps), "20", "torchrun"]))
+                time.sleep(1.0)
+            hproc, env = start_hosttuned(tmp, args.site_model, not args.no_config, args.mode)
+            procs.append(hproc)
             measured = [Measured("hosttuned", hproc, lambda: hproc.pid)]
             if not args.no_tuned:
                 tproc = start_tuned(tmp)
