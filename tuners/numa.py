@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from hosttune.agent.sense import knobfiles
+from hosttune.agent.sense import knobfiles, procmem
 from hosttune.agent.sense.cpulist import format_cpulist, parse_cpulist
 from hosttune.agent.sense.errors import HostReadError, KnobError, ParseError
 from hosttune.agent.sense.ownership import Owner, cpu_reservations
@@ -82,13 +82,7 @@ class NumaTuner(Tuner):
     def identity(self, key: str) -> str:
         """The process start time (field 22 of /proc/PID/stat): a pid and its
         start time name one process for the life of the boot."""
-        pid = self.pid_of(key)
-        text = self.host.read_optional(knobfiles.process(pid, "stat"))
-        if text is None:
-            return ""
-        # comm (field 2) may hold spaces and parentheses: split after its last ')'.
-        fields = text.rsplit(")", 1)[-1].split()
-        return fields[19] if len(fields) > 19 else ""
+        return procmem.start_time(self.host, self.pid_of(key)) or ""
 
     def node_cpus(self, node: int) -> tuple[int, ...]:
         cpus = node_cpus(self.host, node)

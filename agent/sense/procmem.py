@@ -225,15 +225,3 @@ def cgroup_stall(host: Host, pid: int) -> dict[str, float] | None:
                 except (KeyError, ValueError):
                     continue
     return out or None
-
-
-def cpu_seconds(host: Host, pid: int, hz: int) -> float | None:
-    """User + system CPU seconds the process has used (/proc/PID/stat)."""
-    text = host.read_optional(knobfiles.process(pid, "stat"))
-    if text is None:
-        return None
-    fields = text.rsplit(")", 1)[-1].split()
-    try:
-        return (int(fields[11]) + int(fields[12])) / hz
-    except (IndexError, ValueError):
-        return None

@@ -334,15 +334,17 @@ class HostTools:
     def job_signals(self, pids: Sequence[int]) -> dict[int, dict[str, Any]]:
         """What can be read of each process's own progress from outside: its
         CPU seconds (monotonic wall beside them) and its cgroup's stall."""
-        from hosttune.agent.sense import procmem
+        from hosttune.agent.sense import knobfiles, procmem
         from hosttune.agent.sense.telemetry.cpu import clock_ticks
+        from hosttune.agent.sense.telemetry.processes import parse_stat_cpu_seconds
 
         hz = clock_ticks()
         out: dict[int, dict[str, Any]] = {}
         for pid in pids:
-            cpu = procmem.cpu_seconds(self.host, pid, hz)
-            if cpu is not None:
-                out[pid] = {"cpu_seconds": cpu, "at": time.monotonic(),
+            stat = self.host.read_optional(knobfiles.process(pid, "stat"))
+            if stat is not None:
+                out[pid] = {"cpu_seconds": parse_stat_cpu_seconds(stat, hz),
+                            "at": time.monotonic(),
                             "stall": procmem.cgroup_stall(self.host, pid)}
         return out
 
