@@ -210,6 +210,9 @@ def runs(venv: Path, work: Path) -> dict[str, list[Run]]:
             Run([py, "-m", "hosttune.agent.service.record_dataset", "--help"])],
         "benchmarks/effectiveness.py": [
             Run([py, str(REPO / "benchmarks" / "effectiveness.py"), "--help"])],
+        # a pass over a fresh 1 GiB holder per round (root, minutes): its help here
+        "benchmarks/collapse_cost.py": [
+            Run([py, str(REPO / "benchmarks" / "collapse_cost.py"), "--help"])],
         # the role model's evaluation (both cross-validations, ~1 min of CPU) and
         # training (which rewrites the shipped artifact): their help here
         "python -m hosttune.models.role_model": [
