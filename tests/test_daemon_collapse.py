@@ -104,6 +104,34 @@ def test_auto_mode_collapses_a_running_job(tmp_path: Path, unchanged: None,
         d.close()
 
 
+def test_a_job_started_after_the_daemon_is_found_within_seconds(tmp_path: Path,
+                                                                unchanged: None) -> None:
+    """The regular process scan is a minute apart (interval 0.5 s here: 120
+    samples); a job that starts later is found once it holds its memory,
+    looked at twice (its write rate) and collapsed within seconds."""
+    d = RunningDaemon(tmp_path, config())
+    job = None
+    try:
+        d.wait_for("READY=1", 30)
+        time.sleep(2.0)  # past the daemon's first scan
+        job = subprocess.Popen([sys.executable, "-c", HOLDER, "512", "torchrun"],
+                               stdout=subprocess.PIPE, text=True)
+        assert job.stdout is not None and job.stdout.readline().strip() == "ready"
+        ready = time.monotonic()
+        while time.monotonic() - ready < 45 and _huge_fraction(job.pid) < 0.9:
+            time.sleep(0.25)
+            assert d.proc.poll() is None, d.log()
+        took = time.monotonic() - ready
+        assert _huge_fraction(job.pid) >= 0.9, d.log()
+        assert took < 30, f"collapsed {took:.1f} s after the job was ready: {d.log()}"
+    finally:
+        if job is not None:
+            job.kill()
+            job.wait()
+        d.stop()
+        d.close()
+
+
 @pytest.mark.parametrize("holder", [3072], indirect=True)
 def test_sigkill_of_the_daemon_mid_pass(tmp_path: Path, unchanged: None,
                                         holder: subprocess.Popen[str]) -> None:

@@ -166,3 +166,47 @@ def test_open_sampler_says_why_accelerators_are_off() -> None:
         assert sampler.notes[0].startswith("accelerator telemetry off: ")
         assert "'cuda'" in sampler.notes[0]
         assert "sampler.seconds" in sampler.sample().values
+
+
+def _stat(root: Path, pid: int, rss_pages: int) -> None:
+    (root / "proc" / str(pid)).mkdir(parents=True, exist_ok=True)
+    fields = ["S"] + ["0"] * 20 + [str(rss_pages)] + ["0"] * 10
+    (root / "proc" / str(pid) / "stat").write_text(f"{pid} (a job) " + " ".join(fields) + "\n")
+
+
+def test_a_big_newcomer_pulls_the_process_scan_forward(tmp_path: Path) -> None:
+    """A job started after the daemon is found when it has loaded, not at the
+    next regular scan a minute later; small newcomers and the processes
+    already judged cost no scan."""
+    import os
+
+    page = os.sysconf("SC_PAGE_SIZE")
+    big = (128 << 20) // page
+    scans: list[int] = []
+
+    def finder(host: Host) -> list[AIProcess]:
+        scans.append(len(scans))
+        return []
+
+    _stat(tmp_path, 1, big * 4)  # there before the first scan: judged by it
+    sampler = Sampler(Host(tmp_path), [Fixed()], process_every=12, find_processes=finder)
+    sampler.sample()
+    assert scans == [0]
+    _stat(tmp_path, 200, 10)  # a newcomer, small so far: no scan
+    sampler.sample()
+    assert len(scans) == 1
+    _stat(tmp_path, 200, big)  # it has loaded its tensors: the scan comes now
+    sampler.sample()
+    assert len(scans) == 2 and sampler.early_scans == 1
+    sampler.sample()  # judged: not again while it stays
+    assert len(scans) == 2
+    _stat(tmp_path, 300, big)  # born big (a forked worker): at once
+    (tmp_path / "proc" / "200" / "stat").unlink()  # one gone between list and read
+    sampler.sample()
+    assert len(scans) == 3
+    # the regular scan keeps its place: sample 12
+    for _ in range(7):
+        sampler.sample()
+    assert len(scans) == 3
+    sampler.sample()
+    assert len(scans) == 4 and sampler.early_scans == 2

@@ -78,6 +78,8 @@ class CollapseRunner:
         self.last: procthp.CollapseReport | None = None
         self.last_decision: CollapseDecision | None = None
         self.passes = 0
+        # processes seen once, whose write rate needs a second look
+        self.waiting: list[int] = []
         self.collapsed_mib = 0.0
         self.cpu_seconds = 0.0
         self._hz = clock_ticks()
@@ -125,6 +127,7 @@ class CollapseRunner:
                 # looks: nothing is collapsed at the first.
                 skipped.append((proc.pid, proc.comm, "just started: its write rate is "
                                 "measured before a pass"))
+        self.waiting = [p.pid for p in fresh if p.write_bytes_rate is None]
         self._seen = {k: v for k, v in self._seen.items()
                       if any((p.pid, p.start_time) == k for p in fresh)}
         self.progress.forget_except(self._seen)
@@ -182,9 +185,11 @@ class CollapseRunner:
 
     @property
     def pending(self) -> bool:
-        """Whether the last pass stopped at its bounds with work left."""
-        return self.last is not None and any(
-            r.ranges_left for r in self.last.results if r.status != "gone")
+        """Whether the last pass stopped at its bounds with work left, or a
+        process just found waits for its second look (the next sample, not
+        the next window)."""
+        return bool(self.waiting) or (self.last is not None and any(
+            r.ranges_left for r in self.last.results if r.status != "gone"))
 
     def status(self) -> dict[str, Any]:
         data: dict[str, Any] = {

@@ -19,6 +19,7 @@ re-read with pread is the cheapest way to a Sample (benchmarks/sample_cost.py).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -44,6 +45,15 @@ if TYPE_CHECKING:
     from hosttune.agent.sense.accel.select import AccelCollector
 
 ProcessFinder = Callable[[Host], list[AIProcess]]
+
+# A process born since the last scan gets the scan pulled forward once its
+# resident memory reaches this: a job that starts after the daemon is then
+# found within a sample or two of loading its framework and data, not up to
+# a minute later. Smaller newcomers (shells, cron, compilers) cost one stat
+# read a sample until they are this old, when the regular scan covers them.
+EARLY_RSS = 128 << 20
+YOUNG_SECONDS = 60.0
+YOUNG_MAX = 256  # a fork storm is left to the regular scan
 
 
 def system_collectors(host: Host) -> list[Collector]:
@@ -106,6 +116,10 @@ class Sampler:
         self._processes: list[AIProcess] = []
         self._ai_values: dict[str, float] = {}
         self._last_scan: tuple[float, dict[int, float]] | None = None
+        self._known_pids: set[int] = set()
+        self._young: dict[int, float] = {}  # pid born since a scan -> when first seen
+        self._page_size = os.sysconf("SC_PAGE_SIZE")
+        self.early_scans = 0
         # set by open_sampler: the accelerator collector among `collectors`,
         # and what was left out and why ("accelerator telemetry off: ...")
         self.accel: AccelCollector | None = None
@@ -121,6 +135,11 @@ class Sampler:
             except HosttuneError as exc:
                 errors[collector.name] = str(exc)
         if self.process_every and self._count % self.process_every == 0:
+            self._scan_processes(start)
+            self._known_pids = set(self.host.pids())
+            self._young.clear()
+        elif self.process_every and self._big_newcomer(start):
+            self.early_scans += 1
             self._scan_processes(start)
         self._count += 1
         values.update(self._ai_values)
@@ -143,6 +162,28 @@ class Sampler:
         self._last_scan = (now, cpu_now)
         self._processes = processes
         self._ai_values = ai
+
+    def _big_newcomer(self, now: float) -> bool:
+        """Whether a process born since the last look holds EARLY_RSS or more;
+        newcomers that do are not asked about again (the scan judged them)."""
+        pids = set(self.host.pids())
+        for pid in pids - self._known_pids:
+            if len(self._young) < YOUNG_MAX:
+                self._young[pid] = now
+        self._known_pids = pids
+        big = False
+        for pid, seen in list(self._young.items()):
+            if pid not in pids or now - seen > YOUNG_SECONDS:
+                del self._young[pid]
+                continue
+            stat = self.host.read_optional(f"/proc/{pid}/stat")
+            fields = stat.rsplit(")", 1)[-1].split() if stat else []
+            # field 24 of stat, resident pages (index 21 after the comm)
+            if len(fields) > 21 and fields[21].isdigit() and \
+                    int(fields[21]) * self._page_size >= EARLY_RSS:
+                del self._young[pid]
+                big = True
+        return big
 
     def close(self) -> None:
         for collector in self.collectors:
