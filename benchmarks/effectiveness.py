@@ -337,13 +337,14 @@ E2E_DEFAULT = "gather,embedding,training,numpy,checkpoint"
 
 @dataclass
 class Timings:
-    fixed: float = 16.0   # seconds a fixed-configuration job runs
-    warm: float = 5.0     # ... of which the first are not counted
-    auto_a: float = 45.0  # seconds the job of case (a) runs ...
-    lead_a: float = 10.0  # ... hosttuned starting this far into it
-    auto_b: float = 92.0  # seconds the job of case (b) runs ...
-    lead_b: float = 6.0   # ... starting this long after hosttuned
-    tail: float = 20.0    # the auto rows' rate: the job's last seconds
+    """One timeline for every row: each job runs `job` seconds and is measured
+    over its last `tail`. A job's rate drifts along its run (a disk writing
+    for 45 s is not the disk of its first 16 s), so rows measured over
+    different stretches of a job compare the stretches, not the settings."""
+    job: float = 45.0     # seconds every job runs, fixed settings and auto alike
+    tail: float = 20.0    # the rate: the median over the job's last seconds
+    lead_a: float = 10.0  # (a): hosttuned starts this far into the job
+    lead_b: float = 6.0   # (b): the job starts this long after hosttuned
 
 
 @dataclass
@@ -480,39 +481,32 @@ class AutoDaemon:
 class Measured:
     value: float
     note: str = ""
-    to_gain: float | None = None  # seconds from the job's start to half the gain
+    job: JobRun | None = None  # the auto rows' job, for the time to the gain
 
 
 def measure_auto(workload: str, case: str, timings: Timings, scale: float) -> Measured:
     daemon = AutoDaemon()
     try:
         if case == "a":
-            job = run_job(workload, timings.auto_a, scale, at=(timings.lead_a, daemon.start))
-            pre = job.median_from(1.0, timings.lead_a)
+            job = run_job(workload, timings.job, scale, at=(timings.lead_a, daemon.start))
         else:
             daemon.start()
             time.sleep(timings.lead_b)
-            job = run_job(workload, timings.auto_b, scale)
-            pre = job.median_from(1.0, 10.0)
+            job = run_job(workload, timings.job, scale)
         daemon.stop()
         post = job.tail(timings.tail)
-        to_gain = None
-        if post > pre * 1.05:
-            to_gain = job.time_to(pre + 0.5 * (post - pre))
         first = daemon.first_collapse()
         note = daemon.summary()
         if first is not None:
             note += f"; first pass {first:.0f} s after hosttuned started"
-        if to_gain is not None and case == "a":
-            note += f"; half the gain {to_gain - timings.lead_a:.0f} s after hosttuned started"
-        return Measured(post, note, to_gain)
+        return Measured(post, note, job)
     finally:
         daemon.cleanup()
 
 
 def measure_fixed(workload: str, timings: Timings, scale: float) -> Measured:
-    job = run_job(workload, timings.fixed, scale)
-    return Measured(job.median_from(timings.warm), job.unit)
+    job = run_job(workload, timings.job, scale)
+    return Measured(job.tail(timings.tail), job.unit)
 
 
 def bench_e2e(workloads: list[str], configs: dict[str, dict[str, str]], *,
@@ -541,6 +535,14 @@ def bench_e2e(workloads: list[str], configs: dict[str, dict[str, str]], *,
     return results
 
 
+def _to_half_gain(m: Measured, base: float) -> float | None:
+    """Seconds into the job until it ran halfway from the defaults' rate of
+    the same round to its own final rate; None where it gained < 5 %."""
+    if m.job is None or m.value <= base * 1.05:
+        return None
+    return m.job.time_to(base + 0.5 * (m.value - base))
+
+
 def e2e_report(results: dict[str, dict[str, list[Measured]]], units: dict[str, str]) -> None:
     geo: dict[str, list[float]] = {}
     for workload, by_config in results.items():
@@ -553,7 +555,8 @@ def e2e_report(results: dict[str, dict[str, list[Measured]]], units: dict[str, s
         for name, runs in by_config.items():
             ratios = sorted(m.value / b for m, b in zip(runs, base, strict=True))
             geo.setdefault(name, []).append(statistics.median(ratios))
-            gains = [m.to_gain for m in runs if m.to_gain is not None]
+            gains = [t for m, b in zip(runs, base, strict=True)
+                     if (t := _to_half_gain(m, b)) is not None]
             gain = f"{statistics.median(gains):.0f} s into the job" if gains else "-"
             note = runs[-1].note if "auto" in name else ""
             print(f"| {name} | {statistics.median(ratios):.2f} | {ratios[0]:.2f}-"
@@ -578,9 +581,9 @@ def e2e_main(args: argparse.Namespace, disk: str) -> int:
                "tuned hpc-compute": {**defaults, **profiles["tuned hpc-compute"][0]}}
     timings = Timings()
     print(f"# hosttune end to end: {args.repeats} rounds; hosttuned --mode auto, told nothing "
-          f"(no class, no objective); jobs of {timings.fixed:.0f} s (fixed settings), "
-          f"{timings.auto_a:.0f} s (a: hosttuned starts {timings.lead_a:.0f} s in), "
-          f"{timings.auto_b:.0f} s (b: starting {timings.lead_b:.0f} s after hosttuned); "
+          f"(no class, no objective); every job runs {timings.job:.0f} s, measured over its "
+          f"last {timings.tail:.0f} s; (a) hosttuned starts {timings.lead_a:.0f} s into it, "
+          f"(b) the job starts {timings.lead_b:.0f} s after hosttuned; "
           f"{os.cpu_count()} CPUs")
     with locked_and_restored(knob_space(disk)):
         results = bench_e2e(workloads, configs, defaults=defaults, repeats=args.repeats,
