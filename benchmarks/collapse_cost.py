@@ -19,7 +19,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 from pathlib import Path
 
 from hosttune.agent.sense import procmem
@@ -27,21 +26,13 @@ from hosttune.agent.sense.host import Host
 from hosttune.tuners import procthp
 from hosttune.tuners.journal import Journal
 
-HOLDER = textwrap.dedent("""
-    import mmap, sys, time
-    size = int(sys.argv[1]) << 20
-    m = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    for i in range(0, size, 4096):
-        m[i] = 1
-    print("ready", flush=True)
-    time.sleep(600)
-""")
+HOLDER = ["-m", "hosttune.models.workloads.hold_anon"]
 THP = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 
 def one(mib: int, journal: Journal) -> tuple[float, float, float]:
     """(GiB collapsed, CPU seconds, wall seconds) of one pass over a fresh holder."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(mib)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, *HOLDER, str(mib)], stdout=subprocess.PIPE,
                             text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"

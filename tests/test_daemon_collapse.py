@@ -15,7 +15,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,15 +35,7 @@ pytestmark = [pytest.mark.kernel, pytest.mark.daemon, pytest.mark.slow,
 WATCHED = ("/sys/kernel/mm/transparent_hugepage/enabled", "/proc/sys/vm/swappiness",
            "/proc/sys/vm/dirty_ratio", "/proc/sys/vm/dirty_background_ratio",
            "/sys/kernel/mm/transparent_hugepage/khugepaged/pages_to_scan")
-HOLDER = textwrap.dedent("""
-    import mmap, sys, time
-    size = int(sys.argv[1]) << 20
-    m = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    for i in range(0, size, 4096):
-        m[i] = 1
-    print("ready", flush=True)
-    time.sleep(600)
-""")
+HOLDER = ["-m", "hosttune.models.workloads.hold_anon"]
 
 
 def config(**collapse: object) -> str:
@@ -65,7 +56,7 @@ def unchanged(kernel_lock: None) -> Iterator[None]:
 def holder(request: pytest.FixtureRequest) -> Iterator[subprocess.Popen[str]]:
     mib = getattr(request, "param", 512)
     # "torchrun" among its arguments: the sampler counts it as AI work
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(mib), "torchrun"],
+    proc = subprocess.Popen([sys.executable, *HOLDER, str(mib), "torchrun"],
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     time.sleep(1.0)
@@ -114,7 +105,7 @@ def test_a_job_started_after_the_daemon_is_found_within_seconds(tmp_path: Path,
     try:
         d.wait_for("READY=1", 30)
         time.sleep(2.0)  # past the daemon's first scan
-        job = subprocess.Popen([sys.executable, "-c", HOLDER, "512", "torchrun"],
+        job = subprocess.Popen([sys.executable, *HOLDER, "512", "torchrun"],
                                stdout=subprocess.PIPE, text=True)
         assert job.stdout is not None and job.stdout.readline().strip() == "ready"
         ready = time.monotonic()

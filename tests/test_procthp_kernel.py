@@ -33,17 +33,7 @@ pytestmark = [pytest.mark.kernel]
 MIB = 1 << 20
 THP = "/sys/kernel/mm/transparent_hugepage/enabled"
 
-HOLDER = textwrap.dedent("""
-    import mmap, sys, time
-    size = int(sys.argv[1]) << 20
-    shared = len(sys.argv) > 2 and sys.argv[2] == "shared"
-    flags = mmap.MAP_SHARED if shared else mmap.MAP_PRIVATE
-    m = mmap.mmap(-1, size, flags=flags | mmap.MAP_ANONYMOUS)
-    for i in range(0, size, 4096):
-        m[i] = 1
-    print("ready", flush=True)
-    time.sleep(600)
-""")
+HOLDER = ["-m", "hosttune.models.workloads.hold_anon"]
 
 
 def _supported() -> str | None:
@@ -64,7 +54,7 @@ def thp_unchanged() -> Iterator[str]:
 
 
 def _holder(mib: int, *extra: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(mib), *extra],
+    proc = subprocess.Popen([sys.executable, *HOLDER, str(mib), *extra],
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"

@@ -1,0 +1,36 @@
+"""Private anonymous memory held the way PyTorch's CPU allocator leaves it
+under THP `madvise`: one mapping, touched page by page, so it sits in 4 KiB
+pages until something collapses it. Not a labelled workload: the process the
+per-process huge-page tests and benchmarks/collapse_cost.py act on.
+
+    python -m hosttune.models.workloads.hold_anon MIB [shared] [marker ...]
+
+Prints "ready" once every page is touched, then holds still for 10 minutes
+(or until killed). `shared` maps MAP_SHARED instead (memory MADV_COLLAPSE
+refuses); further words are ignored, there to be seen on the command line
+(e.g. "torchrun", which makes the sampler count it as AI work)."""
+
+from __future__ import annotations
+
+import mmap
+import sys
+import time
+
+PAGE = 4096
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    size = int(args[0]) << 20
+    flags = mmap.MAP_SHARED if args[1:2] == ["shared"] else mmap.MAP_PRIVATE
+    held = mmap.mmap(-1, size, flags=flags | mmap.MAP_ANONYMOUS)
+    for i in range(0, size, PAGE):
+        held[i] = 1
+    print("ready", flush=True)
+    time.sleep(600)
+    held.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
