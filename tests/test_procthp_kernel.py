@@ -291,3 +291,49 @@ def test_sigkill_of_the_collapsing_process_leaves_a_consistent_journal(
     assert holder.poll() is None
     roll = procmem.rollup(Host(), holder.pid)
     assert roll is not None and roll.huge_kb >= 2 * 64 * 1024
+
+
+@needs_collapse
+def test_the_runner_passes_again_only_for_memory_outside_huge_pages(
+        tmp_path: Path, thp_unchanged: str) -> None:
+    """CollapseRunner (what auto mode and `hosttune collapse` use): a pass,
+    then nothing while the memory stays huge, then another pass when the job
+    frees what was collapsed and allocates again (a job still setting up
+    when its first pass came)."""
+    from hosttune.agent.sense.sample import AIProcess
+    from hosttune.agent.service.collapse import CollapseRunner
+    from hosttune.agent.service.config import CollapseSettings
+
+    proc = _holder(320, "torchrun")
+    try:
+        start = procmem.start_time(Host(), proc.pid)
+        assert start is not None
+        job = [AIProcess(pid=proc.pid, comm="python3", cmdline="torchrun",
+                         reasons=("cmdline:torchrun",), start_time=start)]
+        runner = CollapseRunner(Host(), CollapseSettings())
+        journal = Journal(tmp_path / "journal.db")
+
+        def run() -> procthp.CollapseReport | None:
+            return runner.run(journal, job, "training", reason="test")
+
+        def pending() -> bool:  # a property, read afresh after each run
+            return runner.pending
+
+        # first look: its write rate is measured before anything (and the
+        # runner says it waits for the second look)
+        assert run() is None and runner.waiting == [proc.pid] and pending()
+        first = run()
+        assert first is not None and first.results[0].status == "collapsed"
+        assert _huge_fraction(proc.pid) >= 0.9 and not pending()
+        assert run() is None  # nothing new outside huge pages
+        assert proc.stdout is not None
+        proc.send_signal(signal.SIGUSR1)
+        assert proc.stdout.readline().strip() == "again"
+        assert _huge_fraction(proc.pid) < 0.2  # its new memory is in 4 KiB pages
+        second = run()
+        assert second is not None and second.results[0].status == "collapsed"
+        assert _huge_fraction(proc.pid) >= 0.9
+        assert runner.passes == 2
+    finally:
+        proc.kill()
+        proc.wait()

@@ -93,6 +93,14 @@ class CollapseProgress:
     done: dict[tuple[int, str], set[int]] = field(default_factory=dict)
     refused: dict[tuple[int, str], set[int]] = field(default_factory=dict)
 
+    def forget(self, key: tuple[int, str]) -> None:
+        """Start over for one process: what it freed and allocated again
+        since may sit at the addresses of ranges done or refused before
+        (glibc hands the same range back for an allocation of the same
+        size); ranges that are still huge cost the kernel one check each."""
+        self.done.pop(key, None)
+        self.refused.pop(key, None)
+
     def forget_except(self, alive: Iterable[tuple[int, str]]) -> None:
         keep = set(alive)
         for table in (self.done, self.refused):

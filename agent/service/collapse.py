@@ -29,8 +29,10 @@ from hosttune.tuners import procthp
 from hosttune.tuners.journal import Journal
 
 MIB = 1 << 20
-# A process collapsed before gets another pass once it holds this much more
-# anonymous memory (it grew: new tensors, a larger batch).
+# A process collapsed before gets another pass once this much more of its
+# anonymous memory sits outside huge pages than right after that pass: it
+# grew (new tensors, a larger batch), or freed what was collapsed and
+# allocated again (a job still setting up when its first pass came).
 GROWTH = 64 * MIB
 # A process younger than this has not shown yet whether it writes checkpoints.
 MIN_AGE = 10.0
@@ -61,7 +63,7 @@ def excluded(host: Host, proc: AIProcess, settings: CollapseSettings) -> str | N
 
 @dataclass
 class _Seen:
-    anon_after_pass: int | None = None
+    unhuge_after_pass: int | None = None
     write_bytes: int | None = None
     at: float = 0.0
 
@@ -151,10 +153,12 @@ class CollapseRunner:
         targets = []
         for action in decision.actions:
             seen = self._seen.get((action.pid, action.start_time))
-            anon = next(p.anon_bytes for p in fresh if p.pid == action.pid)
-            if seen is not None and seen.anon_after_pass is not None and (
-                    anon - seen.anon_after_pass < GROWTH):
-                continue  # passed before and not grown since: nothing new to collapse
+            now_state = next(p for p in fresh if p.pid == action.pid)
+            unhuge = now_state.anon_bytes - now_state.anon_huge_bytes
+            if seen is not None and seen.unhuge_after_pass is not None:
+                if unhuge - seen.unhuge_after_pass < GROWTH:
+                    continue  # passed before and nothing new outside huge pages since
+                self.progress.forget((action.pid, action.start_time))
             targets.append(procthp.CollapseTarget(action.pid, action.start_time, action.comm,
                                                   action.reason))
         self.last_decision = decision
@@ -180,7 +184,7 @@ class CollapseRunner:
             self.cpu_seconds += result.cpu_seconds
             seen = self._seen.get((result.pid, result.start_time))
             if seen is not None and result.status not in ("gone",) and not result.ranges_left:
-                seen.anon_after_pass = result.anon_kb * 1024
+                seen.unhuge_after_pass = max(0, result.anon_kb - result.huge_after_kb) * 1024
         return report
 
     @property

@@ -6,29 +6,45 @@ per-process huge-page tests and benchmarks/collapse_cost.py act on.
     python -m hosttune.models.workloads.hold_anon MIB [shared] [marker ...]
 
 Prints "ready" once every page is touched, then holds still for 10 minutes
-(or until killed). `shared` maps MAP_SHARED instead (memory MADV_COLLAPSE
-refuses); further words are ignored, there to be seen on the command line
-(e.g. "torchrun", which makes the sampler count it as AI work)."""
+(or until killed). SIGUSR1 frees the mapping and maps and touches a new one
+of the same size (a job that reallocates its tensors), then prints "again".
+`shared` maps MAP_SHARED instead (memory MADV_COLLAPSE refuses); further
+words are ignored, there to be seen on the command line (e.g. "torchrun",
+which makes the sampler count it as AI work)."""
 
 from __future__ import annotations
 
 import mmap
+import signal
 import sys
 import time
 
 PAGE = 4096
 
 
+def _touched(size: int, flags: int) -> mmap.mmap:
+    held = mmap.mmap(-1, size, flags=flags | mmap.MAP_ANONYMOUS)
+    for i in range(0, size, PAGE):
+        held[i] = 1
+    return held
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     size = int(args[0]) << 20
     flags = mmap.MAP_SHARED if args[1:2] == ["shared"] else mmap.MAP_PRIVATE
-    held = mmap.mmap(-1, size, flags=flags | mmap.MAP_ANONYMOUS)
-    for i in range(0, size, PAGE):
-        held[i] = 1
+    held = [_touched(size, flags)]
+    again = [False]
+    signal.signal(signal.SIGUSR1, lambda _s, _f: again.__setitem__(0, True))
     print("ready", flush=True)
-    time.sleep(600)
-    held.close()
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        if again[0]:
+            again[0] = False
+            held[0].close()
+            held[0] = _touched(size, flags)
+            print("again", flush=True)
     return 0
 
 
