@@ -10,6 +10,7 @@ with a clear error; the daemon keeps sampling and serving either way.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from hosttune.agent.sense.errors import HosttuneError
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.sample import AIProcess, Sample
+from hosttune.agent.sense.telemetry.processes import ProcTable, find_ai_processes
 from hosttune.agent.sense.telemetry.sampler import open_sampler, rates
 from hosttune.agent.sense.vendors import backends_from_config
 from hosttune.agent.service.live_roles import RoleWatch
@@ -128,8 +130,14 @@ class HostTools:
         self.host = host
         self.state_dir = state_dir
         self.notes: list[str] = []
+        # One pass over /proc serves the sampler's AI-process scan and the
+        # role scanner on the samples where both run, and maps is re-read
+        # only for a process whose mappings changed (ProcTable).
+        table = ProcTable(host)
         self._sampler = open_sampler(host, backends=backends_from_config(backends),
-                                     pcie_every=pcie_every, process_every=process_every)
+                                     pcie_every=pcie_every, process_every=process_every,
+                                     find_processes=functools.partial(find_ai_processes,
+                                                                      table=table))
         self.notes.extend(self._sampler.notes)
         self._model: Model | None = None
         self._model_error: str | None = None
@@ -138,9 +146,11 @@ class HostTools:
         self._tuners: dict[str, Tuner] | None = None
 
         # Per-process roles: a process scan with every sample (every pid's
-        # stat only at every 6th, the candidates' files at each), judged
-        # with the role model at the end of each window.
-        self._roles = RoleWatch(host, full_every=6) if roles else None
+        # stat only on the samples of the sampler's process scan, sharing
+        # its pass; the candidates' counters at each), judged with the role
+        # model at the end of each window.
+        self._roles = RoleWatch(host, full_every=max(1, process_every),
+                                table=table) if roles else None
 
     def prepare(self) -> dict[str, Any]:
         """Load what the loop needs up front (the model: its memory is part of
