@@ -211,6 +211,8 @@ class Requests:
                     "last_window": verdict.to_dict() if verdict else None,
                     "candidate": tracker.candidate,
                 },
+                # the per-process roles behind the last window (roles: true)
+                "roles": s.access.roles(),
                 "last_sample": None if sample is None else {
                     "wall": sample.wall, "age_s": round(time.time() - sample.wall, 3),
                     "metrics": metrics, "errors": dict(sample.errors)},

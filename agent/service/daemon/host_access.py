@@ -25,9 +25,11 @@ from hosttune.agent.sense.telemetry.processes import ProcTable, find_ai_processe
 from hosttune.agent.sense.telemetry.sampler import open_sampler, rates
 from hosttune.agent.sense.vendors import backends_from_config
 from hosttune.agent.service.live_roles import RoleWatch
+from hosttune.agent.service.render.roles import verdict_dict
 from hosttune.agent.service.tracker import Verdict
 from hosttune.models import classifier, forest
 from hosttune.models.features import MIN_ROWS, lite_window_features, window_features
+from hosttune.models.roles import HostVerdict
 from hosttune.models.trace import trace_row
 from hosttune.tuners.knobs import Plan
 
@@ -103,6 +105,8 @@ class HostAccess(Protocol):
 
     def job_signals(self, pids: Sequence[int]) -> dict[int, dict[str, Any]]: ...
 
+    def roles(self) -> dict[str, Any] | None: ...
+
     def history(self, limit: int) -> list[dict[str, Any]]: ...
 
     def drift(self) -> list[str]: ...
@@ -151,6 +155,8 @@ class HostTools:
         # model at the end of each window.
         self._roles = RoleWatch(host, full_every=max(1, process_every),
                                 table=table) if roles else None
+        # the last window's roles, for `hosttune status`: (wall time, verdict)
+        self._last_roles: tuple[float, HostVerdict] | None = None
 
     def prepare(self) -> dict[str, Any]:
         """Load what the loop needs up front (the model: its memory is part of
@@ -222,6 +228,7 @@ class HostTools:
         roles = None if self._roles is None else self._roles.verdict(since=window[0].monotonic)
         if roles is None:
             return Verdict(pred.label, pred.confidence, top, reason)
+        self._last_roles = (time.time(), roles)
         # The processes' roles decide; the host-aggregate model's answer is
         # kept in the reason for comparison.
         lead = next((r for r in roles.roles if r.role == roles.label), None)
@@ -356,6 +363,18 @@ class HostTools:
                 out[pid] = {"cpu_seconds": parse_stat_cpu_seconds(stat, hz),
                             "at": time.monotonic(),
                             "stall": procmem.cgroup_stall(self.host, pid)}
+        return out
+
+    def roles(self) -> dict[str, Any] | None:
+        """The per-process roles behind the last window's verdict, with their
+        evidence (active jobs only); None when roles are off."""
+        if self._roles is None:
+            return None
+        out: dict[str, Any] = {"problem": self._roles.problem, "at": None, "verdict": None}
+        last = self._last_roles
+        if last is not None:
+            out["at"] = last[0]
+            out["verdict"] = verdict_dict(last[1], active_only=True)
         return out
 
     def history(self, limit: int) -> list[dict[str, Any]]:
