@@ -167,6 +167,14 @@ class HostTools:
             "geometry": model.geometry}}
         if model is None:
             info["model_error"] = self._model_error
+        if self._roles is not None:
+            # the role forest too (40 ms of CPU to parse), so the first window
+            # is judged as quickly as the next
+            roles = self._roles.model()
+            info["role_model"] = None if roles is None else str(roles.source)
+            if roles is None:
+                info["role_model_error"] = self._roles.problem
+                self.notes.append(f"roles off: {self._roles.problem}")
         return info
 
     # -- sense -----------------------------------------------------------------
