@@ -97,3 +97,25 @@ def test_sampler_and_scanner_share_one_pass_per_sample(tmp_path: Path) -> None:
     sc2.scan()
     sc2.scan()
     assert table.passes == 3
+
+
+def test_a_partial_scan_sees_a_new_member_of_a_chosen_job(tmp_path: Path) -> None:
+    # models: a torch trainer that starts a loader worker between two full
+    # scans, and an unrelated shell started at the same time
+    t = Tree(tmp_path)
+    t.proc(100, "python", maps=TORCH_MAPS, io={"rchar": 1}, utime=10)
+    host = Host(tmp_path)
+    clock = Clock()
+    table = ProcTable(host, clock=clock)
+    sc = ProcessScanner(host, full_every=5, table=table)
+    assert [e.stat.pid for e in sc.scan()] == [100]
+    t.proc(101, "python", maps=TORCH_MAPS, io={"rchar": 1}, utime=50, pgrp=100, ppid=100,
+           start=2000)
+    t.proc(300, "bash", utime=90, start=2000)
+    clock.now += 5
+    seen = sc.scan()  # partial: no pass over every pid
+    assert table.passes == 1
+    assert sorted(e.stat.pid for e in seen) == [100, 101]
+    clock.now += 5
+    assert sorted(e.stat.pid for e in sc.scan()) == [100, 101]
+    assert sc._born == {101: 100, 300: 300}  # each new pid's stat read once

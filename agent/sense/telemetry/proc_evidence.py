@@ -177,6 +177,8 @@ class ProcessScanner:
         self._chosen: dict[int, list[int]] = {}  # pgrp -> member pids at the last full scan
         self._prev: dict[int, ProcStat] = {}
         self._raw: dict[int, bytes] = {}  # pid -> its stat line of the last full scan
+        # pids new since the last full scan -> their process group
+        self._born: dict[int, int] = {}
         # (pid, start) -> (command line, launcher hints): read once per process
         self._known: dict[tuple[int, int], tuple[str, tuple[str, ...]]] = {}
         self._scans = 0
@@ -234,6 +236,7 @@ class ProcessScanner:
         busy.sort(reverse=True)
         chosen.update(stats[pid].pgrp for ticks, pid in busy[: self.top_cpu] if ticks > 0)
         self._prev = {pid: st for pid, st in stats.items() if not st.kthread}
+        self._born = {}
         members = {pgrp: sorted(groups.get(pgrp, []), key=lambda s: s.pid)[:_MAX_GROUP]
                    for pgrp in sorted(chosen)}
         self._chosen = {g: [st.pid for st in m] for g, m in members.items()}
@@ -245,8 +248,14 @@ class ProcessScanner:
         return self.rollup_every == 1 or self._full_scans % self.rollup_every == 1
 
     def _partial(self, watch: Iterable[int]) -> list[ProcEvidence]:
-        """A scan between full ones: the chosen groups' known members only."""
+        """A scan between full ones: the chosen groups' members, those of the
+        last full scan and any started since (a pipeline's next stage, a new
+        loader worker: the recordings the model learnt from see them at
+        once). A pid new since the last full scan has its stat read once to
+        learn its group; only the chosen groups' are read again."""
         found: list[ProcStat] = []
+        for pid in self._new_members():
+            self._chosen[self._born[pid]].append(pid)
         for pid in sorted({p for m in self._chosen.values() for p in m}):
             raw = self.table.read(pid, "stat")
             if raw is None:
@@ -259,6 +268,24 @@ class ProcessScanner:
         if extra:  # a watched group not seen at the last full scan
             found += [st for st in self.stats().values() if st.pgrp in extra and not st.kthread]
         return self._examine(found, deep=False)
+
+    def _new_members(self) -> list[int]:
+        """Pids started since the last full scan that belong to a chosen
+        group and are not yet among its members."""
+        out = []
+        for name in self.table.listdir_proc():
+            pid = int(name)
+            if pid in self._prev or pid in self._born:
+                continue
+            raw = self.table.read(pid, "stat")
+            st = None if raw is None else parse_stat(pid, raw.decode("utf-8", "replace"))
+            if st is None or st.kthread:
+                continue
+            self._born[pid] = st.pgrp
+            members = self._chosen.get(st.pgrp)
+            if members is not None and len(members) < _MAX_GROUP:
+                out.append(pid)
+        return out
 
     def _examine(self, members: list[ProcStat], *, deep: bool) -> list[ProcEvidence]:
         sockets: dict[int, str] | None = None

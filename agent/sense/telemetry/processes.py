@@ -213,6 +213,13 @@ class ProcTable:
         finally:
             os.close(fd)
 
+    def listdir_proc(self) -> list[str]:
+        """The pids now, as the names of /proc's numbered entries."""
+        try:
+            return [n for n in os.listdir(self.base) if n.isdigit()]
+        except OSError:
+            return []
+
     def listdir(self, pid: int, name: str) -> list[str]:
         try:
             return os.listdir(f"{self.base}/{pid}/{name}")
@@ -238,15 +245,10 @@ class ProcTable:
             self._served.add(reader)
             return self._stats
         stats: dict[int, bytes] = {}
-        try:
-            names = os.listdir(self.base)
-        except OSError:
-            names = []
-        for name in names:
-            if name.isdigit():
-                text = self.read(name, "stat")
-                if text is not None:
-                    stats[int(name)] = text
+        for name in self.listdir_proc():
+            text = self.read(name, "stat")
+            if text is not None:
+                stats[int(name)] = text
         self._stats = stats
         self._texts = {}
         self._served = {reader}
