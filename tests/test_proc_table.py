@@ -8,11 +8,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_proc_evidence import TORCH_MAPS, Tree, stat_line
 
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.telemetry.proc_evidence import ProcessScanner
 from hosttune.agent.sense.telemetry.processes import ProcTable, find_ai_processes
+from tests.test_proc_evidence import TORCH_MAPS, Tree, stat_line
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TREES = [FIXTURES / "telemetry" / "two-node",

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_proc_evidence import TORCH_MAPS, stat_line
 
 from hosttune.agent.sense.host import Host
 from hosttune.agent.service import recommend
 from hosttune.agent.service.daemon.host_access import HostTools
 from hosttune.agent.service.render.status import roles_lines, status_lines
 from hosttune.models.roles import ROLES
+from tests.test_proc_evidence import TORCH_MAPS, stat_line
 
 TELEMETRY = Path(__file__).parent / "fixtures" / "telemetry" / "vm-2cpu"
 

@@ -401,11 +401,11 @@ def inspect_process(host: Host, pid: int, *, scan_fds: bool, hz: int,
 
     try:
         status_text = host.read_text(f"{base}/status")
-        stat = host.read_text(f"{base}/stat")
+        stat_text = host.read_text(f"{base}/stat")
     except HosttuneError:
         return None  # it vanished between the reads
     return _ai_process(host, pid, argv=argv, reasons=reasons, devices=devices,
-                       status_text=status_text, stat=stat,
+                       status_text=status_text, stat=stat_text,
                        rollup=host.read_optional(f"{base}/smaps_rollup"), hz=hz)
 
 
