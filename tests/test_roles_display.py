@@ -117,3 +117,21 @@ def _empty() -> Any:
     from hosttune.models.recommender import Recommendations
 
     return Recommendations(workload="unknown")
+
+
+def test_metrics_count_ai_processes_by_their_jobs_role() -> None:
+    from hosttune.agent.sense.sample import AIProcess
+    from hosttune.agent.service.daemon.handlers import _roles_by_process
+
+    def proc(pid: int) -> AIProcess:
+        return AIProcess(pid=pid, comm="python", cmdline="python", reasons=(), cpus=(),
+                         rss_bytes=0, numa_pages={}, accel_devices=(), cpu_seconds=0.0)
+
+    roles = {"verdict": {"roles": [
+        {"pids": [10, 11], "role": "training"},
+        {"pids": [20], "role": "unknown"},  # not a series of its own
+    ]}}
+    procs = [proc(10), proc(11), proc(20), proc(30)]
+    assert _roles_by_process(procs, roles, "unassigned") == {"training": 2, "unassigned": 2}
+    assert _roles_by_process(procs, None, "unassigned") == {"unassigned": 4}
+    assert _roles_by_process([], roles, "unassigned") == {}
