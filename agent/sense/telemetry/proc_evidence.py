@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import re
 import resource
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from hosttune.agent.sense.host import Host
+from hosttune.agent.sense.telemetry.cpu import clock_ticks
 from hosttune.agent.sense.telemetry.processes import (
     FRAMEWORKS,
     ProcTable,
@@ -47,6 +49,7 @@ _ACCEL_DEV = re.compile(
 _TOP_CPU = 6  # process groups of this many busiest processes are examined
 _MAX_GROUP = 64  # members examined per process group
 _MAX_FDS = 512
+_MIN_TOP_CORES = 0.01
 
 
 @dataclass
@@ -174,6 +177,7 @@ class ProcessScanner:
         # are read at every 4th full scan only.
         self.rollup_every = 1 if self.full_every == 1 else 4
         self._full_scans = 0
+        self._full_at: float | None = None  # monotonic time of the last full scan
         self._chosen: dict[int, list[int]] = {}  # pgrp -> member pids at the last full scan
         self._prev: dict[int, ProcStat] = {}
         self._raw: dict[int, bytes] = {}  # pid -> its stat line of the last full scan
@@ -234,7 +238,14 @@ class ProcessScanner:
             if self._ai_static(st):
                 chosen.add(st.pgrp)
         busy.sort(reverse=True)
-        chosen.update(stats[pid].pgrp for ticks, pid in busy[: self.top_cpu] if ticks > 0)
+        # A group is among the top consumers only with at least 1 % of a CPU
+        # since the last full scan: an idle daemon's stray ticks cannot make
+        # a job active (0.05 cores), and each candidate is read at every scan.
+        now = time.monotonic()
+        least = 1 if self._full_at is None else max(
+            1, int(_MIN_TOP_CORES * (now - self._full_at) * clock_ticks()))
+        self._full_at = now
+        chosen.update(stats[pid].pgrp for ticks, pid in busy[: self.top_cpu] if ticks >= least)
         self._prev = {pid: st for pid, st in stats.items() if not st.kthread}
         self._born = {}
         members = {pgrp: sorted(groups.get(pgrp, []), key=lambda s: s.pid)[:_MAX_GROUP]
