@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hosttune.agent.sense.host import Host
-from hosttune.agent.sense.telemetry.proc_evidence import ProcessScanner
+from hosttune.agent.sense.telemetry.proc_evidence import PF_KTHREAD, ProcessScanner
 from hosttune.agent.sense.telemetry.processes import ProcTable, find_ai_processes
 from tests.test_proc_evidence import TORCH_MAPS, Tree, stat_line
 
@@ -112,10 +112,12 @@ def test_a_partial_scan_sees_a_new_member_of_a_chosen_job(tmp_path: Path) -> Non
     t.proc(101, "python", maps=TORCH_MAPS, io={"rchar": 1}, utime=50, pgrp=100, ppid=100,
            start=2000)
     t.proc(300, "bash", utime=90, start=2000)
+    t.proc(400, "kworker/0:2", cmdline="", flags=PF_KTHREAD, start=2000)
     clock.now += 5
     seen = sc.scan()  # partial: no pass over every pid
     assert table.passes == 1
     assert sorted(e.stat.pid for e in seen) == [100, 101]
     clock.now += 5
     assert sorted(e.stat.pid for e in sc.scan()) == [100, 101]
-    assert sc._born == {101: 100, 300: 300}  # each new pid's stat read once
+    # each new pid's stat read once, a kernel thread's too (-1: no job)
+    assert sc._born == {101: 100, 300: 300, 400: -1}

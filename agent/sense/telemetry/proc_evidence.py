@@ -200,7 +200,7 @@ class ProcessScanner:
     def stats(self) -> dict[int, ProcStat]:
         """/proc/PID/stat of every live pid."""
         out: dict[int, ProcStat] = {}
-        self._raw = self.table.stat_pass(self)
+        self._raw = dict(self.table.stat_pass(self))
         for pid, raw in self._raw.items():
             st = parse_stat(pid, raw.decode("utf-8", "replace"))
             if st is not None:
@@ -286,13 +286,14 @@ class ProcessScanner:
         out = []
         for name in self.table.listdir_proc():
             pid = int(name)
-            if pid in self._prev or pid in self._born:
+            # _raw: every pid of the last full pass, kernel threads included
+            if pid in self._raw or pid in self._born:
                 continue
             raw = self.table.read(pid, "stat")
             st = None if raw is None else parse_stat(pid, raw.decode("utf-8", "replace"))
+            self._born[pid] = -1 if st is None or st.kthread else st.pgrp
             if st is None or st.kthread:
                 continue
-            self._born[pid] = st.pgrp
             members = self._chosen.get(st.pgrp)
             if members is not None and len(members) < _MAX_GROUP:
                 out.append(pid)
