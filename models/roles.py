@@ -30,7 +30,7 @@ from typing import Any
 ROLES = ("training", "inference_serving", "batch_inference", "data_preparation",
          "checkpoint_io", "background")
 AI_ROLES = frozenset(ROLES[:-1])
-ROLE_FEATURE_VERSION = 1
+ROLE_FEATURE_VERSION = 2
 
 FRAMEWORK_FLAGS = ("torch", "tensorflow", "jax", "onnxruntime", "vllm", "triton",
                    "collective", "cann", "cuda", "sklearn", "numpy")
@@ -155,7 +155,7 @@ _COMPUTED = (
 # 0.70 with, extra trees on the same data).
 _PROGRAM_SHAPED = frozenset(("log_rss_mib", "log_threads", "log_procs", "log_fd_regular",
                              "log_fd_pipe", "log_fd_device", "log_fd_socket"))
-_NOT_YET = frozenset(("log_births_per_s", "child_cpu_frac", "pipe_proc_frac", "log_out_in"))
+_NOT_YET = frozenset(("log_births_per_s", "child_cpu_frac", "pipe_proc_frac", ))
 FEATURES = tuple(n for n in _COMPUTED if n not in _PROGRAM_SHAPED | _NOT_YET)
 COMPUTED = _COMPUTED
 
@@ -420,7 +420,7 @@ def subsample(scans: Sequence[Scan], interval: float) -> list[Scan]:
 def shipped_role_model() -> str:
     from pathlib import Path
 
-    return str(Path(__file__).parent / "artifacts" / "roles-v1.npz")
+    return str(Path(__file__).parent / "artifacts" / "roles-v2.npz")
 
 
 class RoleModel:
