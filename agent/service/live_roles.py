@@ -17,6 +17,7 @@ from hosttune.agent.sense.telemetry.proc_evidence import (
     host_cpu,
     uptime,
 )
+from hosttune.agent.sense.telemetry.processes import ProcTable
 from hosttune.models.roles import HostVerdict, RoleModel, Scan
 
 
@@ -39,9 +40,10 @@ class RoleWatch:
     over those of a window. The role model loads at the first verdict; when
     it cannot, `problem` says why and `verdict` answers None."""
 
-    def __init__(self, host: Host, *, full_every: int = 1, keep: int = 64) -> None:
+    def __init__(self, host: Host, *, full_every: int = 1, keep: int = 64,
+                 table: ProcTable | None = None) -> None:
         self.host = host
-        self.scanner = ProcessScanner(host, full_every=full_every)
+        self.scanner = ProcessScanner(host, full_every=full_every, table=table)
         self.scans: collections.deque[Scan] = collections.deque(maxlen=keep)
         self.problem: str | None = None
         self._model: RoleModel | None = None

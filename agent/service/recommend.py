@@ -33,10 +33,13 @@ class RecommendReport:
     recommendations: Recommendations
     plan_yaml: str
     notes: list[str] = field(default_factory=list)
+    # the per-process roles behind the class (render.roles.verdict_dict), when known
+    roles: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = self.recommendations.to_dict()
         data["classified"] = self.how_classified
+        data["roles"] = self.roles
         data["notes"] = self.notes + data["notes"]
         data["plan"] = self.plan_yaml
         return data
@@ -44,6 +47,10 @@ class RecommendReport:
     def render(self, *, explain: bool) -> list[str]:
         recs = self.recommendations
         lines = [f"workload: {self.workload} ({self.how_classified})"]
+        if self.roles is not None:
+            from hosttune.agent.service.render.roles import verdict_lines
+
+            lines += ["  " + line for line in verdict_lines(self.roles)]
         if not recs.changes:
             lines.append("no changes recommended")
         else:
@@ -84,50 +91,85 @@ def daemon_workload() -> tuple[str | None, str]:
     """The class a running hosttuned believes in: it has watched the host for
     several windows with hysteresis, which a few seconds here cannot match.
     None (and why, or "" when no daemon answers) when it has no settled class."""
+    label, how, _ = _daemon_answer()
+    return label, how
+
+
+def _daemon_answer() -> tuple[str | None, str, dict[str, Any] | None]:
+    """daemon_workload, and the roles of the daemon's last window (JSON)."""
     try:
         status = DaemonClient(timeout=2.0).request("status")
     except (DaemonUnavailable, DaemonError, PermissionRefused):
-        return None, ""
+        return None, "", None
     workload = status.get("workload") if isinstance(status, dict) else None
     if not isinstance(workload, dict):
-        return None, ""
+        return None, "", None
+    roles = status.get("roles")
+    verdict = roles.get("verdict") if isinstance(roles, dict) else None
+    verdict = verdict if isinstance(verdict, dict) else None
     label = workload.get("label")
     if not isinstance(label, str) or label == "unknown":
-        return None, "hosttuned has not settled on a workload class yet"
+        return None, "hosttuned has not settled on a workload class yet", verdict
     confidence = workload.get("confidence")
     conf = f", confidence {confidence:.2f}" if isinstance(confidence, (int, float)) else ""
     since = workload.get("since")
     held = ""
     if isinstance(since, (int, float)) and since > 0:
         held = f", held since {time.strftime('%H:%M:%S', time.localtime(since))}"
-    return label, f"classified by hosttuned over its windows{conf}{held}"
+    return label, f"classified by hosttuned over its windows{conf}{held}", verdict
 
 
 def classify(host: Host, window: float) -> tuple[str | None, str]:
-    """The running daemon's settled class, else the shipped classifier's
-    answer on a window of live telemetry, or None and why there is none."""
+    """The running daemon's settled class, else the answer on a window of
+    live telemetry, or None and why there is none (see classify_with_roles)."""
+    label, how, _ = classify_with_roles(host, window)
+    return label, how
+
+
+def classify_with_roles(host: Host, window: float
+                        ) -> tuple[str | None, str, dict[str, Any] | None]:
+    """The running daemon's settled class, else the class composed from the
+    roles of the processes (scanned with every sample of a window of live
+    telemetry), else the shipped host-aggregate classifier's answer on that
+    window; None and why when there is none. The third item is the roles
+    behind the answer (render.roles.verdict_dict), when known."""
     if not host.is_live:
-        return None, "a captured host tree has no live telemetry to classify"
-    label, how = daemon_workload()
+        return None, "a captured host tree has no live telemetry to classify", None
+    label, how, daemon_roles = _daemon_answer()
     if label is not None:
-        return label, how
+        return label, how, daemon_roles
     # numpy (60 ms, 17 MB) comes with these: the daemon, which always passes
     # its workload, never classifies here.
+    from hosttune.agent.service.live_roles import RoleWatch
+    from hosttune.agent.service.render.roles import verdict_dict
     from hosttune.models import classifier, features, recognise
 
+    watch = RoleWatch(host)
     try:
         model = classifier.load()
-        # one sample a second, and the classifier needs MIN_ROWS of them
+        # one sample a second, and the classifier needs MIN_ROWS of them; the
+        # processes are scanned with every sample
         seconds = max(window, float(features.MIN_ROWS) + 1.0)
-        columns, matrix = live_window(seconds, 1.0)
+        watch.scan()
+        columns, matrix = live_window(seconds, 1.0, progress=lambda _t: watch.scan())
         pred = recognise.classify_rows(model, columns, matrix)
     except HosttuneError as exc:
-        return None, f"the workload model could not classify: {exc}"
+        return None, f"the workload model could not classify: {exc}", None
+    aggregate = f"host aggregates: {pred.label} {pred.confidence:.2f}"
+    verdict = watch.verdict()
+    if verdict is not None:
+        roles = verdict_dict(verdict, active_only=True)
+        if verdict.label == "unknown":
+            return None, (f"the role model is unsure: {verdict.reason} ({aggregate})"), roles
+        return verdict.label, (f"classified from its processes' roles, confidence "
+                               f"{verdict.confidence:.2f}: {verdict.reason} ({aggregate})"), roles
     label = str(pred.label)
+    why_not = f"; no per-process roles: {watch.problem}" if watch.problem else ""
     if label == str(classifier.UNKNOWN):
         return None, (f"the workload model is unsure (best guess {pred.best} at "
-                      f"{pred.confidence:.2f}, below its threshold)")
-    return label, f"classified by the shipped model, confidence {pred.confidence:.2f}"
+                      f"{pred.confidence:.2f}, below its threshold){why_not}"), None
+    return label, (f"classified by the shipped model, confidence {pred.confidence:.2f}"
+                   f"{why_not}"), None
 
 
 def run_recommend(host: Host, *, workload: str | None, window: float = 1.0,
@@ -140,13 +182,14 @@ def run_recommend(host: Host, *, workload: str | None, window: float = 1.0,
     run time (the daemon's pass met a seccomp filter), so the plan falls back."""
     priors = load_priors()
     notes: list[str] = []
+    roles = None
     if workload is not None:
         if workload not in priors.classes:
             raise ConfigError(f"unknown workload class {workload!r} "
                               f"(one of {', '.join(priors.classes)})", key="--workload")
         how = "given with --workload"
     else:
-        label, how = classify(host, window)
+        label, how, roles = classify_with_roles(host, window)
         if label is None:
             notes.append(f"{how}: using the 'unknown' priors; give --workload CLASS "
                          "for class-specific advice")
@@ -176,4 +219,4 @@ def run_recommend(host: Host, *, workload: str | None, window: float = 1.0,
     recs = recommend(state, priors=priors, learned=learned)
     plan = to_plan(recs)
     return RecommendReport(workload=workload, how_classified=how, recommendations=recs,
-                           plan_yaml=plan.to_yaml(), notes=notes)
+                           plan_yaml=plan.to_yaml(), notes=notes, roles=roles)

@@ -101,6 +101,20 @@ PLAN: tuple[tuple[str, str, dict[str, Any], bool], ...] = (
     ("web-b", "web_static", {"rate": 200}, True),
     ("idle-hb-a", "idle", {"heartbeat": 1}, False),
     ("idle-hb-b", "idle", {"heartbeat": 5}, True),
+    # added in the second session for the weak classes (data preparation,
+    # background): different tools and libraries, not parameter sweeps
+    ("prep-tok-a", "prep_tokens", {}, False),
+    ("prep-tok-b", "prep_tokens", {"chunk-kb": 64, "lines": 20000}, True),
+    ("prep-feat-a", "prep_features", {}, False),
+    ("prep-feat-b", "prep_features", {"bands": 40, "seconds-audio": 10}, True),
+    ("prep-jsonl-a", "prep_jsonl", {}, False),
+    ("prep-jsonl-b", "prep_jsonl", {"files": 3, "lines": 30000}, True),
+    ("bg-sqlite-a", "bg_sqlite", {}, False),
+    ("bg-sqlite-b", "bg_sqlite", {"batch": 500, "queries": 200}, True),
+    ("bg-logrot-a", "bg_logrotate", {}, False),
+    ("bg-logrot-b", "bg_logrotate", {"tool": "bzip2", "rotate-mb": 4}, True),
+    ("bg-scan-a", "bg_scan", {}, False),
+    ("bg-scan-b", "bg_scan", {"files": 300, "size-kb": 1024}, True),
 )
 
 

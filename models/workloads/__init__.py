@@ -27,6 +27,12 @@ and intensity. Those that need PyTorch say so when it is absent
 | `ckpt_shards` | checkpoint_io | threaded shard files with fdatasync |
 | `burn` | background | pure-Python CPU stress processes |
 | `web_static` | background | a static-file HTTP server |
+| `prep_tokens` | data_preparation | regex word split, vocabulary ids, uint32 shards (numpy) |
+| `prep_features` | data_preparation | STFT features of signal files (scipy), float16 shards |
+| `prep_jsonl` | data_preparation | zstd -dc / jq / shuf / split into zstd shards |
+| `bg_sqlite` | background | an SQLite database in WAL mode: inserts, updates, range queries |
+| `bg_logrotate` | background | appending logs, rotated and compressed with xz/bzip2, sha256sum |
+| `bg_scan` | background | find / xargs md5sum / sort / comm integrity passes over a tree |
 
 The serving programs' clients run in a session of their own, as remote
 clients would be.
@@ -58,4 +64,11 @@ LABELS: dict[str, str] = {
     "ckpt_shards": "checkpoint_io",
     "burn": "background",
     "web_static": "background",
+    # programs added for the weak classes of the role model (issue 15)
+    "prep_tokens": "data_preparation",
+    "prep_features": "data_preparation",
+    "prep_jsonl": "data_preparation",
+    "bg_sqlite": "background",
+    "bg_logrotate": "background",
+    "bg_scan": "background",
 }

@@ -6,9 +6,9 @@ the CPU counters, threads, RSS, parent, process group and start time) and
 keeps the expensive reads (status, io, smaps_rollup, fd links, maps) for
 the candidates:
 - the members of a process group that has an AI framework or runtime
-  mapped (checked once per process lifetime in /proc/PID/maps, and again
-  when its RSS has grown a lot: a framework imported late grows the
-  process), an accelerator device open, or a launcher on its command line;
+  mapped (/proc/PID/maps, read again only when the process's virtual size
+  changed: a framework imported late maps new files), or a launcher on its
+  command line;
 - the process groups of the top CPU consumers since the previous scan.
 
 A process is known by (pid, start time): a reused pid is another process.
@@ -25,30 +25,21 @@ from __future__ import annotations
 
 import re
 import resource
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from hosttune.agent.sense.errors import HosttuneError
 from hosttune.agent.sense.host import Host
-from hosttune.agent.sense.telemetry.processes import cmdline_reasons
+from hosttune.agent.sense.telemetry.cpu import clock_ticks
+from hosttune.agent.sense.telemetry.processes import (
+    FRAMEWORKS,
+    ProcTable,
+    cmdline_reasons,
+)
 
 PF_KTHREAD = 0x00200000
 _PAGE = resource.getpagesize()
 
-# frameworks and runtimes by a path fragment of a mapped file
-FRAMEWORKS: dict[str, re.Pattern[bytes]] = {
-    "torch": re.compile(rb"/lib(?:torch|c10)[\w.+-]*\.so"),
-    "tensorflow": re.compile(rb"/(?:libtensorflow|_pywrap_tensorflow)[\w.+-]*\.so"),
-    "jax": re.compile(rb"/(?:xla_extension|libjax|jaxlib/)[\w./+-]*\.so"),
-    "onnxruntime": re.compile(rb"/libonnxruntime[\w.+-]*\.so|/onnxruntime_pybind"),
-    "vllm": re.compile(rb"/vllm/[\w./+-]*\.so"),
-    "triton": re.compile(rb"/libtriton[\w.+-]*\.so|/triton/_C/"),
-    "collective": re.compile(rb"/lib(?:nccl|rccl|hccl)[\w.+-]*\.so"),
-    "cann": re.compile(rb"/lib(?:ascendcl|ge_runner|graph|acl_)[\w.+-]*\.so"),
-    "cuda": re.compile(rb"/lib(?:cudart|cuda|cublas|cudnn|amdhip64)[\w.+-]*\.so"),
-    "sklearn": re.compile(rb"/sklearn/[\w./+-]*\.so"),
-    "numpy": re.compile(rb"/numpy/(?:_?core)/_multiarray_umath[\w.+-]*\.so"),
-}
 # the frameworks that make a process an AI candidate on their own
 AI_FRAMEWORKS = frozenset(FRAMEWORKS) - {"numpy"}
 _ACCEL_DEV = re.compile(
@@ -58,8 +49,7 @@ _ACCEL_DEV = re.compile(
 _TOP_CPU = 6  # process groups of this many busiest processes are examined
 _MAX_GROUP = 64  # members examined per process group
 _MAX_FDS = 512
-_RESCAN_GROWTH = 16 << 20  # re-read maps after the RSS grew this much
-_REFRESH = 6  # full scans between re-reads of a candidate's maps
+_MIN_TOP_CORES = 0.01
 
 
 @dataclass
@@ -162,21 +152,24 @@ def parse_net_sockets(text: str) -> dict[int, str]:
     return out
 
 
-def frameworks_of(maps: bytes) -> tuple[str, ...]:
-    return tuple(name for name, pattern in FRAMEWORKS.items() if pattern.search(maps))
-
-
 class ProcessScanner:
     """Successive scans of one host; remembers per process what need not be
-    read again (its frameworks, command line) until it exits."""
+    read again (its command line until it exits; what its maps held, in the
+    ProcTable, until its virtual size changes)."""
 
-    def __init__(self, host: Host, *, top_cpu: int = _TOP_CPU, full_every: int = 1) -> None:
+    def __init__(self, host: Host, *, top_cpu: int = _TOP_CPU, full_every: int = 1,
+                 table: ProcTable | None = None) -> None:
         self.host = host
+        # The daemon passes the sampler's table: a sample on which both scan
+        # reads the pid list, the stat lines and maps once (see ProcTable).
+        self.table = table if table is not None else ProcTable(host)
         self.top_cpu = top_cpu
         # Reading every pid's stat is most of a scan's cost on a host with
         # hundreds of processes: with full_every N, only every Nth scan does
         # (and picks the candidates); the scans between read the chosen
-        # groups' members alone.
+        # groups' members alone. A pass another reader just took (the
+        # sampler's process scan in the same sample) is free: a full scan
+        # then whatever the count.
         self.full_every = max(1, full_every)
         # smaps_rollup walks a process's whole address space (~4 ms for a
         # large PyTorch process) and the TCP tables list every socket of the
@@ -184,11 +177,14 @@ class ProcessScanner:
         # are read at every 4th full scan only.
         self.rollup_every = 1 if self.full_every == 1 else 4
         self._full_scans = 0
+        self._full_at: float | None = None  # monotonic time of the last full scan
         self._chosen: dict[int, list[int]] = {}  # pgrp -> member pids at the last full scan
         self._prev: dict[int, ProcStat] = {}
-        # (pid, start) -> (frameworks, rss when maps was read, cmdline, hints)
-        self._known: dict[tuple[int, int],
-                          tuple[tuple[str, ...], int, str, tuple[str, ...], int]] = {}
+        self._raw: dict[int, bytes] = {}  # pid -> its stat line of the last full scan
+        # pids new since the last full scan -> their process group
+        self._born: dict[int, int] = {}
+        # (pid, start) -> (command line, launcher hints): read once per process
+        self._known: dict[tuple[int, int], tuple[str, tuple[str, ...]]] = {}
         self._scans = 0
         # (pid, start) -> (socket inodes at the last scan, distinct ones seen so far)
         self._socks: dict[tuple[int, int], tuple[frozenset[int], int]] = {}
@@ -196,16 +192,17 @@ class ProcessScanner:
         # fds by kind, listening, connected, socket inodes), carried over
         self._deep: dict[tuple[int, int],
                          tuple[int, dict[str, int], int, int, frozenset[int]]] = {}
+        # (pid, start) -> anonymous share of its RSS at the last status read
+        self._split: dict[tuple[int, int], float] = {}
+        # (pid, start) -> the fd names of the last full scan, their kinds
+        self._fdnames: dict[tuple[int, int], tuple[frozenset[str], dict[str, int]]] = {}
 
     def stats(self) -> dict[int, ProcStat]:
         """/proc/PID/stat of every live pid."""
         out: dict[int, ProcStat] = {}
-        for pid in self.host.pids():
-            try:
-                text = self.host.read_text(f"/proc/{pid}/stat")
-            except HosttuneError:
-                continue  # exited since the listing
-            st = parse_stat(pid, text)
+        self._raw = dict(self.table.stat_pass(self))
+        for pid, raw in self._raw.items():
+            st = parse_stat(pid, raw.decode("utf-8", "replace"))
             if st is not None:
                 out[pid] = st
         return out
@@ -214,11 +211,12 @@ class ProcessScanner:
         """The candidates' evidence now (see the module docstring), plus the
         process groups in `watch` whatever they do."""
         self._scans += 1
-        if (self._scans - 1) % self.full_every and self._chosen:
+        if (self._scans - 1) % self.full_every and self._chosen \
+                and not self.table.has_fresh_pass(self):
             return self._partial(watch)
         stats = self.stats()
         live = {(s.pid, s.start) for s in stats.values()}
-        for cache in (self._known, self._socks, self._deep):
+        for cache in (self._known, self._socks, self._deep, self._fdnames, self._split):
             for gone in [k for k in cache if k not in live]:
                 del cache[gone]
         groups: dict[int, list[ProcStat]] = {}
@@ -240,8 +238,16 @@ class ProcessScanner:
             if self._ai_static(st):
                 chosen.add(st.pgrp)
         busy.sort(reverse=True)
-        chosen.update(stats[pid].pgrp for ticks, pid in busy[: self.top_cpu] if ticks > 0)
+        # A group is among the top consumers only with at least 1 % of a CPU
+        # since the last full scan: an idle daemon's stray ticks cannot make
+        # a job active (0.05 cores), and each candidate is read at every scan.
+        now = time.monotonic()
+        least = 1 if self._full_at is None else max(
+            1, int(_MIN_TOP_CORES * (now - self._full_at) * clock_ticks()))
+        self._full_at = now
+        chosen.update(stats[pid].pgrp for ticks, pid in busy[: self.top_cpu] if ticks >= least)
         self._prev = {pid: st for pid, st in stats.items() if not st.kthread}
+        self._born = {}
         members = {pgrp: sorted(groups.get(pgrp, []), key=lambda s: s.pid)[:_MAX_GROUP]
                    for pgrp in sorted(chosen)}
         self._chosen = {g: [st.pid for st in m] for g, m in members.items()}
@@ -253,19 +259,45 @@ class ProcessScanner:
         return self.rollup_every == 1 or self._full_scans % self.rollup_every == 1
 
     def _partial(self, watch: Iterable[int]) -> list[ProcEvidence]:
-        """A scan between full ones: the chosen groups' known members only."""
+        """A scan between full ones: the chosen groups' members, those of the
+        last full scan and any started since (a pipeline's next stage, a new
+        loader worker: the recordings the model learnt from see them at
+        once). A pid new since the last full scan has its stat read once to
+        learn its group; only the chosen groups' are read again."""
         found: list[ProcStat] = []
+        for pid in self._new_members():
+            self._chosen[self._born[pid]].append(pid)
         for pid in sorted({p for m in self._chosen.values() for p in m}):
-            try:
-                st = parse_stat(pid, self.host.read_text(f"/proc/{pid}/stat"))
-            except HosttuneError:
+            raw = self.table.read(pid, "stat")
+            if raw is None:
                 continue  # exited
+            st = parse_stat(pid, raw.decode("utf-8", "replace"))
             if st is not None and st.pgrp in self._chosen:
+                self._raw[pid] = raw
                 found.append(st)
         extra = set(watch) - set(self._chosen)
         if extra:  # a watched group not seen at the last full scan
             found += [st for st in self.stats().values() if st.pgrp in extra and not st.kthread]
         return self._examine(found, deep=False)
+
+    def _new_members(self) -> list[int]:
+        """Pids started since the last full scan that belong to a chosen
+        group and are not yet among its members."""
+        out = []
+        for name in self.table.listdir_proc():
+            pid = int(name)
+            # _raw: every pid of the last full pass, kernel threads included
+            if pid in self._raw or pid in self._born:
+                continue
+            raw = self.table.read(pid, "stat")
+            st = None if raw is None else parse_stat(pid, raw.decode("utf-8", "replace"))
+            self._born[pid] = -1 if st is None or st.kthread else st.pgrp
+            if st is None or st.kthread:
+                continue
+            members = self._chosen.get(st.pgrp)
+            if members is not None and len(members) < _MAX_GROUP:
+                out.append(pid)
+        return out
 
     def _examine(self, members: list[ProcStat], *, deep: bool) -> list[ProcEvidence]:
         sockets: dict[int, str] | None = None
@@ -296,35 +328,24 @@ class ProcessScanner:
             out.append(ev)
         return out
 
-    def _ai_static(self, st: ProcStat, *, candidate: bool = False) -> bool:
+    def _ai_static(self, st: ProcStat) -> bool:
         """Whether the process has an AI framework mapped or a launcher on its
-        command line. Cached per process; maps is read again after the RSS
-        grew a lot (a framework imported late grows the process) and, for a
-        candidate, every `_REFRESH` scans."""
+        command line."""
+        return bool(AI_FRAMEWORKS.intersection(self._frameworks(st)) or self._hints(st)[1])
+
+    def _frameworks(self, st: ProcStat) -> tuple[str, ...]:
+        info = self.table.maps_info(st.pid, self._raw.get(st.pid))
+        return () if info is None else info.frameworks
+
+    def _hints(self, st: ProcStat) -> tuple[str, tuple[str, ...]]:
         key = (st.pid, st.start)
         known = self._known.get(key)
-        stale = known is None or st.rss_bytes - known[1] > _RESCAN_GROWTH or (
-            candidate and self._scans - known[4] >= _REFRESH * self.full_every)
-        if stale:
-            cmdline = known[2] if known else self._cmdline(st.pid)
-            hints = known[3] if known else tuple(
-                h.partition(":")[2] for h in cmdline_reasons(cmdline.split("\0")))
-            try:
-                maps = self.host.read_bytes(f"/proc/{st.pid}/maps")
-            except HosttuneError:
-                maps = b""  # gone, or not ours to read
-            known = (frameworks_of(maps), st.rss_bytes, cmdline.replace("\0", " ").strip(),
-                     hints, self._scans)
-            self._known[key] = known
-        assert known is not None
-        return bool(AI_FRAMEWORKS.intersection(known[0]) or known[3])
-
-    def _cmdline(self, pid: int) -> str:
-        try:
-            raw = self.host.read_bytes(f"/proc/{pid}/cmdline")
-        except HosttuneError:
-            return ""
-        return raw.rstrip(b"\0").decode("utf-8", "replace")
+        if known is None:
+            raw = self.table.read(st.pid, "cmdline") or b""
+            cmdline = raw.rstrip(b"\0").decode("utf-8", "replace")
+            hints = tuple(h.partition(":")[2] for h in cmdline_reasons(cmdline.split("\0")))
+            known = self._known[key] = (cmdline.replace("\0", " ").strip(), hints)
+        return known
 
     def _sockets(self) -> dict[int, str]:
         out: dict[int, str] = {}
@@ -339,40 +360,65 @@ class ProcessScanner:
         counters only (stat, status, io); smaps_rollup (it walks the whole
         address space), the fd links and the socket tables are read at full
         scans and carried over."""
-        base = f"/proc/{st.pid}"
-        if deep:
-            self._ai_static(st, candidate=True)
-        elif (st.pid, st.start) not in self._known:
-            self._ai_static(st)
-        frameworks, _, cmdline, hints, _ = self._known[(st.pid, st.start)]
-        ev = ProcEvidence(stat=st, cmdline=cmdline, hints=hints, frameworks=frameworks)
-        status = self.host.read_optional(f"{base}/status")
-        if status is None:
-            return None  # exited since the stat read
-        ev.rss_anon = _kb_field(status, "RssAnon")
-        ev.rss_file = _kb_field(status, "RssFile") + _kb_field(status, "RssShmem")
+        table = self.table
+        cmdline, hints = self._hints(st)
+        ev = ProcEvidence(stat=st, cmdline=cmdline, hints=hints,
+                          frameworks=self._frameworks(st))
         held = self._deep.get(ev.key)
+        split = self._split.get(ev.key)
+        if deep or split is None:
+            raw_status = table.pass_read(self, st.pid, "status")
+            if raw_status is None:
+                return None  # exited since the stat read
+            status = raw_status.decode("utf-8", "replace")
+            anon = _kb_field(status, "RssAnon")
+            filed = _kb_field(status, "RssFile") + _kb_field(status, "RssShmem")
+            total = anon + filed
+            self._split[ev.key] = anon / total if total else 0.0
+            ev.rss_anon, ev.rss_file = anon, filed
+        else:
+            # Between full scans the anon/file split of the last status read
+            # is applied to the RSS of stat: the split moves slowly, the RSS not.
+            ev.rss_anon = round(st.rss_bytes * split)
+            ev.rss_file = st.rss_bytes - ev.rss_anon
         if deep and (held is None or self._slow_reads_due()):
-            rollup = self.host.read_optional(f"{base}/smaps_rollup")
+            rollup = table.pass_read(self, st.pid, "smaps_rollup")
             if rollup:
-                ev.anon_huge = _kb_field(rollup, "AnonHugePages")
+                ev.anon_huge = _kb_field(rollup.decode("utf-8", "replace"), "AnonHugePages")
         elif held is not None:
             ev.anon_huge = held[0]
-        io_text = self.host.read_optional(f"{base}/io")
-        if io_text is None:
+        io_raw = table.read(st.pid, "io")
+        if io_raw is None:
             ev.readable = False
         else:
-            io = parse_io(io_text)
+            io = parse_io(io_raw.decode("utf-8", "replace"))
             ev.read_bytes, ev.write_bytes = io.get("read_bytes", 0), io.get("write_bytes", 0)
             ev.rchar, ev.wchar = io.get("rchar", 0), io.get("wchar", 0)
             ev.syscr, ev.syscw = io.get("syscr", 0), io.get("syscw", 0)
         if not deep:
             return ev
-        fds = self.host.listdir_optional(f"{base}/fd")
+        names = frozenset(table.listdir(st.pid, "fd"))
+        last = self._fdnames.get(ev.key)
+        if last is not None and last[0] == names and "socket" not in last[1]:
+            # the same fd numbers and no socket among them: one readlink per
+            # fd would find the same files (sockets are re-read: a server's
+            # fd numbers come back with new connections, which is its churn)
+            kinds, inodes = dict(last[1]), set[int]()
+        else:
+            kinds, inodes = self._fd_kinds(st.pid, names)
+            self._fdnames[ev.key] = (names, kinds)
+        ev.fds = kinds
+        ev.socket_inodes = frozenset(inodes)
+        before, seen = self._socks.get(ev.key, (frozenset(), 0))
+        ev.sockets_seen = seen + len(ev.socket_inodes - before)
+        self._socks[ev.key] = (ev.socket_inodes, ev.sockets_seen)
+        return ev
+
+    def _fd_kinds(self, pid: int, names: frozenset[str]) -> tuple[dict[str, int], set[int]]:
         kinds: dict[str, int] = {}
         inodes: set[int] = set()
-        for fd in fds[:_MAX_FDS]:
-            target = self.host.readlink(f"{base}/fd/{fd}")
+        for fd in sorted(names, key=lambda n: (len(n), n))[:_MAX_FDS]:
+            target = self.table.readlink(pid, f"fd/{fd}")
             if target is None:
                 continue
             kind = fd_kind(target)
@@ -381,12 +427,7 @@ class ProcessScanner:
                 digits = target[8:-1]
                 if digits.isdigit():
                     inodes.add(int(digits))
-        ev.fds = kinds
-        ev.socket_inodes = frozenset(inodes)
-        before, seen = self._socks.get(ev.key, (frozenset(), 0))
-        ev.sockets_seen = seen + len(ev.socket_inodes - before)
-        self._socks[ev.key] = (ev.socket_inodes, ev.sockets_seen)
-        return ev
+        return kinds, inodes
 
 
 def fd_kind(target: str) -> str:

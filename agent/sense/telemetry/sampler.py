@@ -205,16 +205,19 @@ def open_sampler(
     accelerators: bool = True,
     backends: Sequence[str] | None = None,
     pcie_every: int = 1,
+    find_processes: ProcessFinder = find_ai_processes,
 ) -> Sampler:
     """The sampler of one process (the daemon, a CLI command, a recording):
     every system collector, then the accelerator collector unless
     `accelerators` is False, scanning AI processes every `process_every`-th
     sample (0: never).
 
-    `backends` and `pcie_every` go to AccelCollector (None: automatic choice;
-    pass `backends_from_config(config.backends)`). An accelerator view that
-    cannot start here is left out and said in `sampler.notes`; a system
-    collector that cannot start raises as before."""
+    `find_processes` is the process scan (the daemon's shares one pass over
+    /proc with its role scanner). `backends` and `pcie_every` go to
+    AccelCollector (None: automatic choice; pass
+    `backends_from_config(config.backends)`). An accelerator view that cannot
+    start here is left out and said in `sampler.notes`; a system collector
+    that cannot start raises as before."""
     collectors = system_collectors(host)
     accel = None
     notes = []
@@ -229,7 +232,8 @@ def open_sampler(
             notes.append(f"accelerator telemetry off: {exc}")
         else:
             collectors.append(accel)
-    sampler = Sampler(host, collectors, process_every=process_every)
+    sampler = Sampler(host, collectors, process_every=process_every,
+                      find_processes=find_processes)
     sampler.accel = accel
     sampler.notes = notes
     return sampler

@@ -11,11 +11,12 @@ import os
 import queue
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, wait
 from pathlib import Path
 from typing import Any
 
+from hosttune.agent.sense.sample import AIProcess
 from hosttune.agent.service.control import STATUS_METRICS, Peer, RequestError
 from hosttune.agent.service.daemon.host_access import PartUnavailable
 from hosttune.agent.service.daemon.policy import AutoPolicy, proposal_dict
@@ -211,6 +212,8 @@ class Requests:
                     "last_window": verdict.to_dict() if verdict else None,
                     "candidate": tracker.candidate,
                 },
+                # the per-process roles behind the last window (roles: true)
+                "roles": s.access.roles(),
                 "last_sample": None if sample is None else {
                     "wall": sample.wall, "age_s": round(time.time() - sample.wall, 3),
                     "metrics": metrics, "errors": dict(sample.errors)},
@@ -275,9 +278,10 @@ class Requests:
                 version=self._version, mode=s.config.mode,
                 workload=tracker.stable or UNKNOWN, confidence=tracker.stable_confidence,
                 classes=workload_classes.recommendable(), workload_changes=tracker.changes,
-                # The role model names one role per process; the processes the
-                # sampler finds carry none yet, so they count as unassigned.
-                roles={UNASSIGNED_ROLE: len(processes)} if processes else {},
+                # Each AI process the sampler found, by the role of its job in
+                # the last window (roles: true); a quiet job's, or one the
+                # model could not name, is unassigned.
+                roles=_roles_by_process(processes, s.access.roles(), UNASSIGNED_ROLE),
                 role_names=(*ROLES, UNASSIGNED_ROLE),
                 applies=applies,
                 reverts={"auto": len(policy.reverts), "admin": self._rollbacks},
@@ -310,6 +314,14 @@ class Requests:
             return
         exc = fut.exception()
         self._drift = None if exc is not None else len(fut.result())
+
+
+def _roles_by_process(processes: Sequence[AIProcess], roles: Mapping[str, Any] | None,
+                      unassigned: str) -> dict[str, int]:
+    verdict = (roles or {}).get("verdict") or {}
+    of_pid = {pid: r["role"] for r in verdict.get("roles", []) for pid in r["pids"]
+              if r["role"] in ROLES}
+    return dict(Counter(of_pid.get(p.pid, unassigned) for p in processes))
 
 
 def _bool_arg(args: Mapping[str, Any], name: str) -> bool:

@@ -10,6 +10,7 @@ with a clear error; the daemon keeps sampling and serving either way.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -20,12 +21,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 from hosttune.agent.sense.errors import HosttuneError
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.sample import AIProcess, Sample
+from hosttune.agent.sense.telemetry.processes import ProcTable, find_ai_processes
 from hosttune.agent.sense.telemetry.sampler import open_sampler, rates
 from hosttune.agent.sense.vendors import backends_from_config
 from hosttune.agent.service.live_roles import RoleWatch
+from hosttune.agent.service.render.roles import verdict_dict
 from hosttune.agent.service.tracker import Verdict
 from hosttune.models import classifier, forest
 from hosttune.models.features import MIN_ROWS, lite_window_features, window_features
+from hosttune.models.roles import HostVerdict
 from hosttune.models.trace import trace_row
 from hosttune.tuners.knobs import Plan
 
@@ -101,6 +105,8 @@ class HostAccess(Protocol):
 
     def job_signals(self, pids: Sequence[int]) -> dict[int, dict[str, Any]]: ...
 
+    def roles(self) -> dict[str, Any] | None: ...
+
     def history(self, limit: int) -> list[dict[str, Any]]: ...
 
     def drift(self) -> list[str]: ...
@@ -128,8 +134,14 @@ class HostTools:
         self.host = host
         self.state_dir = state_dir
         self.notes: list[str] = []
+        # One pass over /proc serves the sampler's AI-process scan and the
+        # role scanner on the samples where both run, and maps is re-read
+        # only for a process whose mappings changed (ProcTable).
+        table = ProcTable(host)
         self._sampler = open_sampler(host, backends=backends_from_config(backends),
-                                     pcie_every=pcie_every, process_every=process_every)
+                                     pcie_every=pcie_every, process_every=process_every,
+                                     find_processes=functools.partial(find_ai_processes,
+                                                                      table=table))
         self.notes.extend(self._sampler.notes)
         self._model: Model | None = None
         self._model_error: str | None = None
@@ -138,9 +150,13 @@ class HostTools:
         self._tuners: dict[str, Tuner] | None = None
 
         # Per-process roles: a process scan with every sample (every pid's
-        # stat only at every 6th, the candidates' files at each), judged
-        # with the role model at the end of each window.
-        self._roles = RoleWatch(host, full_every=6) if roles else None
+        # stat only on the samples of the sampler's process scan, sharing
+        # its pass; the candidates' counters at each), judged with the role
+        # model at the end of each window.
+        self._roles = RoleWatch(host, full_every=max(1, process_every),
+                                table=table) if roles else None
+        # the last window's roles, for `hosttune status`: (wall time, verdict)
+        self._last_roles: tuple[float, HostVerdict] | None = None
 
     def prepare(self) -> dict[str, Any]:
         """Load what the loop needs up front (the model: its memory is part of
@@ -151,6 +167,14 @@ class HostTools:
             "geometry": model.geometry}}
         if model is None:
             info["model_error"] = self._model_error
+        if self._roles is not None:
+            # the role forest too (40 ms of CPU to parse), so the first window
+            # is judged as quickly as the next
+            roles = self._roles.model()
+            info["role_model"] = None if roles is None else str(roles.source)
+            if roles is None:
+                info["role_model_error"] = self._roles.problem
+                self.notes.append(f"roles off: {self._roles.problem}")
         return info
 
     # -- sense -----------------------------------------------------------------
@@ -212,6 +236,7 @@ class HostTools:
         roles = None if self._roles is None else self._roles.verdict(since=window[0].monotonic)
         if roles is None:
             return Verdict(pred.label, pred.confidence, top, reason)
+        self._last_roles = (time.time(), roles)
         # The processes' roles decide; the host-aggregate model's answer is
         # kept in the reason for comparison.
         lead = next((r for r in roles.roles if r.role == roles.label), None)
@@ -346,6 +371,18 @@ class HostTools:
                 out[pid] = {"cpu_seconds": parse_stat_cpu_seconds(stat, hz),
                             "at": time.monotonic(),
                             "stall": procmem.cgroup_stall(self.host, pid)}
+        return out
+
+    def roles(self) -> dict[str, Any] | None:
+        """The per-process roles behind the last window's verdict, with their
+        evidence (active jobs only); None when roles are off."""
+        if self._roles is None:
+            return None
+        out: dict[str, Any] = {"problem": self._roles.problem, "at": None, "verdict": None}
+        last = self._last_roles
+        if last is not None:
+            out["at"] = last[0]
+            out["verdict"] = verdict_dict(last[1], active_only=True)
         return out
 
     def history(self, limit: int) -> list[dict[str, Any]]:

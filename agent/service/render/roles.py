@@ -1,15 +1,12 @@
 """Text and JSON of the per-process roles behind a host verdict
-(`hosttune classify`, `status`, `recommend`)."""
+(`hosttune classify`, `status`, `recommend`). The text is made from the
+JSON form, so a verdict that came over the daemon's socket reads the same."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from hosttune.models.roles import HostVerdict, JobRole
-
-# features worth showing beside a role, in this order, when the model cites them
-_SHOWN = {"cpu_cores": "{:.2f} cores", "log_write_bps": "log write B/s {:.1f}",
-          "listening": "{:.0f} listening"}
 
 
 def role_dict(r: JobRole) -> dict[str, Any]:
@@ -24,25 +21,29 @@ def role_dict(r: JobRole) -> dict[str, Any]:
     }
 
 
-def verdict_dict(v: HostVerdict) -> dict[str, Any]:
+def verdict_dict(v: HostVerdict, *, active_only: bool = False) -> dict[str, Any]:
+    """`active_only`: the jobs at work, and how many quiet ones were examined
+    (the daemon's status: a host has dozens of quiet jobs)."""
+    roles = [r for r in v.roles if r.job.active or not active_only]
     return {"label": v.label, "confidence": round(v.confidence, 3), "reason": v.reason,
-            "roles": [role_dict(r) for r in v.roles]}
+            "roles": [role_dict(r) for r in roles],
+            "quiet_jobs": sum(1 for r in v.roles if not r.job.active)}
 
 
-def verdict_lines(v: HostVerdict, limit: int = 8) -> list[str]:
-    lines = [f"from its processes: {v.label} (confidence {v.confidence:.2f}): {v.reason}"]
-    shown = [r for r in v.roles if r.job.active][:limit]
-    for r in shown:
-        d = role_dict(r)
-        fw = f" [{', '.join(d['frameworks'])}]" if d["frameworks"] else ""
-        guess = f" (best guess {r.best})" if r.role != r.best else ""
-        lines.append(f"  pgrp {r.job.pgrp:<7} {r.job.leader[:16]:16} x{len(r.job.pids):<3} "
-                     f"{r.role}{guess} {r.confidence:.2f}  {r.job.cpu_cores:.2f} cores, "
-                     f"{r.job.io_bps / (1 << 20):.1f} MiB/s{fw}")
-        if r.evidence:
+def verdict_lines(v: HostVerdict | dict[str, Any], limit: int = 8) -> list[str]:
+    d = verdict_dict(v) if isinstance(v, HostVerdict) else v
+    lines = [f"from its processes: {d['label']} (confidence {d['confidence']:.2f}): "
+             f"{d['reason']}"]
+    for r in [r for r in d.get("roles", []) if r.get("active")][:limit]:
+        fw = f" [{', '.join(r['frameworks'])}]" if r.get("frameworks") else ""
+        guess = f" (best guess {r['best']})" if r["role"] != r["best"] else ""
+        lines.append(f"  pgrp {r['pgrp']:<7} {str(r['leader'])[:16]:16} x{len(r['pids']):<3} "
+                     f"{r['role']}{guess} {r['confidence']:.2f}  {r['cpu_cores']:.2f} cores, "
+                     f"{r['io_bytes_per_s'] / (1 << 20):.1f} MiB/s{fw}")
+        if r.get("evidence"):
             lines.append("      evidence: " + ", ".join(
-                f"{f}={val:.3g} (+{p:.3f})" for f, val, p in r.evidence))
-    quiet = len([r for r in v.roles if not r.job.active])
+                f"{e['feature']}={e['value']:.3g} (+{e['push']:.3f})" for e in r["evidence"]))
+    quiet = d.get("quiet_jobs", 0)
     if quiet:
         lines.append(f"  ({quiet} quiet job(s) examined, not shown)")
     return lines

@@ -64,6 +64,7 @@ def status_lines(status: dict[str, Any]) -> list[str]:
     last_window = wl.get("last_window")
     if last_window and last_window.get("reason"):
         lines.append(f"  last window: {last_window['label']} ({last_window['reason']})")
+    lines.extend(roles_lines(status.get("roles")))
     sample = status.get("last_sample")
     sampling = status["sampling"]
     if sample:
@@ -126,3 +127,16 @@ def collapse_lines(collapse: dict[str, Any] | None) -> list[str]:
         lines.append(f"  measuring its effect: {collapse['measuring']['windows_left']} "
                      "window(s) left")
     return lines
+
+
+def roles_lines(roles: dict[str, Any] | None) -> list[str]:
+    """The jobs at work in the last window, each with its role and evidence."""
+    if roles is None:
+        return []
+    if roles.get("verdict") is None:
+        why = roles.get("problem") or "no window judged yet"
+        return [f"  per-process roles: none ({why})"]
+    # render.roles: rich-free and small; status stays quick to start
+    from hosttune.agent.service.render.roles import verdict_lines
+
+    return ["  " + line for line in verdict_lines(roles["verdict"])]
