@@ -231,8 +231,8 @@ def test_recommend_workload_option_refuses_a_class_not_in_the_list(tmp_path: Pat
 def test_a_classified_label_not_in_the_list_is_said_not_silently_unknown(
         fixture_hosts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # a site-trained model may know labels hosttune has no priors for
-    monkeypatch.setattr(service_recommend, "classify",
-                        lambda host, window: ("busy", "classified by a site model"))
+    monkeypatch.setattr(service_recommend, "classify_with_roles",
+                        lambda host, window: ("busy", "classified by a site model", None))
     report = run_recommend(Host(fixture_hosts / "this-vm"), workload=None, window=0.1,
                            state_dir=str(tmp_path))
     assert report.workload == "unknown"
