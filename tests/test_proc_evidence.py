@@ -12,13 +12,12 @@ import pytest
 
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.telemetry.proc_evidence import (
-    PF_KTHREAD,
     ProcessScanner,
     evidence_row,
     fd_kind,
     parse_net_sockets,
-    parse_stat,
 )
+from hosttune.agent.sense.telemetry.processes import PF_KTHREAD, parse_stat
 from hosttune.models import roles as R
 
 HZ = 100

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from hosttune.agent.sense.host import Host
-from hosttune.agent.sense.telemetry.proc_evidence import PF_KTHREAD, ProcessScanner
-from hosttune.agent.sense.telemetry.processes import ProcTable, find_ai_processes
+from hosttune.agent.sense.telemetry.proc_evidence import ProcessScanner
+from hosttune.agent.sense.telemetry.processes import PF_KTHREAD, ProcTable, find_ai_processes
 from tests.test_proc_evidence import TORCH_MAPS, Tree, stat_line
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -24,7 +24,6 @@ share one.
 from __future__ import annotations
 
 import re
-import resource
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -33,12 +32,11 @@ from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.telemetry.cpu import clock_ticks
 from hosttune.agent.sense.telemetry.processes import (
     FRAMEWORKS,
+    ProcStat,
     ProcTable,
     cmdline_reasons,
+    parse_stat,
 )
-
-PF_KTHREAD = 0x00200000
-_PAGE = resource.getpagesize()
 
 # the frameworks that make a process an AI candidate on their own
 AI_FRAMEWORKS = frozenset(FRAMEWORKS) - {"numpy"}
@@ -50,24 +48,6 @@ _TOP_CPU = 6  # process groups of this many busiest processes are examined
 _MAX_GROUP = 64  # members examined per process group
 _MAX_FDS = 512
 _MIN_TOP_CORES = 0.01
-
-
-@dataclass
-class ProcStat:
-    """The cheap facts of /proc/PID/stat."""
-
-    pid: int
-    start: int  # clock ticks after boot: with pid, the process's identity
-    comm: str
-    state: str
-    ppid: int
-    pgrp: int
-    utime: int  # clock ticks
-    stime: int
-    children: int  # cutime + cstime: CPU of children it has reaped (a shell's pipelines)
-    threads: int
-    rss_bytes: int
-    kthread: bool
 
 
 @dataclass
@@ -97,27 +77,6 @@ class ProcEvidence:
     @property
     def key(self) -> tuple[int, int]:
         return (self.stat.pid, self.stat.start)
-
-
-def parse_stat(pid: int, text: str) -> ProcStat | None:
-    """/proc/PID/stat; None for a malformed line. The command name may hold
-    spaces and parentheses: fields are counted from its last ')'."""
-    lpar, rpar = text.find("("), text.rfind(")")
-    if lpar < 0 or rpar < lpar:
-        return None
-    f = text[rpar + 1:].split()
-    if len(f) < 22:
-        return None
-    try:
-        return ProcStat(
-            pid=pid, start=int(f[19]), comm=text[lpar + 1:rpar], state=f[0],
-            ppid=int(f[1]), pgrp=int(f[2]), utime=int(f[11]), stime=int(f[12]),
-            children=int(f[13]) + int(f[14]),
-            threads=int(f[17]), rss_bytes=max(0, int(f[21])) * _PAGE,
-            kthread=bool(int(f[6]) & PF_KTHREAD),
-        )
-    except ValueError:
-        return None
 
 
 def parse_io(text: str) -> dict[str, int]:

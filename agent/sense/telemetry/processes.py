@@ -308,6 +308,49 @@ def _open_accel_files(host: Host, pid: int) -> list[str]:
     return sorted(found)
 
 
+PF_KTHREAD = 0x00200000
+_PAGE = resource.getpagesize()
+
+
+@dataclass
+class ProcStat:
+    """The cheap facts of /proc/PID/stat."""
+
+    pid: int
+    start: int  # clock ticks after boot: with pid, the process's identity
+    comm: str
+    state: str
+    ppid: int
+    pgrp: int
+    utime: int  # clock ticks
+    stime: int
+    children: int  # cutime + cstime: CPU of children it has reaped (a shell's pipelines)
+    threads: int
+    rss_bytes: int
+    kthread: bool
+
+
+def parse_stat(pid: int, text: str) -> ProcStat | None:
+    """/proc/PID/stat; None for a malformed line. The command name may hold
+    spaces and parentheses: fields are counted from its last ')'."""
+    lpar, rpar = text.find("("), text.rfind(")")
+    if lpar < 0 or rpar < lpar:
+        return None
+    f = text[rpar + 1:].split()
+    if len(f) < 22:
+        return None
+    try:
+        return ProcStat(
+            pid=pid, start=int(f[19]), comm=text[lpar + 1:rpar], state=f[0],
+            ppid=int(f[1]), pgrp=int(f[2]), utime=int(f[11]), stime=int(f[12]),
+            children=int(f[13]) + int(f[14]),
+            threads=int(f[17]), rss_bytes=max(0, int(f[21])) * _PAGE,
+            kthread=bool(int(f[6]) & PF_KTHREAD),
+        )
+    except ValueError:
+        return None
+
+
 def parse_status(text: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for line in text.splitlines():

@@ -19,7 +19,6 @@ re-read with pread is the cheapest way to a Sample (benchmarks/sample_cost.py).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -37,7 +36,7 @@ from hosttune.agent.sense.telemetry.load import LoadCollector
 from hosttune.agent.sense.telemetry.memory import MemoryCollector, NumaMemoryCollector
 from hosttune.agent.sense.telemetry.network import NetworkCollector
 from hosttune.agent.sense.telemetry.pressure import PressureCollector
-from hosttune.agent.sense.telemetry.processes import find_ai_processes
+from hosttune.agent.sense.telemetry.processes import find_ai_processes, parse_stat
 from hosttune.agent.sense.telemetry.vmstat import VmstatCollector
 
 if TYPE_CHECKING:
@@ -118,7 +117,6 @@ class Sampler:
         self._last_scan: tuple[float, dict[int, float]] | None = None
         self._known_pids: set[int] = set()
         self._young: dict[int, float] = {}  # pid born since a scan -> when first seen
-        self._page_size = os.sysconf("SC_PAGE_SIZE")
         self.early_scans = 0
         # set by open_sampler: the accelerator collector among `collectors`,
         # and what was left out and why ("accelerator telemetry off: ...")
@@ -176,11 +174,9 @@ class Sampler:
             if pid not in pids or now - seen > YOUNG_SECONDS:
                 del self._young[pid]
                 continue
-            stat = self.host.read_optional(f"/proc/{pid}/stat")
-            fields = stat.rsplit(")", 1)[-1].split() if stat else []
-            # field 24 of stat, resident pages (index 21 after the comm)
-            if len(fields) > 21 and fields[21].isdigit() and \
-                    int(fields[21]) * self._page_size >= EARLY_RSS:
+            text = self.host.read_optional(f"/proc/{pid}/stat")
+            stat = parse_stat(pid, text) if text else None
+            if stat is not None and stat.rss_bytes >= EARLY_RSS:
                 del self._young[pid]
                 big = True
         return big
