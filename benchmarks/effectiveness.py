@@ -353,8 +353,8 @@ class JobRun:
     unit: str = ""
     ready_wall: float = 0.0
 
-    def median_from(self, start: float, end: float | None = None) -> float:
-        vals = [r for t, r in self.rates if t >= start and (end is None or t <= end)]
+    def median_from(self, start: float) -> float:
+        vals = [r for t, r in self.rates if t >= start]
         if not vals:
             raise SystemExit(f"effectiveness: the job printed no rate after {start:.0f} s")
         return statistics.median(vals)
