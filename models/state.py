@@ -29,6 +29,9 @@ class ProcessState:
     start_time: str = ""
     # bytes/s it writes to storage, where two looks at it were compared
     write_bytes_rate: float | None = None
+    # minor page faults/s measured since its last collapse pass (None before
+    # one): a job that keeps touching fresh memory page by page
+    fault_rate: float | None = None
 
     @property
     def huge_fraction(self) -> float:

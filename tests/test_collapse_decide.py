@@ -10,7 +10,7 @@ import pytest
 
 from hosttune.agent.sense import procmem
 from hosttune.agent.sense.host import Host
-from hosttune.models.collapse import choose_collapse, why_not
+from hosttune.models.collapse import FAULT_RATE, choose_collapse, new_memory_thp, why_not
 from hosttune.models.recommender import recommend
 from hosttune.models.state import HostState, ProcessState
 from hosttune.tuners.knobs import reach_of
@@ -21,11 +21,12 @@ KNOBS = {"thp:enabled": "madvise", "thp:khugepaged.scan_sleep_millisecs": "10000
 
 
 def torch_job(pid: int = 4242, *, huge: int = 0, anon: int = 2048 * MIB,
-              write_rate: float | None = None) -> ProcessState:
+              write_rate: float | None = None, fault_rate: float | None = None
+              ) -> ProcessState:
     return ProcessState(pid=pid, comm="python3", rss_bytes=anon + 300 * MIB,
                         anon_huge_bytes=huge, anon_bytes=anon, start_time="12345",
                         reasons=("lib:libtorch_cpu.so", "lib:libc10.so"),
-                        write_bytes_rate=write_rate)
+                        write_bytes_rate=write_rate, fault_rate=fault_rate)
 
 
 def numpy_job(pid: int = 777) -> ProcessState:
@@ -158,3 +159,41 @@ def test_a_job_on_a_host_still_called_idle_gets_its_pass() -> None:
     # idle host is seen before the class moves; its own memory decides.
     decision = choose_collapse(state(torch_job(), workload="idle"))
     assert [a.pid for a in decision.actions] == [4242]
+
+
+def test_a_collapsed_job_that_keeps_faulting_gets_thp_always_for_its_new_memory() -> None:
+    job = torch_job(huge=2000 * MIB, write_rate=0.0, fault_rate=16_000.0)
+    advice = new_memory_thp(state(job, workload="unknown"))
+    assert advice.change is not None and advice.blocked is None
+    assert (advice.change.knob, advice.change.before, advice.change.after) == (
+        "thp:enabled", "madvise", "always")
+    assert advice.change.evidence["rule"] == "thp-for-allocating-job"
+    assert "16,000 minor faults/s" in advice.change.reason and "pid 4242" in advice.change.reason
+    assert advice.pids == [(4242, "12345")] and advice.live == [(4242, "12345")]
+
+
+@pytest.mark.parametrize("fault_rate", [None, 0.0, FAULT_RATE - 1])
+def test_a_job_that_holds_still_or_was_not_measured_since_its_pass_gets_nothing(
+        fault_rate: float | None) -> None:
+    advice = new_memory_thp(state(torch_job(huge=2000 * MIB, write_rate=0.0,
+                                            fault_rate=fault_rate)))
+    assert advice.change is None and advice.pids == [] and advice.blocked is None
+
+
+def test_thp_always_is_not_made_beside_a_checkpoint_writer_and_says_so() -> None:
+    job = torch_job(huge=2000 * MIB, write_rate=0.0, fault_rate=16_000.0)
+    writer = torch_job(pid=5151, write_rate=900.0 * MIB)
+    advice = new_memory_thp(state(job, writer))
+    assert advice.change is None and advice.pids == [(4242, "12345")]
+    assert advice.blocked is not None and "pid 5151" in advice.blocked
+    assert advice.blocked.startswith("python3 (pid 5151) writes 900 MiB/s")
+    by_class = new_memory_thp(state(job, workload="checkpoint_io"))
+    assert by_class.change is None and by_class.blocked is not None
+
+
+@pytest.mark.parametrize("mode", ["always", "never"])
+def test_an_administrators_thp_mode_other_than_madvise_is_left_alone(mode: str) -> None:
+    host = state(torch_job(huge=2000 * MIB, write_rate=0.0, fault_rate=16_000.0))
+    host.knobs["thp:enabled"] = mode
+    advice = new_memory_thp(host)
+    assert advice.change is None and advice.pids == [(4242, "12345")]

@@ -33,6 +33,7 @@ from hosttune.agent.service.daemon.loop import Daemon
 from hosttune.agent.service.log import Log
 from hosttune.agent.service.notify import Notifier
 from hosttune.agent.service.tracker import Verdict
+from hosttune.models.collapse import NewMemory
 from hosttune.tuners.knobs import Change, Plan
 
 FIXTURE = Path(__file__).parent / "fixtures" / "telemetry" / "vm-2cpu"
@@ -190,6 +191,9 @@ class FixtureEngine:
         return None  # the fixture world runs no process to collapse
 
     def collapse_status(self) -> dict[str, Any] | None:
+        return None
+
+    def new_memory(self) -> NewMemory | None:
         return None
 
     def roles(self) -> dict[str, Any] | None:

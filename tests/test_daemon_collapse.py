@@ -38,10 +38,11 @@ WATCHED = ("/sys/kernel/mm/transparent_hugepage/enabled", "/proc/sys/vm/swappine
 HOLDER = ["-m", "hosttune.models.workloads.hold_anon"]
 
 
-def config(**collapse: object) -> str:
+def config(*, allow: tuple[str, ...] = (), **collapse: object) -> str:
     lines = ["mode: auto", "interval: 0.5", "window: 4", "collapse:"]
     lines += [f"  {k}: {v}" for k, v in collapse.items()] or ["  enabled: true"]
-    lines += ["allowlist:"] + [f'  "{knob}": false' for knob in sorted(DEFAULT_ALLOWLIST)]
+    lines += ["allowlist:"] + [f'  "{knob}": false' for knob in sorted(DEFAULT_ALLOWLIST)
+                               if knob not in allow]
     return "\n".join(lines) + "\n"
 
 
@@ -158,3 +159,48 @@ def test_sigkill_of_the_daemon_mid_pass(tmp_path: Path, unchanged: None,
     assert [s["state"] for s in cut["changes"]] == ["interrupted"]
     assert "nothing to undo" in cut["changes"][0]["error"]
     assert not [t for t in history if t["state"] == "open"]
+
+
+@pytest.mark.skipif("[madvise]" not in Path(WATCHED[0]).read_text(),
+                    reason="the host's THP mode is not madvise: auto mode leaves it")
+def test_thp_always_lasts_as_long_as_the_job_that_keeps_allocating(
+        tmp_path: Path, unchanged: None) -> None:
+    """A job that keeps touching fresh memory after its pass (the holder's
+    `churn`): auto mode, told nothing and with only thp:enabled allowed, sets
+    THP `always` for it within seconds, and puts `madvise` back when the job
+    ends, each a journalled transaction with its reason."""
+    d = RunningDaemon(tmp_path, config(allow=("thp:enabled",)))
+    job = None
+    try:
+        d.wait_for("READY=1", 30)
+        job = subprocess.Popen([sys.executable, *HOLDER, "512", "churn", "torchrun"],
+                               stdout=subprocess.PIPE, text=True)
+        assert job.stdout is not None and job.stdout.readline().strip() == "ready"
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and "[always]" not in Path(WATCHED[0]).read_text():
+            time.sleep(0.25)
+            assert d.proc.poll() is None, d.log()
+        assert "[always]" in Path(WATCHED[0]).read_text(), d.log()
+        shown = d.cli("status").stdout
+        assert f"THP always for the new memory of pid {job.pid}" in shown, shown
+        assert "back to thp:enabled=madvise when it ends" in shown
+        job.kill()
+        job.wait()
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and "[madvise]" not in Path(WATCHED[0]).read_text():
+            time.sleep(0.25)
+        assert "[madvise]" in Path(WATCHED[0]).read_text(), d.log()
+        history = json.loads(d.cli("history", "--json").stdout)
+        applies = [t for t in history if t["kind"] == "apply" and t["state"] == "committed"]
+        made, back = [[s for t in applies for s in t["changes"]
+                       if s["knob"] == "thp:enabled" and s["after"] == v]
+                      for v in ("always", "madvise")]
+        assert made and back, history
+        assert any("minor faults/s" in t["reason"] for t in applies), applies
+        assert any("the job it was made for has ended" in t["reason"] for t in applies)
+    finally:
+        if job is not None and job.poll() is None:
+            job.kill()
+            job.wait()
+        d.stop()
+        d.close()

@@ -324,8 +324,11 @@ def test_the_runner_passes_again_only_for_memory_outside_huge_pages(
         assert run() is None and runner.waiting == [proc.pid] and pending()
         first = run()
         assert first is not None and first.results[0].status == "collapsed"
-        assert _huge_fraction(proc.pid) >= 0.9 and not pending()
+        # after a pass, one more look: does it keep faulting fresh memory?
+        assert _huge_fraction(proc.pid) >= 0.9 and runner.fault_check == [proc.pid]
+        assert pending()
         assert run() is None  # nothing new outside huge pages
+        assert not pending() and runner.new_memory.change is None  # it holds still
         assert proc.stdout is not None
         proc.send_signal(signal.SIGUSR1)
         assert proc.stdout.readline().strip() == "again"
@@ -334,6 +337,51 @@ def test_the_runner_passes_again_only_for_memory_outside_huge_pages(
         assert second is not None and second.results[0].status == "collapsed"
         assert _huge_fraction(proc.pid) >= 0.9
         assert runner.passes == 2
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@needs_collapse
+def test_a_collapsed_job_that_keeps_allocating_asks_for_thp_always(
+        tmp_path: Path, thp_unchanged: str) -> None:
+    """The look after a pass measures the process's minor faults since: a job
+    that keeps mapping and touching fresh memory (the holder's `churn`, a
+    training step's activations) wants THP `always` for it while THP is
+    `madvise`; the decision is only read here, nothing is written."""
+    from hosttune.agent.sense.sample import AIProcess
+    from hosttune.agent.service.collapse import CollapseRunner
+    from hosttune.agent.service.config import CollapseSettings
+    from hosttune.models.collapse import FAULT_RATE
+
+    proc = _holder(320, "churn", "torchrun")
+    try:
+        start = procmem.start_time(Host(), proc.pid)
+        assert start is not None
+        job = [AIProcess(pid=proc.pid, comm="python3", cmdline="torchrun",
+                         reasons=("cmdline:torchrun",), start_time=start)]
+        runner = CollapseRunner(Host(), CollapseSettings())
+        journal = Journal(tmp_path / "journal.db")
+        assert runner.run(journal, job, "unknown", reason="test") is None  # first look
+        report = runner.run(journal, job, "unknown", reason="test")
+        assert report is not None and report.results[0].status == "collapsed"
+        first_advice = runner.new_memory
+        assert first_advice.change is None  # no rate yet: it was just passed
+        time.sleep(1.0)
+        runner.run(journal, job, "unknown", reason="test")
+        advice = runner.new_memory
+        assert advice.pids == [(proc.pid, start)]
+        change = advice.change
+        if "[madvise]" in thp_unchanged:
+            assert change is not None and change.knob == "thp:enabled"
+            assert change.after == "always" and change.evidence["fault_rate"] >= FAULT_RATE
+            assert f"pid {proc.pid}" in change.reason
+        else:
+            assert change is None  # the administrator's mode is left as it is
+        # a checkpoint writer on the host: not while it writes
+        blocked = runner.run(journal, job, "checkpoint_io", reason="test")
+        assert blocked is None and runner.new_memory.change is None
+        assert runner.new_memory.blocked is not None
     finally:
         proc.kill()
         proc.wait()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from hosttune.agent.sense import knobfiles
 from hosttune.agent.sense.errors import HostReadError, ParseError
 from hosttune.agent.sense.host import Host
+from hosttune.agent.sense.telemetry.processes import parse_stat
 
 MADV_COLLAPSE = 25
 # The first kernel with MADV_COLLAPSE (and process_madvise accepting it).
@@ -132,6 +133,15 @@ def start_time(host: Host, pid: int) -> str | None:
     # comm (field 2) may hold spaces and parentheses: split after its last ')'.
     fields = text.rsplit(")", 1)[-1].split()
     return fields[19] if len(fields) > 19 else None
+
+
+def identity_and_faults(host: Host, pid: int) -> tuple[str, int] | None:
+    """The process's start time (as `start_time`) and its minor page faults so
+    far (field 10 of /proc/PID/stat, all threads), from one read; None when
+    it is gone."""
+    text = host.read_optional(knobfiles.process(pid, "stat"))
+    stat = None if text is None else parse_stat(pid, text)
+    return None if stat is None else (str(stat.start), stat.minor_faults)
 
 
 def write_bytes(host: Host, pid: int) -> int | None:

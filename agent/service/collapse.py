@@ -19,14 +19,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from hosttune.agent.sense import procmem
+from hosttune.agent.sense.errors import HosttuneError
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.sample import AIProcess
 from hosttune.agent.sense.telemetry.cpu import clock_ticks
 from hosttune.agent.service.config import CollapseSettings
-from hosttune.models.collapse import CollapseDecision, ProcessAction, choose_collapse
+from hosttune.models.collapse import (
+    THP_KNOB,
+    CollapseDecision,
+    NewMemory,
+    ProcessAction,
+    choose_collapse,
+    new_memory_thp,
+)
 from hosttune.models.state import HostState, ProcessState
 from hosttune.tuners import procthp
 from hosttune.tuners.journal import Journal
+from hosttune.tuners.thp import ThpTuner
 
 MIB = 1 << 20
 # A process collapsed before gets another pass once this much more of its
@@ -66,6 +75,9 @@ class _Seen:
     unhuge_after_pass: int | None = None
     write_bytes: int | None = None
     at: float = 0.0
+    # minor faults at the last look since its last pass (None before a pass)
+    faults: int | None = None
+    faults_at: float = 0.0
 
 
 class CollapseRunner:
@@ -80,8 +92,11 @@ class CollapseRunner:
         self.last: procthp.CollapseReport | None = None
         self.last_decision: CollapseDecision | None = None
         self.passes = 0
-        # processes seen once, whose write rate needs a second look
+        # processes seen once, whose write rate needs a second look, and
+        # processes just passed, whose fault rate since needs one
         self.waiting: list[int] = []
+        self.fault_check: list[int] = []
+        self.new_memory = NewMemory()
         self.collapsed_mib = 0.0
         self.cpu_seconds = 0.0
         self._hz = clock_ticks()
@@ -89,11 +104,16 @@ class CollapseRunner:
     def _fresh(self, proc: AIProcess, now: float) -> ProcessState | None:
         """The process as it is now (memory, write rate), or None when gone."""
         roll = procmem.rollup(self.host, proc.pid)
-        start = procmem.start_time(self.host, proc.pid)
-        if roll is None or start is None or (proc.start_time and start != proc.start_time):
+        ident = procmem.identity_and_faults(self.host, proc.pid)
+        if roll is None or ident is None or (proc.start_time and ident[0] != proc.start_time):
             return None
+        start, faults = ident
         key = (proc.pid, start)
         seen = self._seen.setdefault(key, _Seen())
+        fault_rate = None
+        if seen.faults is not None and now > seen.faults_at:
+            fault_rate = max(0.0, (faults - seen.faults) / (now - seen.faults_at))
+            seen.faults, seen.faults_at = faults, now
         written = procmem.write_bytes(self.host, proc.pid)
         rate = None
         if written is not None and seen.write_bytes is not None and now > seen.at:
@@ -108,7 +128,7 @@ class CollapseRunner:
         return ProcessState(pid=proc.pid, comm=proc.comm, rss_bytes=roll.rss_kb * 1024,
                             anon_huge_bytes=roll.huge_kb * 1024, anon_bytes=roll.anon_kb * 1024,
                             start_time=start, reasons=tuple(proc.reasons),
-                            write_bytes_rate=rate)
+                            write_bytes_rate=rate, fault_rate=fault_rate)
 
     def choose(self, processes: Sequence[AIProcess], workload: str
                ) -> tuple[list[procthp.CollapseTarget], CollapseDecision]:
@@ -134,8 +154,12 @@ class CollapseRunner:
                       if any((p.pid, p.start_time) == k for p in fresh)}
         self.progress.forget_except(self._seen)
         measured = tuple(p for p in fresh if p.write_bytes_rate is not None)
-        decision = choose_collapse(HostState(workload=workload, processes=measured,
-                                             collapse=self.unsupported or "yes"))
+        self.fault_check = [p.pid for p in fresh if p.fault_rate is None
+                            and self._seen[(p.pid, p.start_time)].faults is not None]
+        host_state = HostState(workload=workload, processes=measured,
+                               collapse=self.unsupported or "yes", knobs=self._thp_mode())
+        self.new_memory = new_memory_thp(host_state)
+        decision = choose_collapse(host_state)
         decision.skipped[:0] = skipped
         # A pass its bounds cut short is finished even where what is left is
         # under the thresholds for starting one.
@@ -164,6 +188,12 @@ class CollapseRunner:
         self.last_decision = decision
         return targets, decision
 
+    def _thp_mode(self) -> dict[str, str]:
+        try:
+            return {THP_KNOB: ThpTuner(self.host).read("enabled")}
+        except HosttuneError:
+            return {}  # no THP here: nothing to decide about it
+
     def run(self, journal: Journal, processes: Sequence[AIProcess], workload: str, *,
             reason: str) -> procthp.CollapseReport | None:
         """One pass over the processes that need one; None when none does.
@@ -185,6 +215,11 @@ class CollapseRunner:
             seen = self._seen.get((result.pid, result.start_time))
             if seen is not None and result.status not in ("gone",) and not result.ranges_left:
                 seen.unhuge_after_pass = max(0, result.anon_kb - result.huge_after_kb) * 1024
+                # the faults it takes from here on tell whether it keeps allocating
+                ident = procmem.identity_and_faults(self.host, result.pid)
+                if ident is not None and ident[0] == result.start_time:
+                    seen.faults, seen.faults_at = ident[1], time.monotonic()
+                    self.fault_check.append(result.pid)
         return report
 
     @property
@@ -192,7 +227,7 @@ class CollapseRunner:
         """Whether the last pass stopped at its bounds with work left, or a
         process just found waits for its second look (the next sample, not
         the next window)."""
-        return bool(self.waiting) or (self.last is not None and any(
+        return bool(self.waiting or self.fault_check) or (self.last is not None and any(
             r.ranges_left for r in self.last.results if r.status != "gone"))
 
     def status(self) -> dict[str, Any]:
@@ -206,5 +241,9 @@ class CollapseRunner:
         if self.last_decision is not None:
             data["skipped"] = [{"pid": pid, "comm": comm, "why": why}
                                for pid, comm, why in self.last_decision.skipped]
+        nm = self.new_memory
+        data["new_memory"] = {
+            "pids": [pid for pid, _s in nm.pids], "blocked": nm.blocked,
+            "change": None if nm.change is None else nm.change.to_dict()}
         return data
 

@@ -328,6 +328,9 @@ class ProcStat:
     threads: int
     rss_bytes: int
     kthread: bool
+    # page faults served without I/O, all threads: fresh anonymous memory
+    # touched page by page (a job allocating anew each step) shows here
+    minor_faults: int = 0
 
 
 def parse_stat(pid: int, text: str) -> ProcStat | None:
@@ -345,7 +348,7 @@ def parse_stat(pid: int, text: str) -> ProcStat | None:
             ppid=int(f[1]), pgrp=int(f[2]), utime=int(f[11]), stime=int(f[12]),
             children=int(f[13]) + int(f[14]),
             threads=int(f[17]), rss_bytes=max(0, int(f[21])) * _PAGE,
-            kthread=bool(int(f[6]) & PF_KTHREAD),
+            kthread=bool(int(f[6]) & PF_KTHREAD), minor_faults=int(f[7]),
         )
     except ValueError:
         return None

@@ -235,7 +235,10 @@ class Requests:
                     "recent": list(policy.collapsing.recent[-5:]),
                     "measuring": None if policy.collapsing.watch is None else {
                         "txn": policy.collapsing.watch.txn,
-                        "windows_left": policy.collapsing.watch.windows_left}},
+                        "windows_left": policy.collapsing.watch.windows_left},
+                    "for_job": None if policy.for_job is None else {
+                        "txn": policy.for_job.txn, "knobs": policy.for_job.values,
+                        "pids": sorted(policy.for_job.pids)}},
                 "auto_blocked": policy.blocked,
                 "engine": dict(info.host),
                 "notes": list(s.access.notes)

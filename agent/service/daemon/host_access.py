@@ -36,6 +36,7 @@ from hosttune.tuners.knobs import Plan
 if TYPE_CHECKING:
     from hosttune.agent.service.collapse import CollapseRunner
     from hosttune.agent.service.config import CollapseSettings
+    from hosttune.models.collapse import NewMemory
     from hosttune.tuners.base import Tuner
     from hosttune.tuners.journal import Journal
     from hosttune.tuners.transaction import TxnResult
@@ -102,6 +103,8 @@ class HostAccess(Protocol):
                  settings: CollapseSettings, reason: str) -> dict[str, Any] | None: ...
 
     def collapse_status(self) -> dict[str, Any] | None: ...
+
+    def new_memory(self) -> NewMemory | None: ...
 
     def job_signals(self, pids: Sequence[int]) -> dict[int, dict[str, Any]]: ...
 
@@ -355,6 +358,11 @@ class HostTools:
 
     def collapse_status(self) -> dict[str, Any] | None:
         return None if self._collapser is None else self._collapser.status()
+
+    def new_memory(self) -> NewMemory | None:
+        """Whether a collapsed job that keeps allocating wants THP `always`
+        (models.collapse.new_memory_thp), as of the last collapse look."""
+        return None if self._collapser is None else self._collapser.new_memory
 
     def job_signals(self, pids: Sequence[int]) -> dict[int, dict[str, Any]]:
         """What can be read of each process's own progress from outside: its

@@ -37,6 +37,16 @@ Avoided = tuple[str, str, str]  # workload, knob, value
 
 
 @dataclass
+class ForJob:
+    """A change made for the life of running processes (THP `always` for a
+    job that keeps allocating): put back when they are gone."""
+
+    txn: str | None
+    values: dict[str, str]  # knob -> the value to put back
+    pids: set[int]
+
+
+@dataclass
 class Watch:
     """A change auto mode made and is watching."""
 
@@ -79,6 +89,7 @@ class AutoPolicy:
         self.temporary: list[tuple[float, dict[str, str]]] = []
         # per-process huge pages (auto mode)
         self.collapsing = Collapsing(services, window)
+        self.for_job: ForJob | None = None
 
     def remember_reverts(self, store: Store) -> None:
         """What hurt before stays avoided across restarts."""
@@ -96,6 +107,7 @@ class AutoPolicy:
             self._watch_window(workload_changed)
         if self.services.config.mode == "auto":
             self.collapsing.on_window(stable, blocked=self.blocked)
+            self._new_memory(stable)
         self._windows += 1
         # Until a class is believed the plan is the generic one ("unknown"
         # priors): something to show in recommend mode; auto never applies it.
@@ -232,7 +244,8 @@ class AutoPolicy:
                     probe.value if probe else None)
 
     def _apply(self, plan: Plan, reason: str, before: Score, probe_before: float | None
-               ) -> None:
+               ) -> str | None:
+        """Applies and watches `plan`; the transaction's id, None when it failed."""
         s = self.services
         try:
             outcome = s.access.apply(plan, reason, allowlist=self.allowlist(),
@@ -241,7 +254,7 @@ class AutoPolicy:
             s.log("error", f"auto mode could not apply its plan: {exc}")
             s.store.add_event("apply-failed", str(exc))
             self.windows_since_change = 0
-            return
+            return None
         changes = [c.to_dict() for c in plan.changes]
         record = {"txn": outcome.txn, "wall": time.time(), "workload": plan.workload,
                   "changes": changes, "ok": outcome.ok, "message": outcome.message,
@@ -249,7 +262,7 @@ class AutoPolicy:
         self.record_apply(record)
         if not outcome.ok:
             s.log("error", f"auto mode: plan failed and was undone: {outcome.message}")
-            return
+            return None
         s.log("info", f"auto mode applied {len(changes)} change(s) for {plan.workload}: "
               + ", ".join(f"{c['knob']}={c['value']}" for c in changes), txn=outcome.txn)
         for rule, seconds in TEMPORARY_RULES.items():
@@ -263,6 +276,7 @@ class AutoPolicy:
         self.watch = Watch(txn=outcome.txn, workload=plan.workload or "", changes=changes,
                            before=before, windows_left=s.config.auto.watch_windows,
                            probe_before=probe_before)
+        return outcome.txn or ""
 
     def record_apply(self, record: dict[str, Any]) -> None:
         """An apply (auto mode's or an administrator's over the socket)."""
@@ -275,6 +289,57 @@ class AutoPolicy:
     def on_tick(self, stable: str | None) -> None:
         if self.services.config.mode == "auto":
             self.collapsing.on_tick(stable, blocked=self.blocked)
+            self._new_memory(stable)
+
+    def _new_memory(self, stable: str | None) -> None:
+        """THP `always` while a collapsed job keeps allocating fresh memory
+        (models.collapse.new_memory_thp). It does not wait for a settled
+        class: the evidence is the process's own faults, as for its collapse.
+        Put back when those processes are gone or a checkpoint writer starts."""
+        if self.blocked:
+            return
+        advice = self.services.access.new_memory()
+        if advice is None:
+            return
+        held = self.for_job
+        if held is not None:
+            with self.services.lock:
+                latest = self.window.last_sample
+            # the runner's view is as old as its last look; the sampler's
+            # process list says sooner that a job is gone
+            live = {pid for pid, _start in advice.live} & {
+                p.pid for p in (latest.processes if latest else ())}
+            why = advice.blocked or (None if held.pids & live else
+                                     "the job it was made for has ended")
+            if why is not None:
+                self.for_job = None
+                self._put_back(held.values, f"THP for a job's new memory ends: {why}",
+                               "job-change-ended", {"txn": held.txn, "why": why})
+            return
+        change = advice.change
+        if change is None or self.watch is not None:
+            return
+        workload = stable or "unknown"
+        if (workload, change.knob, change.after) in self.avoid or change.knob in self.job_held():
+            return
+        try:
+            plan = self.services.access.preflight(
+                Plan(changes=[change], workload=workload,
+                     note="auto mode: THP for a running job's new memory"),
+                self.allowlist(), self.admin_owned())
+        except HosttuneError as exc:
+            self.services.log("warning", f"auto mode cannot check THP for a job: {exc}")
+            return
+        if not plan.changes:
+            # not allowed here (allowlist, an administrator's setting): once
+            self.avoid.add((workload, change.knob, change.after))
+            return
+        txn = self._apply(plan, f"auto: THP for a running job's new memory ({change.reason})",
+                          window_score(list(self.window.rows), self.services.config.objective),
+                          None)
+        if txn is not None:
+            self.for_job = ForJob(txn=txn, values={change.knob: change.before or "madvise"},
+                                  pids={pid for pid, _start in advice.pids})
 
     def _end_temporary(self) -> None:
         """Put back the knobs of time-bounded changes whose time is up."""
@@ -283,23 +348,28 @@ class AutoPolicy:
         if not due:
             return
         self.temporary = [(d, v) for d, v in self.temporary if d > now]
-        s = self.services
         for values in due:
-            plan = Plan(changes=[Change(knob=k, after=v, source="expert",
-                                        reason="a time-bounded change ends: back to the "
-                                               "value before it") for k, v in values.items()],
-                        workload=None, note="auto mode: end of a time-bounded change")
-            try:
-                outcome = s.access.apply(plan, "auto: time-bounded change ended",
-                                         allowlist=self.allowlist(),
-                                         admin_owned=self.admin_owned())
-            except HosttuneError as exc:
-                s.log("error", f"could not end a time-bounded change: {exc}")
-                continue
-            s.log("info" if outcome.ok else "error",
-                  f"time-bounded change ended: {outcome.message}", txn=outcome.txn)
-            s.store.add_event("temporary-ended", outcome.message, {"txn": outcome.txn,
-                                                                  "knobs": values})
+            self._put_back(values, "a time-bounded change ends", "temporary-ended", {})
+
+    def _put_back(self, values: dict[str, str], why: str, event: str,
+                  detail: dict[str, Any]) -> None:
+        s = self.services
+        plan = Plan(changes=[Change(knob=k, after=v, source="expert",
+                                    reason=f"{why}: back to the value before it")
+                             for k, v in values.items()],
+                    workload=None, note=f"auto mode: {why}")
+        try:
+            plan = s.access.preflight(plan, self.allowlist(), self.admin_owned())
+            if not plan.changes:
+                return  # already back (reverted as harmful, or set by someone else)
+            outcome = s.access.apply(plan, f"auto: {why}", allowlist=self.allowlist(),
+                                     admin_owned=self.admin_owned())
+        except HosttuneError as exc:
+            s.log("error", f"could not put a change back ({why}): {exc}")
+            return
+        s.log("info" if outcome.ok else "error", f"{why}: {outcome.message}", txn=outcome.txn)
+        s.store.add_event(event, outcome.message, {**detail, "put_back_txn": outcome.txn,
+                                                   "knobs": values})
 
     # -- watch and revert ----------------------------------------------------------
 

@@ -126,6 +126,15 @@ def collapse_lines(collapse: dict[str, Any] | None) -> list[str]:
     if collapse.get("measuring"):
         lines.append(f"  measuring its effect: {collapse['measuring']['windows_left']} "
                      "window(s) left")
+    held = collapse.get("for_job")
+    if held:
+        pids = ", ".join(str(p) for p in held.get("pids", []))
+        lines.append(f"  THP always for the new memory of pid {pids} (txn {held.get('txn')}); "
+                     f"back to {', '.join(f'{k}={v}' for k, v in held['knobs'].items())} "
+                     "when it ends")
+    new_memory = runner.get("new_memory") or {}
+    if new_memory.get("blocked") and new_memory.get("pids"):
+        lines.append(f"  THP always for a job's new memory withheld: {new_memory['blocked']}")
     return lines
 
 
