@@ -161,7 +161,15 @@ def no_knob_config() -> str:
     return "\n".join(lines) + "\n"
 
 
-def start_hosttuned(tmp: Path, site_model: Path | None, config: bool, mode: str | None = None
+def with_roles(text: str, roles: bool) -> str:
+    """The config text with its top-level `roles:` key set (per-process
+    roles on or off), so both can be measured back to back."""
+    kept = [line for line in text.splitlines() if not line.startswith("roles:")]
+    return "\n".join([*kept, f"roles: {'true' if roles else 'false'}"]) + "\n"
+
+
+def start_hosttuned(tmp: Path, site_model: Path | None, config: bool, mode: str | None = None,
+                    roles: bool | None = None
                     ) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
     exe = Path(sys.executable).parent / "hosttuned"
     if mode == "auto":
@@ -171,6 +179,9 @@ def start_hosttuned(tmp: Path, site_model: Path | None, config: bool, mode: str 
         # As installed: the package puts this file in /etc/hosttune, so the
         # daemon parses YAML at start (PyYAML stays loaded: ~1 MB).
         shutil.copy(SHIPPED_CONFIG, tmp / "hosttune.yaml")
+    if roles is not None:
+        path = tmp / "hosttune.yaml"
+        path.write_text(with_roles(path.read_text() if path.exists() else "", roles))
     if site_model is not None:
         # Where `hosttune model train` puts a site model; the daemon prefers it.
         dest = tmp / "state" / "models"
@@ -252,8 +263,12 @@ def main() -> int:
     ap.add_argument("--grow", type=int, metavar="MIB", default=0,
                     help="auto mode (no knob allowlisted) beside a job growing by MIB every "
                     "20 s for half the run, then holding: the cost of per-process huge pages")
+    ap.add_argument("--roles", choices=("on", "off"),
+                    help="per-process roles on or off (default: as the config says)")
     ap.add_argument("--json", action="store_true", help="print JSON")
     args = ap.parse_args()
+    if args.roles and args.no_config:
+        ap.error("--roles needs a configuration file: leave out --no-config")
     if args.grow:
         args.mode, args.no_tuned = "auto", True
 
@@ -272,7 +287,8 @@ def main() -> int:
                 procs.append(subprocess.Popen([sys.executable, "-c", GROWER, str(args.grow),
                                                str(steps), "20", "torchrun"]))
                 time.sleep(1.0)
-            hproc, env = start_hosttuned(tmp, args.site_model, not args.no_config, args.mode)
+            hproc, env = start_hosttuned(tmp, args.site_model, not args.no_config, args.mode,
+                                         None if args.roles is None else args.roles == "on")
             procs.append(hproc)
             measured = [Measured("hosttuned", hproc, lambda: hproc.pid)]
             if not args.no_tuned:
