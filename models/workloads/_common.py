@@ -42,7 +42,9 @@ def require(module: str, install: str, without: tuple[str, ...] = ()) -> ModuleT
     made unimportable first, so the process maps what a host with that
     framework alone would, not whatever else this environment holds."""
     for name in without:
-        sys.modules.setdefault(name, None)  # type: ignore[assignment]
+        if name not in sys.modules:
+            # None in sys.modules is the import system's "not importable"
+            sys.modules[name] = None  # type: ignore[assignment]
     try:
         return importlib.import_module(module)
     except ImportError:

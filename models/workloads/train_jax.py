@@ -79,10 +79,11 @@ def main(argv: list[str] | None = None) -> int:
                          dim=args.dim, layers=args.layers)
     grad = jax.value_and_grad(loss_fn(jax, args.heads))
 
-    @jax.jit
-    def step(params: Any, tokens: Any) -> Any:
+    def sgd_step(params: Any, tokens: Any) -> Any:
         loss, g = grad(params, tokens)
         return jax.tree_util.tree_map(lambda w, dw: w - args.lr * dw, params, g), loss
+
+    step = jax.jit(sgd_step)
 
     def batch() -> Any:
         toks = np.empty((args.batch, args.seq + 1), np.int32)
