@@ -420,7 +420,7 @@ def subsample(scans: Sequence[Scan], interval: float) -> list[Scan]:
 def shipped_role_model() -> str:
     from pathlib import Path
 
-    return str(Path(__file__).parent / "artifacts" / "roles-v2.npz")
+    return str(Path(__file__).parent / "artifacts" / "roles-v3.npz")
 
 
 class RoleModel:

@@ -291,3 +291,48 @@ def test_roles_render_names_each_active_job_with_its_evidence() -> None:
     text = "\n".join(verdict_lines(v))
     assert "pgrp 4242" in text and "training 0.93" in text and "fw_torch=1" in text
     assert "sshd" not in text and "1 quiet job" in text
+
+
+# Mapped-file lines as /proc/PID/maps showed them for the recorded programs
+# (jaxlib 0.10.2: libjax_common.so and jaxlib/_jax.so, no xla_extension any
+# more; tensorflow-cpu 2.21.0: libtensorflow_framework.so.2, libtensorflow_cc.so.2,
+# _pywrap_tensorflow_internal.so), and the older jaxlib layout (<= 0.4:
+# jaxlib/xla_extension.so) a site may still run.
+_SITE = "/srv/venv/lib/python3.11/site-packages"
+JAX_MAPS = "".join(
+    f"7f{i:02x}00-7f{i:02x}ff r-xp 0 08:01 {40 + i} {_SITE}/{path}\n"
+    for i, path in enumerate((
+        "jaxlib/libjax_common.so", "jaxlib/_jax.so", "jaxlib/cpu/_lapack.so",
+        "jaxlib/mlir/_mlir_libs/_mlir.so",
+        "numpy/_core/_multiarray_umath.cpython-311-x86_64-linux-gnu.so")))
+OLD_JAX_MAPS = f"7f00-7f01 r-xp 0 08:01 50 {_SITE}/jaxlib/xla_extension.so\n"
+TF_MAPS = "".join(
+    f"7e{i:02x}00-7e{i:02x}ff r-xp 0 08:01 {60 + i} {_SITE}/{path}\n"
+    for i, path in enumerate((
+        "tensorflow/libtensorflow_framework.so.2", "tensorflow/libtensorflow_cc.so.2",
+        "tensorflow/python/_pywrap_tensorflow_internal.so",
+        "tensorflow/lite/python/interpreter_wrapper/"
+        "_pywrap_tensorflow_interpreter_wrapper.so")))
+
+
+def test_jax_and_tensorflow_processes_are_known_by_their_maps(tmp_path: Path) -> None:
+    # models: a JAX trainer, an old-jaxlib job, a TensorFlow server (its
+    # C++ libraries only, no numpy line) and a plain Python process linked
+    # to libc alone; after the first scan none of them uses CPU
+    t = Tree(tmp_path)
+    t.proc(100, "python3", maps=JAX_MAPS, io=IO, utime=10)
+    t.proc(200, "python3", maps=OLD_JAX_MAPS, io=IO, utime=10)
+    t.proc(300, "python3", maps=TF_MAPS, io=IO, utime=10)
+    t.proc(400, "python3", io=IO, utime=10,
+           maps="7f00-7f01 r-xp 0 08:01 9 /usr/lib/x86_64-linux-gnu/libc.so.6\n")
+    sc = ProcessScanner(Host(tmp_path))
+    first = {e.stat.pid: e for e in sc.scan()}
+    assert first[400].frameworks == ()
+    # idle now: the framework processes stay candidates by their maps alone,
+    # the plain one drops out
+    found = {e.stat.pid: e for e in sc.scan()}
+    assert set(found) == {100, 200, 300}
+    assert found[100].frameworks == ("jax", "numpy")
+    assert found[200].frameworks == ("jax",)
+    assert found[300].frameworks == ("tensorflow",)
+    assert evidence_row(1.0, found[300], HZ)["frameworks"] == "tensorflow"

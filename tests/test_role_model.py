@@ -95,3 +95,30 @@ def test_shipped_model_card_and_calibration() -> None:
     assert m.calibrated(0.0) == cal["y"][0] and m.calibrated(1.0) == cal["y"][-1]
     mid = (cal["x"][0] + cal["x"][-1]) / 2
     assert m.calibrated(mid) == pytest.approx(float(np.interp(mid, cal["x"], cal["y"])))
+
+
+def test_card_lists_every_program_its_frameworks_and_its_held_out_answer(
+        examples: list[M.Example]) -> None:
+    schema = json.loads(SHIPPED.with_suffix(".json").read_text())
+    card = SHIPPED.with_suffix(".md").read_text()
+    manifest = json.loads((M.DATA / "manifest.json").read_text())
+    programs = {r["program"] for r in manifest["runs"]}
+    for geom, g in schema["card"]["lopo"]["geometries"].items():
+        held = g["programs"]
+        assert set(held) == programs, geom
+        for program, v in held.items():
+            jobs = [e for e in examples
+                    if e.geometry == geom and e.tag == "job" and e.program == program]
+            assert v["windows"] == len(jobs) > 0 and sum(v["said"].values()) == len(jobs)
+            assert 0 <= v["right"] <= v["windows"] and v["role"] == jobs[0].role
+    # AI roles seen in more than one framework: the JAX and TensorFlow
+    # programs carry their own libraries, not torch's
+    fws = {p: set(v["frameworks"]) for p, v in
+           schema["card"]["lopo"]["geometries"]["5s/30s"]["programs"].items()}
+    assert "jax" in fws["train_jax"] and "torch" not in fws["train_jax"]
+    for p in ("batch_keras", "serve_tf"):
+        assert "tensorflow" in fws[p] and not fws[p] & {"torch", "jax"}, p
+    assert "## Each program held out" in card
+    for program in programs:
+        assert f"| {program} |" in card, program
+    assert "train_jax (jax)" in card and "serve_tf (tensorflow" in card

@@ -115,6 +115,14 @@ PLAN: tuple[tuple[str, str, dict[str, Any], bool], ...] = (
     ("bg-logrot-b", "bg_logrotate", {"tool": "bzip2", "rotate-mb": 4}, True),
     ("bg-scan-a", "bg_scan", {}, False),
     ("bg-scan-b", "bg_scan", {"files": 300, "size-kb": 1024}, True),
+    # added in the third session: programs in JAX and TensorFlow, so no
+    # class is known through one framework's libraries alone
+    ("train-jax-a", "train_jax", {}, False),
+    ("train-jax-b", "train_jax", {"dim": 96, "seq": 48, "batch": 16}, True),
+    ("batch-keras-a", "batch_keras", {}, False),
+    ("batch-keras-b", "batch_keras", {"shards": 4, "batch": 256}, True),
+    ("serve-tf-a", "serve_tf", {}, False),
+    ("serve-tf-b", "serve_tf", {"rate": 100, "conns": 2}, True),
 )
 
 

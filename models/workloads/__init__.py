@@ -2,7 +2,9 @@
 labelled traces the workload classifier learns from. Each is a runnable module
 (`python -m hosttune.models.workloads.train --help`) with parameters for size
 and intensity. Those that need PyTorch say so when it is absent
-(`pip install 'hosttune[workloads]'`).
+(`pip install 'hosttune[workloads]'`); the JAX and TensorFlow ones name
+their package likewise (`jax==0.10.2`, `tensorflow-cpu==2.21.0`), which no
+extra installs.
 
 | module | class label | what it does |
 | --- | --- | --- |
@@ -33,6 +35,9 @@ and intensity. Those that need PyTorch say so when it is absent
 | `bg_sqlite` | background | an SQLite database in WAL mode: inserts, updates, range queries |
 | `bg_logrotate` | background | appending logs, rotated and compressed with xz/bzip2, sha256sum |
 | `bg_scan` | background | find / xargs md5sum / sort / comm integrity passes over a tree |
+| `train_jax` | training | JAX transformer, jit + value_and_grad, plain SGD, synthetic tokens |
+| `batch_keras` | batch_inference | Keras conv net, `model.predict` over TFRecord shards |
+| `serve_tf` | inference_serving | TensorFlow `tf.function` behind a threaded TCP server |
 
 The serving programs' clients run in a session of their own, as remote
 clients would be.
@@ -71,4 +76,8 @@ LABELS: dict[str, str] = {
     "bg_sqlite": "background",
     "bg_logrotate": "background",
     "bg_scan": "background",
+    # a second and third framework (issue 15): JAX and TensorFlow
+    "train_jax": "training",
+    "batch_keras": "batch_inference",
+    "serve_tf": "inference_serving",
 }

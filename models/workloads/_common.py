@@ -1,5 +1,6 @@
 """Shared plumbing of the workload suite: argument parsing, the run clock and a
-clear message when PyTorch (the optional `workloads` extra) is missing."""
+clear message when PyTorch (the optional `workloads` extra) or another
+framework is missing."""
 
 from __future__ import annotations
 
@@ -31,6 +32,24 @@ def require_torch() -> ModuleType:
         )
         raise SystemExit(2) from None
     return torch
+
+
+def require(module: str, install: str, without: tuple[str, ...] = ()) -> ModuleType:
+    """Imports a framework that only some workloads use (JAX, TensorFlow);
+    exits with code 2 and the pip line when it is absent, as require_torch.
+    `without` names optional packages the framework would import if they were
+    installed beside it (TensorFlow's lite utilities import jax): they are
+    made unimportable first, so the process maps what a host with that
+    framework alone would, not whatever else this environment holds."""
+    for name in without:
+        if name not in sys.modules:
+            # None in sys.modules is the import system's "not importable"
+            sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        sys.stderr.write(f"this workload needs {module}: pip install '{install}'\n")
+        raise SystemExit(2) from None
 
 
 class Clock:
