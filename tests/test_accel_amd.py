@@ -234,7 +234,7 @@ def test_devices_and_sample_on_the_mixed_host() -> None:
     assert values["accel.3.pcie_link_gen"] == 4 and values["accel.3.pcie_link_width"] == 16
     assert values["accel.3.ecc_corrected"] == 3 and values["accel.3.ecc_errors"] == 0
     assert values["accel.3.processes"] == 1 and values["accel.3.lost"] == 0
-    assert [(p.pid, p.device, p.memory_bytes, p.name) for p in coll.processes()] == [
+    assert [(p.pid, p.device, p.memory_bytes, p.name) for p in coll.processes().processes] == [
         (5151, 3, 1 << 30, "python3")]
     # the other vendors on the host are still there, from sysfs
     assert values["accel.count"] == 5
