@@ -31,6 +31,7 @@ STATUS_TEXT = {
     2: "AMDSMI_STATUS_NOT_SUPPORTED - Feature not supported",
     8: "AMDSMI_STATUS_TIMEOUT - Timeout in API call",
     9: "AMDSMI_STATUS_RETRY - Retry operation",
+    10: "AMDSMI_STATUS_NO_PERM - Permission Denied",
     31: "AMDSMI_STATUS_NOT_FOUND - Device Not found",
     34: "AMDSMI_STATUS_DRIVER_NOT_LOADED - Driver not loaded",
 }

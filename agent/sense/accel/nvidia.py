@@ -335,6 +335,8 @@ class NvidiaBackend(LibraryBackend[_Gpu]):
                     # a board that cannot hold graphics contexts has none to list
                     if not (kind == "Graphics" and why == "not supported"):
                         names.append(f"{kind.lower()} processes: {why}")
+                    if gpu.lost or "stopped working" in why:
+                        break  # nothing more to ask it
                     continue
                 for p in procs or []:
                     pid = int(p.pid)
