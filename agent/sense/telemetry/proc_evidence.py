@@ -155,7 +155,6 @@ class ProcessScanner:
         # pids are matched to processes at the full scan that asked, so a
         # pid reused later is not taken for the listed process
         self._accel_use: dict[tuple[int, int], tuple[AccelProcess, ...]] = {}
-        self._accel_pids: dict[int, tuple[AccelProcess, ...]] = {}
         # why the last listing is incomplete or missing, for display
         self.accel_problem: str | None = None
         # The daemon passes the sampler's table: a sample on which both scan
@@ -262,18 +261,16 @@ class ProcessScanner:
             return
         now = self._clock()
         if self._accel_at is not None and now - self._accel_at < self.accel_every:
-            pids = self._accel_pids
-        else:
-            self._accel_at = now
-            listing = self.accel()
-            if listing is None:
-                self._accel_pids = {}
-                self.accel_problem = "no accelerator view"
-                return
-            self.accel_problem = listing.problem_text()
-            pids = {pid: tuple(procs) for pid, procs in listing.by_pid().items()}
-            self._accel_pids = pids
-        self._accel_use = {(pid, stats[pid].start): procs for pid, procs in pids.items()
+            return  # the last listing stands; its processes that exited drop out
+        self._accel_at = now
+        listing = self.accel()
+        if listing is None:
+            self._accel_use = {}
+            self.accel_problem = "no accelerator view"
+            return
+        self.accel_problem = listing.problem_text()
+        self._accel_use = {(pid, stats[pid].start): tuple(procs)
+                           for pid, procs in listing.by_pid().items()
                            if pid in stats and not stats[pid].kthread}
 
     def _slow_reads_due(self) -> bool:
