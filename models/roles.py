@@ -178,6 +178,13 @@ class JobWindow:
     # a listening socket with clients connected: a server at work, however
     # light its load (socket traffic reaches no per-process counter)
     serving: bool = False
+    # what vendor backends listed of its processes (shown, not a feature):
+    # whether any was listed, mean device memory over the scans that saw the
+    # job, mean summed busy share where the vendor keeps one, devices held
+    accel_listed: bool = False
+    accel_mem_bytes: float = 0.0
+    accel_util: float | None = None
+    accel_devices: tuple[int, ...] = ()
 
     @property
     def active(self) -> bool:
@@ -286,6 +293,10 @@ def job_window(scans: Sequence[Scan], pgrp: int, hz: float = 100.0) -> JobWindow
         math.log((tot["wchar"] + 1.0) / (tot["rchar"] + 1.0)),
     ]
     host_busy = scans[-1].host_busy - scans[0].host_busy
+    util_seen = [[_f(r, "accel_util") for r in m.values() if r.get("accel_util") not in (None, "")]
+                 for m in seen]
+    devices = {int(d) for m in seen for r in m.values()
+               for d in str(r.get("accel_devs") or "").split(";") if d.isdigit()}
     last = next(m for m in reversed(members) if m)
     pids = tuple(sorted(k[0] for k in last))
     leader = str(last[min(last, key=lambda k: k[0])].get("comm", ""))
@@ -295,6 +306,11 @@ def job_window(scans: Sequence[Scan], pgrp: int, hz: float = 100.0) -> JobWindow
                      cpu_cores=cpu, io_bps=rbps + wbps,
                      chars_bps=(tot["rchar"] + tot["wchar"]) / dur,
                      serving=_mean(gauge("listening")) > 0 and _mean(gauge("connected")) > 0,
+                     accel_listed=any(_f(r, "accel_listed") for m in seen for r in m.values()),
+                     accel_mem_bytes=_mean(gauge("accel_mem")),
+                     accel_util=_mean([sum(u) for u in util_seen if u]) if any(util_seen)
+                     else None,
+                     accel_devices=tuple(sorted(devices)),
                      host_cpu_share=_ratio(cpu_all, host_busy) if host_busy > 0 else math.nan)
 
 

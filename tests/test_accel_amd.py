@@ -31,6 +31,7 @@ STATUS_TEXT = {
     2: "AMDSMI_STATUS_NOT_SUPPORTED - Feature not supported",
     8: "AMDSMI_STATUS_TIMEOUT - Timeout in API call",
     9: "AMDSMI_STATUS_RETRY - Retry operation",
+    10: "AMDSMI_STATUS_NO_PERM - Permission Denied",
     31: "AMDSMI_STATUS_NOT_FOUND - Device Not found",
     34: "AMDSMI_STATUS_DRIVER_NOT_LOADED - Driver not loaded",
 }
@@ -234,7 +235,7 @@ def test_devices_and_sample_on_the_mixed_host() -> None:
     assert values["accel.3.pcie_link_gen"] == 4 and values["accel.3.pcie_link_width"] == 16
     assert values["accel.3.ecc_corrected"] == 3 and values["accel.3.ecc_errors"] == 0
     assert values["accel.3.processes"] == 1 and values["accel.3.lost"] == 0
-    assert [(p.pid, p.device, p.memory_bytes, p.name) for p in coll.processes()] == [
+    assert [(p.pid, p.device, p.memory_bytes, p.name) for p in coll.processes().processes] == [
         (5151, 3, 1 << 30, "python3")]
     # the other vendors on the host are still there, from sysfs
     assert values["accel.count"] == 5

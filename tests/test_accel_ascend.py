@@ -132,7 +132,7 @@ def test_backend_on_the_ascend_host() -> None:
     assert "accel.0.mem_util" not in values  # no -t usages recorded for NPU 1
     assert values["accel.6.processes"] == 1 and values["accel.0.processes"] == 0
     assert all(values[f"accel.{i}.lost"] == 0 for i in range(8))
-    assert [(p.pid, p.device, p.memory_bytes) for p in coll.processes()] == [
+    assert [(p.pid, p.device, p.memory_bytes) for p in coll.processes().processes] == [
         (641248, 6, 113 * MB)]
 
 

@@ -47,6 +47,18 @@ def test_json_on_the_mixed_host(capsys: pytest.CaptureFixture[str]) -> None:
     assert data["metrics"]["accel.3.power_watts"] == pytest.approx(143.0)
     assert data["metrics"]["accel.count"] == 5
     assert "accel.0.power_watts" not in data["metrics"]
+    # sysfs alone cannot say which process holds a device: said, not hidden
+    assert data["processes"] == []
+    assert data["process_problems"] == {"sysfs": "sysfs has no per-process view"}
+
+
+def test_json_processes_on_the_ascend_host(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["accel", "--root", str(HOSTS / "ascend-8npu"), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["processes"] == [{
+        "pid": 641248, "device": 6, "pci_address": "0000:c1:00.0", "memory_bytes": 113 << 20,
+        "util": None, "mem_util": None, "name": None, "backend": "ascend"}]
+    assert data["process_problems"] == {}
 
 
 def test_unknown_backend_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:

@@ -32,7 +32,6 @@ class Fake(LibraryBackend[LibraryDevice]):
 
     def sample(self, values: dict[str, float]) -> None:
         self.samples += 1
-        self._processes = []
 
 
 def _raise(fault: Fault) -> None:
@@ -79,11 +78,30 @@ def test_foreign_exception_propagates() -> None:
         b._call(b._devices[0], "util", lambda: 1 // 0)
 
 
-def test_reindex_and_processes() -> None:
+def test_reindex() -> None:
     b = Fake()
     b.reindex({"0000:2a:00.0": 7})
     assert [d.index for d in b._devices] == [0, 7]
-    assert b.processes() == []
-    assert b.samples == 1
-    assert b.processes() == []
-    assert b.samples == 1
+
+
+def test_a_listing_call_says_why_not_and_never_raises_for_the_library(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Process listings take the same fault rule as samples, but answer
+    (None, why) instead of raising: a listing that cannot be had is shown."""
+    b = Fake()
+    d0, d1 = b._devices
+    assert b._listing_call(d0, "processes", lambda: [7]) == ([7], None)
+    assert b._listing_call(d0, "processes", _raise, Fault.TRANSIENT) == (None, "code transient")
+    assert b._listing_call(d0, "processes", _raise, Fault.FATAL) == (
+        None, "NVML stopped working: code fatal")
+    calls: list[int] = []
+    assert b._listing_call(d0, "processes", _raise, Fault.UNSUPPORTED) == (None, "not supported")
+    # not asked again
+    assert b._listing_call(d0, "processes", lambda: calls.append(1)) == (None, "not supported")
+    assert calls == []
+    with caplog.at_level(logging.WARNING, logger="hosttune.accel"):
+        assert b._listing_call(d1, "processes", _raise, Fault.LOST) == (None, "device lost")
+    assert d1.lost and "reporting it as lost" in caplog.text
+    assert b._listing_call(d1, "other", lambda: 1) == (None, "device lost")
+    with pytest.raises(ZeroDivisionError):
+        b._listing_call(d0, "x", lambda: 1 // 0)

@@ -71,7 +71,7 @@ CHILD = textwrap.dedent("""
         "backends": coll.backend_names,
         "devices": [d.to_dict() for d in coll.devices()],
         "passes": passes,
-        "processes": [[p.pid, p.device, p.memory_bytes] for p in coll.processes()],
+        "processes": [[p.pid, p.device, p.memory_bytes] for p in coll.processes().processes],
         "log": lines,
     }
     if args.get("count"):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hosttune.agent.sense.accel.base import AccelBackend, AccelDevice, AccelProcess, metric_name
+from hosttune.agent.sense.accel.base import AccelBackend, AccelDevice, ProcessListing, metric_name
 from hosttune.agent.sense.accel.select import AccelCollector
 from hosttune.agent.sense.errors import ConfigError, HostCommandError
 from hosttune.agent.sense.host import Host, command_record_name
@@ -45,8 +45,8 @@ class StallingBackend:
         for a in self.addresses:
             values[metric_name(self.index[a], "util")] = 0.5
 
-    def processes(self) -> list[AccelProcess]:
-        return []
+    def processes(self) -> ProcessListing:
+        return ProcessListing()
 
     def close(self) -> None:
         self.closed = True

@@ -49,7 +49,7 @@ def test_nvidia_sysfs_has_no_power_or_temperature() -> None:
     # what the driver does not expose stays absent, never 0
     for what in ("util", "power_watts", "temp_c", "mem_used_bytes"):
         assert f"accel.0.{what}" not in values
-    assert backend.processes() == []
+    assert backend.processes().processes == ()
 
 
 def test_mixed_vendors() -> None:

@@ -5,13 +5,16 @@ the host's CPU counters, stamped with a monotonic clock."""
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import time
+from typing import TYPE_CHECKING
 
 from hosttune.agent.sense.errors import HosttuneError
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.telemetry.cpu import clock_ticks
 from hosttune.agent.sense.telemetry.proc_evidence import (
+    AccelSource,
     ProcessScanner,
     evidence_row,
     host_cpu,
@@ -19,6 +22,11 @@ from hosttune.agent.sense.telemetry.proc_evidence import (
 )
 from hosttune.agent.sense.telemetry.processes import ProcTable
 from hosttune.models.roles import HostVerdict, RoleModel, Scan
+
+if TYPE_CHECKING:
+    from hosttune.agent.sense.accel.select import AccelCollector
+
+log = logging.getLogger("hosttune.roles")
 
 
 def take_scan(host: Host, scanner: ProcessScanner, watch: tuple[int, ...] = ()) -> Scan:
@@ -41,12 +49,44 @@ class RoleWatch:
     it cannot, `problem` says why and `verdict` answers None."""
 
     def __init__(self, host: Host, *, full_every: int = 1, keep: int = 64,
-                 table: ProcTable | None = None) -> None:
+                 table: ProcTable | None = None, accel: AccelSource | None = None,
+                 accelerators: bool = False) -> None:
+        """`accel`: the per-process accelerator listing of a sampler the
+        caller already runs (the daemon's); `accelerators`: without one, open
+        an accelerator view of our own for the listing (a CLI command), closed
+        by `close()`."""
         self.host = host
-        self.scanner = ProcessScanner(host, full_every=full_every, table=table)
+        self._collector: AccelCollector | None = None
+        if accel is None and accelerators:
+            accel = self._open_accel()
+        self.scanner = ProcessScanner(host, full_every=full_every, table=table, accel=accel)
         self.scans: collections.deque[Scan] = collections.deque(maxlen=keep)
         self.problem: str | None = None
         self._model: RoleModel | None = None
+
+    def _open_accel(self) -> AccelSource | None:
+        # accel.select and the vendor backends: imported only by a caller that
+        # wants the listing (17 ms, more with a vendor library)
+        from hosttune.agent.sense.accel.select import AccelCollector
+        from hosttune.agent.service.config import configured_backends
+
+        try:
+            self._collector = AccelCollector(self.host, configured_backends())
+        except (HosttuneError, OSError) as exc:
+            log.info("roles: no accelerator listing: %s", exc)
+            return None
+        return self._collector.processes
+
+    @property
+    def accel_problem(self) -> str | None:
+        """Why the accelerator listing behind the last scans is missing or
+        incomplete (a backend without permission, sysfs alone, ...)."""
+        return self.scanner.accel_problem
+
+    def close(self) -> None:
+        if self._collector is not None:
+            self._collector.close()
+            self._collector = None
 
     def scan(self) -> None:
         self.scans.append(take_scan(self.host, self.scanner))

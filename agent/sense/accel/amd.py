@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import time
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -23,6 +25,7 @@ from hosttune.agent.sense.accel.base import (
     AccelLink,
     AccelProcess,
     BackendUnavailable,
+    ProcessListing,
     metric_name,
     normalize_pci_address,
 )
@@ -78,9 +81,14 @@ class AmdBackend(LibraryBackend[LibraryDevice]):
     vendor = for_backend(name)
     lost_words = "is gone"
 
-    def __init__(self, amdsmi: ModuleType | None = None) -> None:
+    def __init__(self, amdsmi: ModuleType | None = None, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         smi: Any = amdsmi if amdsmi is not None else import_amdsmi()
+        self._clock = clock
+        # (device index, pid) -> (when, the process's gfx engine time in ns):
+        # its busy share is the change of that time between two listings
+        self._gfx: dict[tuple[int, int], tuple[float, float]] = {}
         self.smi = smi
         try:
             smi.amdsmi_init(smi.AmdSmiInitFlags.INIT_AMD_GPUS)
@@ -159,7 +167,6 @@ class AmdBackend(LibraryBackend[LibraryDevice]):
 
     def sample(self, values: dict[str, float]) -> None:
         smi = self.smi
-        processes: list[AccelProcess] = []
         for gpu in self._devices:
             h = gpu.handle
             i = gpu.index
@@ -211,14 +218,66 @@ class AmdBackend(LibraryBackend[LibraryDevice]):
             procs = self._call(gpu, "processes", smi.amdsmi_get_gpu_process_list, h)
             if procs is not None:
                 values[metric_name(i, "processes")] = float(len(procs))
-                for p in procs:
-                    vram_mem = _number(p.get("memory_usage", {}).get("vram_mem"))
-                    name = p.get("name")
-                    processes.append(AccelProcess(
-                        int(p["pid"]), i, int(vram_mem) if vram_mem is not None else None,
-                        name if name and name != "N/A" else None))
             values[metric_name(i, "lost")] = 1.0 if gpu.lost else 0.0
-        self._processes = processes
+
+    def processes(self) -> ProcessListing:
+        """Every GPU's processes with their VRAM and gfx engine share.
+
+        amdsmi has had two shapes (ROCm/amdsmi py-interface,
+        amdsmi_interface.py): since ROCm 6.x amdsmi_get_gpu_process_list
+        returns one dict per process {"name", "pid", "mem", "engine_usage":
+        {"gfx", "enc"}, "memory_usage": {"gtt_mem", "cpu_mem", "vram_mem"},
+        "cu_occupancy"}; amdsmi 5.7/6.0 return process handles, each read
+        with amdsmi_get_gpu_process_info(handle, process) into the same dict
+        without cu_occupancy. Memory is in bytes; engine_usage is the time
+        the process kept that engine busy, in ns (amdsmi.h,
+        amdsmi_proc_info_t), so its share is the change between two
+        listings over the time between them."""
+        smi = self.smi
+        out: list[AccelProcess] = []
+        problems: dict[str, str] = {}
+        now = self._clock()
+        gfx_now: dict[tuple[int, int], tuple[float, float]] = {}
+        for gpu in self._devices:
+            i = gpu.index
+            procs, why = self._listing_call(gpu, "process_list",
+                                            smi.amdsmi_get_gpu_process_list, gpu.handle)
+            if why is not None:
+                problems[f"amd accel{i}"] = why
+                continue
+            for p in procs or []:
+                info = p if isinstance(p, dict) else self._process_info(gpu, p)
+                if info is None:
+                    continue  # exited between the list and the info call
+                pid = int(info["pid"])
+                usage = info.get("memory_usage") or {}
+                vram = _number(usage.get("vram_mem"))
+                if vram is None:
+                    vram = _number(info.get("mem"))
+                gfx = _number((info.get("engine_usage") or {}).get("gfx"))
+                util = None
+                if gfx is not None:
+                    gfx_now[(i, pid)] = (now, gfx)
+                    before = self._gfx.get((i, pid))
+                    if before is not None and now > before[0] and gfx >= before[1]:
+                        util = min(1.0, (gfx - before[1]) / ((now - before[0]) * 1e9))
+                name = info.get("name")
+                out.append(AccelProcess(
+                    pid, i, int(vram) if vram is not None else None,
+                    name if isinstance(name, str) and name and name != "N/A" else None,
+                    pci_address=gpu.address, util=util, backend=self.name))
+        self._gfx = gfx_now
+        return ProcessListing(tuple(out), problems)
+
+    def _process_info(self, gpu: LibraryDevice, process: Any) -> dict[str, Any] | None:
+        """Older amdsmi: one process handle's dict. A process that ended since
+        the list was taken makes the call fail; that is not the GPU's fault,
+        so any amdsmi error here drops that process only."""
+        try:
+            info = self.smi.amdsmi_get_gpu_process_info(gpu.handle, process)
+        except self.smi.AmdSmiException:
+            return None
+        return info if isinstance(info, dict) else None
 
     def close(self) -> None:
         if getattr(self, "_initialised", False):

@@ -24,6 +24,7 @@ from hosttune.agent.sense.accel.base import (
     AccelLink,
     AccelProcess,
     BackendUnavailable,
+    ProcessListing,
     metric_name,
     normalize_pci_address,
 )
@@ -237,7 +238,8 @@ class AscendBackend:
         self._index = {c.key: n for n, c in enumerate(info.chips)}
         self._last = info
         self._topo = self._read_topo()
-        self._processes: list[AccelProcess] | None = None
+        # whether `_last` came from a sample not yet used for a process listing
+        self._fresh = True
 
     def _run(self, *args: str) -> str:
         argv = ["npu-smi", "info", *args]
@@ -332,16 +334,28 @@ class AscendBackend:
                     bw = fields.get("HBM Bandwidth Usage Rate(%)")
                     if bw is not None:
                         values[metric_name(i, "mem_util")] = bw / 100.0
-        self._processes = [
-            AccelProcess(p.pid, self._index[(p.npu, p.chip)],
-                         p.memory_mb * MB if p.memory_mb is not None else None, p.name or None)
-            for p in info.processes if (p.npu, p.chip) in self._index
-        ]
+        self._fresh = True
 
-    def processes(self) -> list[AccelProcess]:
-        if self._processes is None:
-            self.sample({})
-        return list(self._processes or [])
+    def processes(self) -> ProcessListing:
+        """The process table of `npu-smi info` (NPU id, chip id, pid, name,
+        memory in MB; no per-process AI core share: npu-smi has none). The
+        table of the last sample serves if no listing used it yet, so a
+        listing once per role window with a sample every pass runs no extra
+        npu-smi; otherwise npu-smi runs now."""
+        if self._fresh:
+            info = self._last
+        else:
+            try:
+                info = self._info()
+            except BackendUnavailable as exc:
+                return ProcessListing((), {"ascend": exc.reason})
+            self._last = info
+        self._fresh = False
+        return ProcessListing(tuple(
+            AccelProcess(p.pid, self._index[(p.npu, p.chip)],
+                         p.memory_mb * MB if p.memory_mb is not None else None, p.name or None,
+                         pci_address=self._chips[(p.npu, p.chip)].bus_id, backend=self.name)
+            for p in info.processes if (p.npu, p.chip) in self._index), {})
 
     def close(self) -> None:
         pass

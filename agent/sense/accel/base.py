@@ -117,10 +117,52 @@ class AccelDevice:
 
 @dataclass(frozen=True)
 class AccelProcess:
+    """One process holding one device, as its vendor tool lists it. The pid
+    is in the vendor's view, which is the host's pid namespace when hosttune
+    runs on the host (a container of its own would see other numbers)."""
+
     pid: int
     device: int  # global index
     memory_bytes: int | None  # None where the vendor cannot say (NVML under WDDM, ...)
     name: str | None = None
+    pci_address: str | None = None
+    # share of the device's compute engine (0-1) over the vendor's last
+    # sampling period(s); None where the vendor keeps no per-process figure
+    util: float | None = None
+    mem_util: float | None = None  # share of device memory bandwidth (NVML only)
+    backend: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pid": self.pid, "device": self.device, "pci_address": self.pci_address,
+                "memory_bytes": self.memory_bytes, "util": self.util,
+                "mem_util": self.mem_util, "name": self.name, "backend": self.backend}
+
+
+@dataclass(frozen=True)
+class ProcessListing:
+    """What the backends said about which process uses which device.
+    `problems` names each backend (or device) that could not list its
+    processes and why ("no permission", "npu-smi exited 255", ...): its
+    processes are then unknown, not absent. A listing with no backend able
+    to list (sysfs alone) is empty with a problem, never an error."""
+
+    processes: tuple[AccelProcess, ...] = ()
+    problems: Mapping[str, str] = field(default_factory=dict)
+
+    def by_pid(self) -> dict[int, list[AccelProcess]]:
+        out: dict[int, list[AccelProcess]] = {}
+        for p in self.processes:
+            out.setdefault(p.pid, []).append(p)
+        return out
+
+    def problem_text(self) -> str | None:
+        if not self.problems:
+            return None
+        return "; ".join(f"{k}: {v}" for k, v in sorted(self.problems.items()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"processes": [p.to_dict() for p in self.processes],
+                "problems": dict(self.problems)}
 
 
 @runtime_checkable
@@ -143,7 +185,10 @@ class AccelBackend(Protocol):
         when the whole backend stopped working (driver unloaded, say)."""
         ...
 
-    def processes(self) -> list[AccelProcess]:
+    def processes(self) -> ProcessListing:
+        """Which processes use which of its devices now, with memory and,
+        where the vendor keeps it, utilization per process. Never raises for
+        a vendor error: what could not be listed is named in `problems`."""
         ...
 
     def close(self) -> None:

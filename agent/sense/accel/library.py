@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from hosttune.agent.sense.accel.base import AccelProcess, BackendUnavailable
+from hosttune.agent.sense.accel.base import BackendUnavailable, ProcessListing
 from hosttune.agent.sense.vendors import Vendor
 
 log = logging.getLogger("hosttune.accel")
@@ -61,7 +61,6 @@ class LibraryBackend(Generic[D]):
 
     def __init__(self) -> None:
         self._devices: list[D] = []
-        self._processes: list[AccelProcess] | None = None
 
     @property
     def library(self) -> str:
@@ -109,8 +108,35 @@ class LibraryBackend(Generic[D]):
     def sample(self, values: dict[str, float]) -> None:
         raise NotImplementedError
 
-    def processes(self) -> list[AccelProcess]:
-        """The processes the last sample saw (one sample first, if none yet)."""
-        if self._processes is None:
-            self.sample({})
-        return list(self._processes or [])
+    def processes(self) -> ProcessListing:
+        raise NotImplementedError
+
+    def _listing_call(self, dev: D, what: str, fn: Callable[..., Any],
+                      *args: Any) -> tuple[Any | None, str | None]:
+        """One per-process listing call for one device: (its value, None), or
+        (None, why not). Unlike `_call` it never raises for the library's
+        own errors: a listing that cannot be had is a fact to show ("no
+        permission"), and the sample path, not this one, gives up on a
+        backend whose driver went away."""
+        if dev.lost:
+            return None, "device lost"
+        if what in dev.unsupported:
+            return None, "not supported"
+        try:
+            return fn(*args), None
+        except Exception as exc:
+            fault = self.fault(exc)
+            if fault is None:
+                raise
+            if fault is Fault.LOST:
+                dev.lost = True
+                log.warning("accel: %s GPU %d (%s) %s (%s: %s); reporting it as lost",
+                            self.vendor.display, dev.local, dev.address, self.lost_words,
+                            self.library, self.reason(exc))
+                return None, "device lost"
+            if fault is Fault.UNSUPPORTED:
+                dev.unsupported.add(what)
+                return None, "not supported"
+            if fault is Fault.FATAL:
+                return None, f"{self.library} stopped working: {self.reason(exc)}"
+            return None, self.reason(exc)

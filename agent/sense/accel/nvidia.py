@@ -24,6 +24,7 @@ from hosttune.agent.sense.accel.base import (
     AccelLink,
     AccelProcess,
     BackendUnavailable,
+    ProcessListing,
     metric_name,
     normalize_pci_address,
 )
@@ -51,6 +52,9 @@ def _text(value: Any) -> str:
 class _Gpu(LibraryDevice):
     xid_events: int | None = None  # None: not registered for Xid events
     xids_seen: set[int] = field(default_factory=set)
+    # NVML timestamp (µs) of the newest per-process utilization sample
+    # read: the next read asks only for samples after it
+    util_seen: int = 0
 
 
 class NvidiaBackend(LibraryBackend[_Gpu]):
@@ -248,7 +252,6 @@ class NvidiaBackend(LibraryBackend[_Gpu]):
 
     def sample(self, values: dict[str, float]) -> None:
         nvml = self.nvml
-        processes: list[AccelProcess] = []
         if self._events is not None:
             self._drain_xid_events()
         every = self.pcie_every
@@ -299,13 +302,101 @@ class NvidiaBackend(LibraryBackend[_Gpu]):
                                nvml.nvmlDeviceGetComputeRunningProcesses, h)
             if procs is not None:
                 values[metric_name(i, "processes")] = float(len(procs))
-                for p in procs:
-                    used = getattr(p, "usedGpuMemory", None)
-                    processes.append(AccelProcess(int(p.pid), i,
-                                                  int(used) if used is not None else None))
             # a call above may have found the GPU gone
             values[metric_name(i, "lost")] = 1.0 if gpu.lost else 0.0
-        self._processes = processes
+
+    def reason(self, exc: Exception) -> str:
+        code = getattr(exc, "value", None)
+        words = _CODE_WORDS.get(code) if isinstance(code, int) else None
+        return words or str(exc)
+
+    def processes(self) -> ProcessListing:
+        """Compute and graphics processes of every GPU (a CUDA program that
+        also draws is listed by both: once here, with the larger memory
+        figure), and each one's SM and memory-bandwidth share from NVML's
+        per-process utilization samples since the last call.
+
+        Shapes are pynvml's (nvidia-ml-py 13.x, pynvml.py): the running
+        process lists are nvmlFriendlyObjects with `pid` and
+        `usedGpuMemory`, which pynvml sets to None where NVML says
+        NVML_VALUE_NOT_AVAILABLE (the raw all-ones value is treated the
+        same, for older bindings); nvmlDeviceGetProcessUtilization returns
+        c_nvmlProcessUtilizationSample_t (pid, timeStamp, smUtil, memUtil,
+        ...) and raises NVML_ERROR_NOT_FOUND when no sample is newer than
+        the timestamp asked for, a normal answer for an idle GPU."""
+        out: list[AccelProcess] = []
+        problems: dict[str, str] = {}
+        for gpu in self._devices:
+            seen: dict[int, int | None] = {}
+            names: list[str] = []
+            for kind in ("Compute", "Graphics"):
+                procs, why = self._running(gpu, kind)
+                if why is not None:
+                    # a board that cannot hold graphics contexts has none to list
+                    if not (kind == "Graphics" and why == "not supported"):
+                        names.append(f"{kind.lower()} processes: {why}")
+                    if gpu.lost or "stopped working" in why:
+                        break  # nothing more to ask it
+                    continue
+                for p in procs or []:
+                    pid = int(p.pid)
+                    used = _memory(getattr(p, "usedGpuMemory", None))
+                    old = seen.get(pid)
+                    seen[pid] = used if old is None else max(old, used or 0)
+            if names:
+                problems[f"nvidia accel{gpu.index}"] = "; ".join(names)
+            util = self._process_util(gpu) if seen else {}
+            for pid in sorted(seen):
+                sm, mem = util.get(pid, (None, None))
+                out.append(AccelProcess(pid, gpu.index, seen[pid], pci_address=gpu.address,
+                                        util=sm, mem_util=mem, backend=self.name))
+        return ProcessListing(tuple(out), problems)
+
+    def _running(self, gpu: _Gpu, kind: str) -> tuple[list[Any] | None, str | None]:
+        """nvmlDeviceGet<kind>RunningProcesses: the unversioned name (pynvml
+        maps it to _v3), or _v2 where the driver's library is older than
+        _v3 (pynvml then raises NVMLLibraryMismatchError or
+        FUNCTION_NOT_FOUND)."""
+        nvml = self.nvml
+        what = f"{kind.lower()}_processes"
+        procs, why = self._listing_call(gpu, what,
+                                        getattr(nvml, f"nvmlDeviceGet{kind}RunningProcesses"),
+                                        gpu.handle)
+        older = getattr(nvml, f"nvmlDeviceGet{kind}RunningProcesses_v2", None)
+        if why == "not supported" and older is not None:
+            # `what` is now marked unsupported: later calls go straight to _v2
+            procs, why = self._listing_call(gpu, what + "_v2", older, gpu.handle)
+        return procs, why
+
+    def _process_util(self, gpu: _Gpu) -> dict[int, tuple[float | None, float | None]]:
+        """pid -> (SM share, memory-bandwidth share), 0-1, the mean of the
+        samples NVML kept since the last call (its buffer covers the last
+        few seconds only; the first call takes all of it)."""
+        nvml = self.nvml
+        if gpu.lost or "process_util" in gpu.unsupported:
+            return {}
+        try:
+            samples = nvml.nvmlDeviceGetProcessUtilization(gpu.handle, gpu.util_seen)
+        except nvml.NVMLError as exc:
+            code = getattr(exc, "value", None)
+            if code in (getattr(nvml, "NVML_ERROR_NOT_FOUND", 6), 0):
+                return {}  # no sample since the last call; 0: pynvml's "no samples" shape
+            fault = self.fault(exc)
+            if fault is Fault.UNSUPPORTED:
+                gpu.unsupported.add("process_util")
+            elif fault is Fault.LOST:
+                gpu.lost = True
+            return {}
+        sums: dict[int, list[float]] = {}
+        for s in samples:
+            ts = int(s.timeStamp)
+            gpu.util_seen = max(gpu.util_seen, ts)
+            acc = sums.setdefault(int(s.pid), [0.0, 0.0, 0.0])
+            acc[0] += float(s.smUtil)
+            acc[1] += float(s.memUtil)
+            acc[2] += 1.0
+        return {pid: (min(1.0, a[0] / a[2] / 100.0), min(1.0, a[1] / a[2] / 100.0))
+                for pid, a in sums.items()}
 
     def _retired_pages(self, handle: Any) -> int:
         nvml = self.nvml
@@ -321,6 +412,18 @@ class NvidiaBackend(LibraryBackend[_Gpu]):
                     self.nvml.nvmlEventSetFree(self._events)
             with contextlib.suppress(self.nvml.NVMLError):
                 self.nvml.nvmlShutdown()
+
+
+# what a listing that failed says, by nvmlReturn_t (nvml.h)
+_CODE_WORDS = {3: "not supported", 4: "no permission", 6: "not found", 15: "GPU is lost",
+               9: "driver not loaded", 13: "function not in this driver's library"}
+_NOT_AVAILABLE = (1 << 64) - 1  # NVML_VALUE_NOT_AVAILABLE as an unsigned long long
+
+
+def _memory(value: Any) -> int | None:
+    if value is None or int(value) == _NOT_AVAILABLE:
+        return None
+    return int(value)
 
 
 def _address(handle: Any) -> int | None:

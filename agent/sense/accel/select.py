@@ -33,6 +33,7 @@ from hosttune.agent.sense.accel.base import (
     AccelDevice,
     AccelProcess,
     BackendUnavailable,
+    ProcessListing,
 )
 from hosttune.agent.sense.accel.sysfs import SysfsBackend
 from hosttune.agent.sense.errors import ConfigError
@@ -345,13 +346,27 @@ class AccelCollector:
         self._devices = self._describe()
         return replacement
 
-    def processes(self) -> list[AccelProcess]:
+    def processes(self) -> ProcessListing:
+        """Every backend's process listing in one, each call bounded by the
+        deadline like a sample. A backend that hangs, raises or cannot list
+        is named in `problems`; this never raises."""
         out: list[AccelProcess] = []
-        for slot in self._slots:
+        problems: dict[str, str] = {}
+        for slot in list(self._slots):
+            name = slot.backend.name
             outcome = slot.worker.call(slot.backend.processes, self.deadline)
-            if outcome.state == "ok":
-                out.extend(outcome.value)
-        return out
+            if outcome.state == "ok" and isinstance(outcome.value, ProcessListing):
+                out.extend(outcome.value.processes)
+                problems.update(outcome.value.problems)
+            elif outcome.state == "timeout":
+                problems[name] = f"did not answer within {self.deadline:g} s"
+            elif outcome.state == "busy":
+                problems[name] = "an earlier call still hangs"
+            else:
+                err = outcome.error
+                problems[name] = (err.reason if isinstance(err, BackendUnavailable)
+                                  else f"{type(err).__name__}: {err}")
+        return ProcessListing(tuple(out), problems)
 
     def close(self) -> None:
         for slot in self._slots:

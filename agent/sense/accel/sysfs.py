@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from hosttune.agent.sense.accel.base import AccelDevice, AccelProcess, metric_name
+from hosttune.agent.sense.accel.base import AccelDevice, ProcessListing, metric_name
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.pci import PCI_DEVICES, PciDevice
 from hosttune.agent.sense.pci import classify as classify_pci
@@ -196,9 +196,9 @@ class SysfsBackend:
                 return value
         return first
 
-    def processes(self) -> list[AccelProcess]:
+    def processes(self) -> ProcessListing:
         # sysfs does not say which process holds device memory
-        return []
+        return ProcessListing((), {"sysfs": "sysfs has no per-process view"})
 
     def close(self) -> None:
         pass

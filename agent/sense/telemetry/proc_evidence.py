@@ -19,15 +19,24 @@ maps need ptrace access), keeps what could be read; nothing here raises.
 The unit a role is given to is the process group: a shell pipeline, a
 training script and its data-loader workers, a server and its workers
 share one.
+
+Accelerator use comes from two places: device files among a process's fds
+(/dev/nvidia*, /dev/davinci*, /dev/kfd, ...) and, where a vendor backend
+lists processes (NVML, amdsmi, npu-smi), that listing, which also names a
+process whose device files are not visible here (a container's own /dev, a
+device reached through another path). A listed process's group is a
+candidate like a framework's, and its row carries the device memory and
+busy share the vendor reported.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from hosttune.agent.sense.accel.base import AccelProcess, ProcessListing
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.telemetry.cpu import clock_ticks
 from hosttune.agent.sense.telemetry.processes import (
@@ -48,6 +57,12 @@ _TOP_CPU = 6  # process groups of this many busiest processes are examined
 _MAX_GROUP = 64  # members examined per process group
 _MAX_FDS = 512
 _MIN_TOP_CORES = 0.01
+# A vendor's process listing is asked for at a full scan at most this often:
+# the shortest role window (10 s), so each window sees a fresh one and a
+# CLI scanning every second does not run npu-smi every second.
+ACCEL_LISTING_EVERY = 10.0
+
+AccelSource = Callable[[], ProcessListing | None]
 
 
 @dataclass
@@ -73,6 +88,14 @@ class ProcEvidence:
     socket_inodes: frozenset[int] = frozenset()
     sockets_seen: int = 0  # distinct socket inodes held over its life (churn)
     readable: bool = True  # False: io/fd/maps belong to another user
+    # what the vendor backends listed for it (one entry per device), as of
+    # the last full scan's listing
+    accel: tuple[AccelProcess, ...] = ()
+
+    @property
+    def uses_accel(self) -> bool:
+        """Device files open, or listed by a vendor backend."""
+        return bool(self.fds.get("accel") or self.accel)
 
     @property
     def key(self) -> tuple[int, int]:
@@ -117,8 +140,23 @@ class ProcessScanner:
     ProcTable, until its virtual size changes)."""
 
     def __init__(self, host: Host, *, top_cpu: int = _TOP_CPU, full_every: int = 1,
-                 table: ProcTable | None = None) -> None:
+                 table: ProcTable | None = None, accel: AccelSource | None = None,
+                 accel_every: float = ACCEL_LISTING_EVERY,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """`accel`: the per-process accelerator listing (the daemon passes its
+        sampler's `accel_processes`), asked at a full scan at most every
+        `accel_every` seconds; None: device fds are the only evidence."""
         self.host = host
+        self.accel = accel
+        self.accel_every = accel_every
+        self._clock = clock
+        self._accel_at: float | None = None
+        # (pid, start) -> what the last listing said of it; the listing's
+        # pids are matched to processes at the full scan that asked, so a
+        # pid reused later is not taken for the listed process
+        self._accel_use: dict[tuple[int, int], tuple[AccelProcess, ...]] = {}
+        # why the last listing is incomplete or missing, for display
+        self.accel_problem: str | None = None
         # The daemon passes the sampler's table: a sample on which both scan
         # reads the pid list, the stat lines and maps once (see ProcTable).
         self.table = table if table is not None else ProcTable(host)
@@ -175,7 +213,9 @@ class ProcessScanner:
             return self._partial(watch)
         stats = self.stats()
         live = {(s.pid, s.start) for s in stats.values()}
-        for cache in (self._known, self._socks, self._deep, self._fdnames, self._split):
+        self._refresh_accel(stats)
+        for cache in (self._known, self._socks, self._deep, self._fdnames, self._split,
+                      self._accel_use):
             for gone in [k for k in cache if k not in live]:
                 del cache[gone]
         groups: dict[int, list[ProcStat]] = {}
@@ -194,7 +234,7 @@ class ProcessScanner:
                 # born since the last full scan (a pipeline stage, a worker):
                 # all its CPU is recent
                 busy.append((st.utime + st.stime, st.pid))
-            if self._ai_static(st):
+            if self._ai_static(st) or (st.pid, st.start) in self._accel_use:
                 chosen.add(st.pgrp)
         busy.sort(reverse=True)
         # A group is among the top consumers only with at least 1 % of a CPU
@@ -212,6 +252,26 @@ class ProcessScanner:
         self._chosen = {g: [st.pid for st in m] for g, m in members.items()}
         self._full_scans += 1
         return self._examine([st for g in sorted(members) for st in members[g]], deep=True)
+
+    def _refresh_accel(self, stats: Mapping[int, ProcStat]) -> None:
+        """Ask the backends which processes use a device, if due, and tie
+        each listed pid to the process that has it now. A listed pid with no
+        process (it exited since the vendor looked) is dropped."""
+        if self.accel is None:
+            return
+        now = self._clock()
+        if self._accel_at is not None and now - self._accel_at < self.accel_every:
+            return  # the last listing stands; its processes that exited drop out
+        self._accel_at = now
+        listing = self.accel()
+        if listing is None:
+            self._accel_use = {}
+            self.accel_problem = "no accelerator view"
+            return
+        self.accel_problem = listing.problem_text()
+        self._accel_use = {(pid, stats[pid].start): tuple(procs)
+                           for pid, procs in listing.by_pid().items()
+                           if pid in stats and not stats[pid].kthread}
 
     def _slow_reads_due(self) -> bool:
         """Whether this full scan reads smaps_rollup and the TCP tables."""
@@ -284,6 +344,7 @@ class ProcessScanner:
             if deep:
                 self._deep[ev.key] = (ev.anon_huge, ev.fds, ev.listening, ev.connected,
                                       ev.socket_inodes)
+            ev.accel = self._accel_use.get(ev.key, ())
             out.append(ev)
         return out
 
@@ -433,12 +494,27 @@ ROW_FIELDS = (
     "rss_anon", "rss_file", "anon_huge", "read_bytes", "write_bytes", "rchar", "wchar",
     "syscr", "syscw", "fd_regular", "fd_socket", "fd_pipe", "fd_accel", "fd_device",
     "listening", "connected", "sockets_seen", "readable", "frameworks", "hints",
+    "accel_listed", "accel_mem", "accel_util", "accel_devs",
 )
 
 
 def evidence_row(t: float, ev: ProcEvidence, hz: int) -> dict[str, object]:
-    """One process at one scan as a flat row (CPU in seconds)."""
+    """One process at one scan as a flat row (CPU in seconds).
+
+    `fd_accel` is the model's one accelerator feature: the device files
+    open, and at least 1 when a vendor backend lists the process (its device
+    files may be out of sight). The shipped role model was trained with no
+    accelerator present (fd_accel 0 throughout), so this adds no column and
+    keeps the artifact's feature list; the listing's own figures travel
+    beside it for display: `accel_mem` (bytes on all its devices, 0 where
+    the vendor cannot say), `accel_util` (the sum of its busy shares, ""
+    where no vendor keeps one), `accel_devs` (global device indices)."""
     st = ev.stat
+    mem = [p.memory_bytes for p in ev.accel if p.memory_bytes is not None]
+    util = [p.util for p in ev.accel if p.util is not None]
+    fds = {f"fd_{k}": ev.fds.get(k, 0) for k in ("regular", "socket", "pipe", "accel", "device")}
+    if ev.accel:
+        fds["fd_accel"] = max(fds["fd_accel"], 1)
     return {
         "t": round(t, 3), "pid": st.pid, "start": st.start, "pgrp": st.pgrp, "ppid": st.ppid,
         "comm": st.comm.replace(",", "_"), "cpu_user": st.utime / hz, "cpu_sys": st.stime / hz,
@@ -447,10 +523,13 @@ def evidence_row(t: float, ev: ProcEvidence, hz: int) -> dict[str, object]:
         "rss_file": ev.rss_file, "anon_huge": ev.anon_huge, "read_bytes": ev.read_bytes,
         "write_bytes": ev.write_bytes, "rchar": ev.rchar, "wchar": ev.wchar,
         "syscr": ev.syscr, "syscw": ev.syscw,
-        **{f"fd_{k}": ev.fds.get(k, 0) for k in ("regular", "socket", "pipe", "accel", "device")},
+        **fds,
         "listening": ev.listening, "connected": ev.connected, "sockets_seen": ev.sockets_seen,
         "readable": int(ev.readable), "frameworks": ";".join(ev.frameworks),
         "hints": ";".join(ev.hints),
+        "accel_listed": int(bool(ev.accel)), "accel_mem": sum(mem),
+        "accel_util": round(sum(util), 4) if util else "",
+        "accel_devs": ";".join(str(d) for d in sorted({p.device for p in ev.accel})),
     }
 
 

@@ -41,6 +41,7 @@ from hosttune.agent.sense.telemetry.vmstat import VmstatCollector
 
 if TYPE_CHECKING:
     # for annotations only: importing it costs 17 ms and 0.9 MB (see open_sampler)
+    from hosttune.agent.sense.accel.base import ProcessListing
     from hosttune.agent.sense.accel.select import AccelCollector
 
 ProcessFinder = Callable[[Host], list[AIProcess]]
@@ -145,6 +146,16 @@ class Sampler:
         values["sampler.seconds"] = time.monotonic() - start
         return Sample(monotonic=start, wall=time.time(), values=values,
                       processes=list(self._processes), errors=errors)
+
+    def accel_processes(self) -> ProcessListing | None:
+        """Which processes use which accelerator now, as the vendor backends
+        list them (each backend's call bounded in time like a sample); None
+        without an accelerator view. The role scanner asks for it at its full
+        scans, not with every sample: it is one more library call per device
+        (NVML, amdsmi) or the last `npu-smi info` table."""
+        if self.accel is None:
+            return None
+        return self.accel.processes()
 
     def _scan_processes(self, now: float) -> None:
         processes = self._find_processes(self.host)

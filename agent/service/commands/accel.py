@@ -52,7 +52,7 @@ def accel_command(
         values: dict[str, float] = {}
         coll.collect(values)
         devices = coll.devices()
-        processes = coll.processes()
+        listing = coll.processes()
         backends = coll.backend_names
     finally:
         coll.close()
@@ -62,17 +62,18 @@ def accel_command(
             "backends": backends,
             "devices": render.topology_json(devices, nics),
             "metrics": {k: v for k, v in sorted(values.items()) if k.startswith("accel.")},
-            "processes": [{"pid": p.pid, "device": p.device, "memory_bytes": p.memory_bytes,
-                           "name": p.name} for p in processes],
+            "processes": [p.to_dict() for p in listing.processes],
+            "process_problems": dict(listing.problems),
         })
         return
     echo_lines(render.topology_lines(devices, nics))
     if devices:
         typer.echo("")
         echo_lines(render.telemetry_lines(devices, values))
-    if processes:
+    if listing.processes:
         typer.echo("")
         typer.echo("Processes on accelerators")
-        for p in processes:
+        for p in listing.processes:
             mem = "-" if p.memory_bytes is None else f"{p.memory_bytes / (1 << 20):.0f} MiB"
-            typer.echo(f"  pid {p.pid:<8} accel{p.device:<3} {mem:>10}  {p.name or ''}")
+            util = "" if p.util is None else f"  {p.util:.0%} busy"
+            typer.echo(f"  pid {p.pid:<8} accel{p.device:<3} {mem:>10}{util}  {p.name or ''}")

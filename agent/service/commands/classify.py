@@ -90,7 +90,7 @@ def classify_command(
     from hosttune.agent.sense.host import Host
     from hosttune.agent.service.live_roles import RoleWatch
 
-    roles = RoleWatch(Host())
+    roles = RoleWatch(Host(), accelerators=True)
 
     def tick(t: float) -> None:
         roles.scan()
@@ -104,6 +104,8 @@ def classify_command(
             columns, matrix = live_window(window, interval, progress=tick)
         except HosttuneError as exc:
             raise fail(str(exc)) from None
+        finally:
+            roles.close()
     verdict = roles.verdict()
     if matrix.shape[0] < MIN_ROWS:
         raise fail(f"a {window:g} s window at {interval:g} s holds fewer than "
@@ -113,12 +115,13 @@ def classify_command(
     if json_out:
         emit_json({"model": m.source, "window_seconds": window, **pred.as_dict(),
                    "geometry_warning": warning,
-                   "roles": None if verdict is None else verdict_dict(verdict),
+                   "roles": None if verdict is None else verdict_dict(
+                       verdict, accel_problem=roles.accel_problem),
                    "roles_problem": roles.problem})
         return
     _render(pred, f"this host, last {window:g} s (host aggregates)")
     if verdict is not None:
-        for line in verdict_lines(verdict):
+        for line in verdict_lines(verdict_dict(verdict, accel_problem=roles.accel_problem)):
             typer.echo(line)
     elif roles.problem:
         typer.echo(f"note: no per-process roles: {roles.problem}", err=True)

@@ -156,8 +156,8 @@ class HostTools:
         # stat only on the samples of the sampler's process scan, sharing
         # its pass; the candidates' counters at each), judged with the role
         # model at the end of each window.
-        self._roles = RoleWatch(host, full_every=max(1, process_every),
-                                table=table) if roles else None
+        self._roles = RoleWatch(host, full_every=max(1, process_every), table=table,
+                                accel=self._sampler.accel_processes) if roles else None
         # the last window's roles, for `hosttune status`: (wall time, verdict)
         self._last_roles: tuple[float, HostVerdict] | None = None
 
@@ -390,7 +390,8 @@ class HostTools:
         last = self._last_roles
         if last is not None:
             out["at"] = last[0]
-            out["verdict"] = verdict_dict(last[1], active_only=True)
+            out["verdict"] = verdict_dict(last[1], active_only=True,
+                                          accel_problem=self._roles.accel_problem)
         return out
 
     def history(self, limit: int) -> list[dict[str, Any]]:
