@@ -144,7 +144,8 @@ def classify_with_roles(host: Host, window: float
     from hosttune.agent.service.render.roles import verdict_dict
     from hosttune.models import classifier, features, recognise
 
-    watch = RoleWatch(host)
+    # the vendor backends' process listings: device use shown as evidence
+    watch = RoleWatch(host, accelerators=True)
     try:
         model = classifier.load()
         # one sample a second, and the classifier needs MIN_ROWS of them; the
@@ -155,10 +156,12 @@ def classify_with_roles(host: Host, window: float
         pred = recognise.classify_rows(model, columns, matrix)
     except HosttuneError as exc:
         return None, f"the workload model could not classify: {exc}", None
+    finally:
+        watch.close()
     aggregate = f"host aggregates: {pred.label} {pred.confidence:.2f}"
     verdict = watch.verdict()
     if verdict is not None:
-        roles = verdict_dict(verdict, active_only=True)
+        roles = verdict_dict(verdict, active_only=True, accel_problem=watch.accel_problem)
         if verdict.label == "unknown":
             return None, (f"the role model is unsure: {verdict.reason} ({aggregate})"), roles
         return verdict.label, (f"classified from its processes' roles, confidence "
