@@ -2,7 +2,8 @@
 the daemon, which serves the exported forest with `hosttune.models.forest`).
 
     python -m hosttune.models.role_model evaluate   # LOPO and LORO, both geometries
-    python -m hosttune.models.role_model train      # writes models/artifacts/roles-v3.*
+    python -m hosttune.models.role_model evaluate --seeds 5   # and the spread over forest seeds 0-4
+    python -m hosttune.models.role_model train      # writes models/artifacts/roles-v4.*
 
 Data: `models/data/roles/` (`hosttune.agent.service.record_roles`). Every
 window of a run gives one example per tagged job: the recorded program's
@@ -44,9 +45,12 @@ from hosttune.models import roles as R
 
 DATA = Path(hosttune.models.__file__).parent / "data" / "roles"
 ARTIFACTS = Path(hosttune.models.__file__).parent / "artifacts"
-NAME = "roles-v3"
+NAME = "roles-v4"
 GEOMETRIES = ((1.0, 10.0, 5.0), (5.0, 30.0, 5.0))  # (interval, window, stride) seconds
 DEFAULT_UNKNOWN_BELOW = 0.5
+# one seed's leave-one-program-out figure moved by up to 0.06 between seeds
+# (roles-v2: 0.869-0.930), so the card judges the model by the mean over these
+SPREAD_SEEDS = 5
 # the program record_roles runs as the background load (its _LOAD): its job's
 # windows are grouped with that program's own runs, so holding the program
 # out holds out every window of it
@@ -131,14 +135,14 @@ def matrix(examples: Sequence[Example]) -> tuple[Any, Any]:
     return X, np.array([e.role for e in examples])
 
 
-def cross_predict(examples: Sequence[Example], by: str) -> Any:
+def cross_predict(examples: Sequence[Example], by: str, seed: int = 0) -> Any:
     """Out-of-fold class probabilities (n x roles), folds by program or run."""
     X, y = matrix(examples)
     groups = np.array([e.program if by == "program" else e.run for e in examples])
     proba = np.zeros((len(examples), len(R.ROLES)))
     for g in sorted(set(groups)):
         test = groups == g
-        est = make_forest()
+        est = make_forest(seed)
         est.fit(X[~test], y[~test])
         cols = [R.ROLES.index(c) for c in est.classes_]
         proba[np.ix_(test, cols)] = est.predict_proba(X[test])
@@ -194,8 +198,8 @@ def _per_class(y: Sequence[str], pred: Sequence[str], classes: Sequence[str]) ->
 
 
 def evaluate(examples: Sequence[Example], by: str,
-             unknown_below: float = DEFAULT_UNKNOWN_BELOW) -> dict[str, Any]:
-    proba = cross_predict(examples, by)
+             unknown_below: float = DEFAULT_UNKNOWN_BELOW, seed: int = 0) -> dict[str, Any]:
+    proba = cross_predict(examples, by, seed)
     best = proba.argmax(axis=1)
     conf = proba.max(axis=1)
     # the role as served: the model's best class after `roles.decide`'s rule
@@ -216,6 +220,43 @@ def evaluate(examples: Sequence[Example], by: str,
     cal_conf = np.array([calibrate(float(c), cal) for c in conf])
     out["reliability_calibrated"] = reliability(cal_conf, correct)
     out["calibration"] = cal
+    return out
+
+
+def seed_spread(examples: Sequence[Example], seeds: int,
+                first: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Leave-one-program-out host figures under forest seeds 0..seeds-1 (seed
+    0's evaluation may be handed in as `first`), per seed and their mean."""
+    runs = [first or evaluate(examples, "program")]
+    runs += [evaluate(examples, "program", seed=s) for s in range(1, seeds)]
+    out: dict[str, Any] = {"seeds": list(range(seeds)), "geometries": {}}
+    for geom in runs[0]["geometries"]:
+        hosts = [ev["geometries"][geom]["host"] for ev in runs]
+        classes = [c for c, v in hosts[0]["per_class"].items() if v["n"]]
+        per_class = {c: [h["per_class"][c]["f1"] for h in hosts] for c in classes}
+        macro = [h["macro_f1"] for h in hosts]
+        out["geometries"][geom] = {
+            "host_macro_f1": macro, "mean_host_macro_f1": sum(macro) / len(macro),
+            "per_class_f1": per_class,
+            "mean_per_class_f1": {c: sum(v) / len(v) for c, v in per_class.items()},
+            "busy_non_ai_labelled_idle": [h["busy_non_ai_labelled_idle"] for h in hosts]}
+    return out
+
+
+def spread_lines(spread: dict[str, Any]) -> list[str]:
+    seeds = spread["seeds"]
+    out = [f"| geometry | {' | '.join(f'seed {s}' for s in seeds)} | mean |",
+           f"| --- |{' ---: |' * (len(seeds) + 1)}"]
+    for geom, g in spread["geometries"].items():
+        out.append(f"| {geom} host macro-F1 | "
+                   + " | ".join(f"{v:.3f}" for v in g["host_macro_f1"])
+                   + f" | **{g['mean_host_macro_f1']:.3f}** |")
+        for c, v in g["per_class_f1"].items():
+            out.append(f"| {geom} {c} | " + " | ".join(f"{x:.2f}" for x in v)
+                       + f" | {g['mean_per_class_f1'][c]:.2f} |")
+        out.append(f"| {geom} busy non-AI read as idle | "
+                   + " | ".join(str(x) for x in g["busy_non_ai_labelled_idle"])
+                   + f" | {sum(g['busy_non_ai_labelled_idle'])} in all |")
     return out
 
 
@@ -408,6 +449,20 @@ def render_card(schema: dict[str, Any], examples: Sequence[Example]) -> str:
         "5 s/30 s is 0.903 on average (0.891-0.910) with these runs and was 0.903 "
         "(0.869-0.930) on roles-v2's data, whose 0.930 was its best seed: the new runs "
         "left the mean where it was and narrowed the spread.", "",
+        "roles-v4 keeps roles-v3's data and forest and adds three features, for the weak "
+        "pair data preparation / background (F1 0.74 and 0.81, mean over seeds 0-4): "
+        "storage read and written bytes per CPU-second (`log_read_per_cpu`, "
+        "`log_write_per_cpu`, 0 below 0.01 cores) and storage written against read "
+        "(`log_storage_out_in`, log of (write+1)/(read+1) bytes/s). Four variants were "
+        "compared on this same leave-one-program-out split over forest seeds 0-4 (the "
+        "session report lists them): the three features already computed but unused "
+        "(process births per second, reaped children's CPU share, share of processes on "
+        "a pipe) 0.904, births alone 0.911, these three ratios 0.933, both sets 0.921; "
+        "so the figures below carry that selection. With the ratios the host macro-F1 "
+        "at 5 s/30 s is 0.933 on average over seeds 0-4 (0.910-0.953; roles-v3 0.903), "
+        "data preparation 0.82 and background 0.87 on average (table \"Forest seeds\" "
+        "below); seed 2 still puts both below 0.80 (0.73, 0.79), and the shipped seed 0 "
+        "has data preparation at 0.78.", "",
         "## Leave-one-program-out (every run of a program held out together)", "",
         "Job roles and the host class composed from them, per geometry "
         "(1 s scans in 10 s windows; the daemon's 5 s scans in 30 s windows).", "",
@@ -418,6 +473,11 @@ def render_card(schema: dict[str, Any], examples: Sequence[Example]) -> str:
                 f"windows read as idle: {g['host']['busy_non_ai_labelled_idle']})", "",
                 *_table(g["host"], ("idle", *R.ROLES)), "", "Confusion (host):", "",
                 *_confusion(g["host"]), ""]
+    if "spread" in lopo:
+        out += [f"## Forest seeds {lopo['spread']['seeds'][0]}-{lopo['spread']['seeds'][-1]}",
+                "", "Leave-one-program-out host class, F1 per forest seed (the shipped "
+                "model and the tables above are seed 0); the mean is the figure to judge "
+                "by, since one seed can be lucky.", "", *spread_lines(lopo["spread"]), ""]
     out += ["## Each program held out", "",
             "What the model called each program's own job (its windows at both geometries "
             "summed) when every run of that program was left out of training.", "",
@@ -494,12 +554,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None, help="write the full scores here")
     p.add_argument("--programs", nargs="*", default=(),
                    help="also print what each of these programs' jobs were called")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="leave-one-program-out under forest seeds 0..N-1 and their mean "
+                   f"(evaluate: 1 unless given; train: {SPREAD_SEEDS})")
     args = p.parse_args(argv)
+    seeds = args.seeds or (SPREAD_SEEDS if args.action == "train" else 1)
     examples = load_examples(args.data)
     lopo = evaluate(examples, "program")
     loro = evaluate(examples, "run")
     print(summary(lopo, args.programs))
     print(summary(loro))
+    if seeds > 1:
+        lopo["spread"] = seed_spread(examples, seeds, first=lopo)
+        print("leave-one-program-out host class over forest seeds", *lopo["spread"]["seeds"])
+        print(*(f"  {line}" for line in spread_lines(lopo["spread"])), sep="\n")
     if args.json:
         args.json.write_text(json.dumps({"lopo": lopo, "loro": loro}, indent=1))
     if args.action == "train":

@@ -222,6 +222,35 @@ def test_job_window_features_and_members_coming_and_going(tmp_path: Path) -> Non
     assert len(f) == len(R.FEATURES)
 
 
+def test_storage_bytes_per_cpu_second_and_written_against_read(tmp_path: Path) -> None:
+    # models: a pipeline stage reading 6 MiB and writing 2 MiB over 2 s on
+    # half a core (pgrp 100), beside a sleeping job that flushes 1 MiB on no
+    # measurable CPU (pgrp 300)
+    t = Tree(tmp_path)
+    sc = ProcessScanner(Host(tmp_path))
+    mib = 1 << 20
+    scans: list[R.Scan] = []
+    for at, n in ((0.0, 0), (1.0, 1), (2.0, 2)):
+        t.proc(100, "python", maps=TORCH_MAPS, utime=50 * n, start=500,
+               io={**IO, "read_bytes": 3 * mib * n, "write_bytes": mib * n})
+        t.proc(300, "python", maps=TORCH_MAPS, utime=0, start=700, pgrp=300,
+               io={**IO, "write_bytes": mib * (n // 2)})
+        scans.append(scan_of(t, sc, at, 100.0 + at))
+    pipe = R.job_window(scans, 100)
+    assert pipe is not None
+    f = pipe.named()
+    assert f["cpu_cores"] == pytest.approx(0.5)
+    assert f["log_read_per_cpu"] == pytest.approx(math.log1p(3 * mib / 0.5))
+    assert f["log_write_per_cpu"] == pytest.approx(math.log1p(mib / 0.5))
+    assert f["log_storage_out_in"] == pytest.approx(math.log((mib + 1.0) / (3 * mib + 1.0)))
+    sleeper = R.job_window(scans, 300)
+    assert sleeper is not None
+    g = sleeper.named()
+    # no CPU to divide by: the per-CPU features say "no meaning", not infinity
+    assert g["log_read_per_cpu"] == 0.0 and g["log_write_per_cpu"] == 0.0
+    assert g["log_storage_out_in"] == pytest.approx(math.log(mib / 2 + 1.0))
+
+
 def _job(cpu: float, io: float = 0.0, pgrp: int = 1) -> R.JobWindow:
     return R.JobWindow(pgrp=pgrp, leader="x", pids=(pgrp,), features=(0.0,) * len(R.FEATURES),
                        cpu_cores=cpu, io_bps=io, host_cpu_share=math.nan)

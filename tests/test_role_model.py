@@ -122,3 +122,48 @@ def test_card_lists_every_program_its_frameworks_and_its_held_out_answer(
     for program in programs:
         assert f"| {program} |" in card, program
     assert "train_jax (jax)" in card and "serve_tf (tensorflow" in card
+
+
+def test_seed_spread_is_each_seeds_evaluation_and_their_mean(
+        examples: list[M.Example]) -> None:
+    # two programs of each class (their runs, both geometries) keep this
+    # cheap; the spread must be exactly what evaluate gives under each seed,
+    # and on this split seeds 0 and 1 give different figures, so a spread
+    # that ignored its seed would fail
+    per_role: dict[str, set[str]] = {}
+    for e in examples:
+        if e.tag == "job":
+            per_role.setdefault(e.role, set()).add(e.program)
+    keep = {p for programs in per_role.values() for p in sorted(programs)[:2]}
+    runs = {e.run for e in examples if e.program in keep}
+    sub = [e for e in examples if e.run in runs]  # with the load beside the "b" runs
+    spread = M.seed_spread(sub, 2)
+    assert spread["seeds"] == [0, 1]
+    for s in (0, 1):
+        ev = M.evaluate(sub, "program", seed=s)
+        for geom, g in spread["geometries"].items():
+            host = ev["geometries"][geom]["host"]
+            assert g["host_macro_f1"][s] == host["macro_f1"]
+            assert g["busy_non_ai_labelled_idle"][s] == host["busy_non_ai_labelled_idle"]
+            for c, f1s in g["per_class_f1"].items():
+                assert f1s[s] == host["per_class"][c]["f1"]
+    assert spread["geometries"]["5s/30s"]["host_macro_f1"][0] != \
+        spread["geometries"]["5s/30s"]["host_macro_f1"][1]
+    for g in spread["geometries"].values():
+        assert g["mean_host_macro_f1"] == pytest.approx(sum(g["host_macro_f1"]) / 2)
+
+
+def test_card_judges_by_the_seed_mean_and_names_the_storage_ratios() -> None:
+    schema = json.loads(SHIPPED.with_suffix(".json").read_text())
+    card = SHIPPED.with_suffix(".md").read_text()
+    spread = schema["card"]["lopo"]["spread"]
+    assert spread["seeds"] == list(range(M.SPREAD_SEEDS))
+    daemon = spread["geometries"]["5s/30s"]
+    # seed 0 is the shipped forest: its column is the card's own LOPO table
+    assert daemon["host_macro_f1"][0] == schema["card"]["lopo"]["geometries"]["5s/30s"][
+        "host"]["macro_f1"]
+    mean = sum(daemon["host_macro_f1"]) / len(daemon["host_macro_f1"])
+    assert daemon["mean_host_macro_f1"] == pytest.approx(mean)
+    assert f"**{mean:.3f}**" in card and "## Forest seeds 0-4" in card
+    for name in ("log_read_per_cpu", "log_write_per_cpu", "log_storage_out_in"):
+        assert name in schema["features"] and f"`{name}`" in card
