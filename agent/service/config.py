@@ -112,7 +112,7 @@ class Config:
     metrics: MetricsListener = field(default_factory=MetricsListener)
     retention: Retention = field(default_factory=Retention)
     revert_on_stop: bool = False
-    # Judge each window by the per-process roles (models/artifacts/roles-v3): a process
+    # Judge each window by the per-process roles (models/artifacts/roles-v4): a process
     # scan with every sample, sharing the sampler's pass over /proc (see
     # benchmarks/daemon_cost.py for what it costs; README "Per-process roles").
     roles: bool = True
