@@ -579,3 +579,53 @@ def test_recommend_takes_the_class_hosttuned_settled_on(
     finally:
         daemon.request_stop()
         thread.join(timeout=10)
+
+
+class AllocatingJobEngine(FixtureEngine):
+    """The fixture world with a collapsed job that keeps allocating: the
+    runner's advice is THP `always` (models.collapse.new_memory_thp)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.preflights: list[list[str]] = []
+
+    def new_memory(self) -> NewMemory | None:
+        change = Change("thp:enabled", "always", before="madvise", source="expert",
+                        reason="pid 4242 still takes 16,000 minor faults/s",
+                        evidence={"rule": "thp-for-allocating-job"})
+        return NewMemory(pids=[(4242, "77")], live=[(4242, "77")], change=change)
+
+    def preflight(self, plan: Any, allowlist: Mapping[str, Mapping[str, Any]],
+                  admin_owned: Mapping[str, str]) -> Any:
+        self.preflights.append([c.knob for c in plan.changes])
+        return super().preflight(plan, allowlist, admin_owned)
+
+
+@pytest.mark.parametrize("removed", [True, False])
+def test_thp_for_a_job_is_not_tried_where_the_knob_is_not_auto_modes(
+        tmp_path: Path, tree: tuple[Path, World], removed: bool) -> None:
+    """Where the config removes thp:enabled from the allowlist, auto mode
+    knows without the dry run (which loads every knob family); where the
+    allowlist lacks it, one dry run says so and it is not asked again. In
+    neither case is anything applied."""
+    root, _world = tree
+    text = "mode: auto\ninterval: 0.1\nwindow: 3\nsocket: {group: root}\n"
+    config = cfg.parse(text + ('allowlist: {"thp:enabled": false}\n' if removed else ""))
+    paths = Paths(state_dir=tmp_path / "state", run_dir=tmp_path / "run",
+                  config=tmp_path / "hosttune.yaml")
+    engine = AllocatingJobEngine(root)
+    daemon = Daemon(paths, config, engine, Log("debug", use_journal=False), Notifier(env={}))
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        _wait(lambda: daemon.window.windows >= 4, 10, "four windows")
+        thp = [knobs for knobs in engine.preflights if "thp:enabled" in knobs]
+        # avoided per class: one dry run for each class the host was in
+        classes = {w for w, knob, _v in daemon.policy.avoid if knob == "thp:enabled"}
+        assert classes
+        assert len(thp) == (0 if removed else len(classes))
+        assert not daemon.policy.applied and daemon.policy.for_job is None
+        assert "thp:enabled" not in engine.written
+    finally:
+        daemon.request_stop()
+        thread.join(timeout=10)

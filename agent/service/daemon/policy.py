@@ -320,7 +320,17 @@ class AutoPolicy:
         if change is None or self.watch is not None:
             return
         workload = stable or "unknown"
-        if (workload, change.knob, change.after) in self.avoid or change.knob in self.job_held():
+        if (workload, change.knob, change.after) in self.avoid:
+            return
+        config = self.services.config
+        if change.knob in config.overrides or (
+                change.knob in config.allowlist and config.allowlist[change.knob] is None):
+            # the administrator's: known without loading every knob family
+            # (the allowlist, the dry run: 5 MB a daemon that may not change
+            # it need not hold)
+            self.avoid.add((workload, change.knob, change.after))
+            return
+        if change.knob in self.job_held():
             return
         try:
             plan = self.services.access.preflight(
