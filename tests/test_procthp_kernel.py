@@ -24,6 +24,9 @@ import pytest
 from hosttune.agent.sense import procmem
 from hosttune.agent.sense.errors import PermissionRefused
 from hosttune.agent.sense.host import Host
+from hosttune.agent.sense.sample import AIProcess
+from hosttune.agent.service.collapse import CollapseRunner
+from hosttune.agent.service.config import CollapseSettings
 from hosttune.tuners import procthp
 from hosttune.tuners.journal import Journal
 from hosttune.tuners.transaction import history, recover
@@ -293,6 +296,17 @@ def test_sigkill_of_the_collapsing_process_leaves_a_consistent_journal(
     assert roll is not None and roll.huge_kb >= 2 * 64 * 1024
 
 
+def _runner_for(proc: subprocess.Popen[str]
+                ) -> tuple[str, list[AIProcess], CollapseRunner]:
+    """The holder as the sampler would list it ("torchrun" on its command
+    line), and a CollapseRunner with the default settings."""
+    start = procmem.start_time(Host(), proc.pid)
+    assert start is not None
+    job = [AIProcess(pid=proc.pid, comm="python3", cmdline="torchrun",
+                     reasons=("cmdline:torchrun",), start_time=start)]
+    return start, job, CollapseRunner(Host(), CollapseSettings())
+
+
 @needs_collapse
 def test_the_runner_passes_again_only_for_memory_outside_huge_pages(
         tmp_path: Path, thp_unchanged: str) -> None:
@@ -300,17 +314,9 @@ def test_the_runner_passes_again_only_for_memory_outside_huge_pages(
     then nothing while the memory stays huge, then another pass when the job
     frees what was collapsed and allocates again (a job still setting up
     when its first pass came)."""
-    from hosttune.agent.sense.sample import AIProcess
-    from hosttune.agent.service.collapse import CollapseRunner
-    from hosttune.agent.service.config import CollapseSettings
-
     proc = _holder(320, "torchrun")
     try:
-        start = procmem.start_time(Host(), proc.pid)
-        assert start is not None
-        job = [AIProcess(pid=proc.pid, comm="python3", cmdline="torchrun",
-                         reasons=("cmdline:torchrun",), start_time=start)]
-        runner = CollapseRunner(Host(), CollapseSettings())
+        _start, job, runner = _runner_for(proc)
         journal = Journal(tmp_path / "journal.db")
 
         def run() -> procthp.CollapseReport | None:
@@ -349,18 +355,11 @@ def test_a_collapsed_job_that_keeps_allocating_asks_for_thp_always(
     that keeps mapping and touching fresh memory (the holder's `churn`, a
     training step's activations) wants THP `always` for it while THP is
     `madvise`; the decision is only read here, nothing is written."""
-    from hosttune.agent.sense.sample import AIProcess
-    from hosttune.agent.service.collapse import CollapseRunner
-    from hosttune.agent.service.config import CollapseSettings
     from hosttune.models.collapse import FAULT_RATE
 
     proc = _holder(320, "churn", "torchrun")
     try:
-        start = procmem.start_time(Host(), proc.pid)
-        assert start is not None
-        job = [AIProcess(pid=proc.pid, comm="python3", cmdline="torchrun",
-                         reasons=("cmdline:torchrun",), start_time=start)]
-        runner = CollapseRunner(Host(), CollapseSettings())
+        start, job, runner = _runner_for(proc)
         journal = Journal(tmp_path / "journal.db")
         assert runner.run(journal, job, "unknown", reason="test") is None  # first look
         report = runner.run(journal, job, "unknown", reason="test")
