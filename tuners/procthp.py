@@ -59,6 +59,7 @@ UNSUPPORTED = {
 }
 # Refusals worth another try on a later pass (the page was busy, memory was short).
 _RETRY = (errno.EAGAIN, errno.ENOMEM)
+RETRY_REASONS = frozenset(REFUSALS[e] for e in _RETRY)
 
 Hook = Callable[[str, int], None]
 
@@ -129,6 +130,12 @@ class CollapseResult:
     @property
     def collapsed_mib(self) -> float:
         return max(0, self.huge_after_kb - self.huge_before_kb) / 1024
+
+    @property
+    def retry_later(self) -> bool:
+        """Ranges its bounds left, or ranges the kernel refused for a moment
+        (pages busy, memory short): worth another pass."""
+        return bool(self.ranges_left) or any(why in RETRY_REASONS for why in self.refused)
 
     def evidence(self) -> dict[str, Any]:
         return {"pid": self.pid, "comm": self.comm, "start_time": self.start_time,

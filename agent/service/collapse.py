@@ -164,7 +164,7 @@ class CollapseRunner:
         # A pass its bounds cut short is finished even where what is left is
         # under the thresholds for starting one.
         unfinished = {(r.pid, r.start_time) for r in (self.last.results if self.last else [])
-                      if r.ranges_left and r.status != "gone"}
+                      if r.retry_later and r.status != "gone"}
         for state in measured:
             key = (state.pid, state.start_time)
             if key in unfinished and not any(a.pid == state.pid for a in decision.actions) and \
@@ -173,7 +173,7 @@ class CollapseRunner:
                 decision.skipped = [x for x in decision.skipped if x[0] != state.pid]
                 decision.actions.append(ProcessAction(
                     "collapse", state.pid, state.start_time, state.comm,
-                    "the last pass stopped at its bounds with ranges left", ()))
+                    "the last pass left ranges (its bounds, or pages busy for a moment)", ()))
         targets = []
         for action in decision.actions:
             seen = self._seen.get((action.pid, action.start_time))
@@ -213,7 +213,7 @@ class CollapseRunner:
             self.collapsed_mib += result.collapsed_mib
             self.cpu_seconds += result.cpu_seconds
             seen = self._seen.get((result.pid, result.start_time))
-            if seen is not None and result.status not in ("gone",) and not result.ranges_left:
+            if seen is not None and result.status not in ("gone",) and not result.retry_later:
                 seen.unhuge_after_pass = max(0, result.anon_kb - result.huge_after_kb) * 1024
                 # the faults it takes from here on tell whether it keeps allocating
                 ident = procmem.identity_and_faults(self.host, result.pid)
