@@ -10,6 +10,7 @@ lives in a temporary directory.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from hosttune.agent.sense import procmem
-from hosttune.agent.sense.errors import PermissionRefused
+from hosttune.agent.sense.errors import HostWriteError, PermissionRefused
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.sample import AIProcess
 from hosttune.agent.service.collapse import CollapseRunner
@@ -203,6 +204,46 @@ def test_a_mapping_the_kernel_refuses_is_a_result(tmp_path: Path, thp_unchanged:
 
 
 @needs_collapse
+def test_a_busy_range_is_tried_again_in_the_pass_then_left_for_the_next(
+        tmp_path: Path, holder: subprocess.Popen[str], thp_unchanged: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """EAGAIN (a page busy for a moment) is answered by the kernel's own
+    process_madvise here, made to say it for chosen calls: once for a range,
+    and the pass's second try collapses it; twice, and the range is left
+    for the next pass (a result, not a failure, and not refused for good)."""
+    real = Host.process_madvise
+    busy: list[int] = []  # the calls (0-based) that answer EAGAIN
+    calls = [0]
+
+    def process_madvise(self: Host, pidfd: int, start: int, length: int, advice: int) -> int:
+        n = calls[0]
+        calls[0] += 1
+        if n in busy:
+            raise HostWriteError(f"/proc/{holder.pid}", "process_madvise refused: busy",
+                                 errno=errno.EAGAIN)
+        return real(self, pidfd, start, length, advice)
+
+    monkeypatch.setattr(Host, "process_madvise", process_madvise)
+    target = _target(holder.pid)
+    journal = Journal(tmp_path / "journal.db")
+    progress = procthp.CollapseProgress()
+    busy[:] = [0]  # the first range, once
+    limits = procthp.CollapseLimits(max_bytes_per_pass=128 * MIB)
+    report = procthp.collapse_pass(Host(), journal, [target], limits, progress, reason="test")
+    (result,) = report.results
+    assert result.ranges_done == 2 and not result.refused and calls[0] == 3
+    busy[:] = [3, 4]  # the next pass's first range, twice
+    report = procthp.collapse_pass(Host(), journal, [target], limits, progress, reason="test")
+    (result,) = report.results
+    assert result.status == "partial" and result.ranges_done == 1 and result.retry_later
+    assert list(result.refused) == [procthp.REFUSALS[errno.EAGAIN]]
+    assert not progress.refused.get((target.pid, target.start_time))
+    monkeypatch.setattr(Host, "process_madvise", real)
+    _, mib = _settled_pass(journal, progress, holder.pid)
+    assert mib >= 60 and _huge_fraction(holder.pid) >= 0.9
+
+
+@needs_collapse
 def test_a_process_that_exits_mid_pass_ends_as_gone(tmp_path: Path, thp_unchanged: str
                                                     ) -> None:
     proc = _holder(256)
@@ -323,6 +364,20 @@ def _runner_for(proc: subprocess.Popen[str]
     return start, job, CollapseRunner(Host(), CollapseSettings())
 
 
+def _settled_run(runner: CollapseRunner, journal: Journal, job: list[AIProcess],
+                 workload: str) -> procthp.CollapseReport | None:
+    """The runner's pass, and its next passes while the kernel refused a range
+    for a moment (EAGAIN: its pages busy with compaction or migration), which
+    the runner retries on its next look."""
+    report = runner.run(journal, job, workload, reason="test")
+    for _ in range(3):
+        if report is None or report.results[0].status != "partial" or any(
+                "busy" not in why for why in report.results[0].refused):
+            break
+        report = runner.run(journal, job, workload, reason="test")
+    return report
+
+
 @needs_collapse
 def test_the_runner_passes_again_only_for_memory_outside_huge_pages(
         tmp_path: Path, thp_unchanged: str) -> None:
@@ -345,15 +400,7 @@ def test_the_runner_passes_again_only_for_memory_outside_huge_pages(
         # runner says it waits for the second look)
         assert run() is None and runner.waiting == [proc.pid] and pending()
         def finished() -> procthp.CollapseReport | None:
-            # EAGAIN on a range (its pages busy for a moment: compaction,
-            # migration) is a transient the runner retries on its next pass
-            report = run()
-            for _ in range(3):
-                if report is None or report.results[0].status != "partial" or any(
-                        "busy" not in why for why in report.results[0].refused):
-                    break
-                report = run()
-            return report
+            return _settled_run(runner, journal, job, "training")
 
         first = finished()
         assert first is not None and first.results[0].status == "collapsed"
@@ -389,7 +436,7 @@ def test_a_collapsed_job_that_keeps_allocating_asks_for_thp_always(
         start, job, runner = _runner_for(proc)
         journal = Journal(tmp_path / "journal.db")
         assert runner.run(journal, job, "unknown", reason="test") is None  # first look
-        report = runner.run(journal, job, "unknown", reason="test")
+        report = _settled_run(runner, journal, job, "unknown")
         assert report is not None and report.results[0].status == "collapsed"
         first_advice = runner.new_memory
         assert first_advice.change is None  # no rate yet: it was just passed

@@ -61,6 +61,9 @@ UNSUPPORTED = {
 _RETRY = (errno.EAGAIN, errno.ENOMEM)
 RETRY_REASONS = frozenset(REFUSALS[e] for e in _RETRY)
 
+# Seconds before a busy range is tried again within the same pass.
+BUSY_PAUSE = 0.05
+
 Hook = Callable[[str, int], None]
 
 
@@ -203,6 +206,21 @@ def plan_ranges(mappings: Sequence[procmem.AnonMapping], limits: CollapseLimits,
     return todo
 
 
+def _collapse_range(host: Host, pidfd: int, start: int, length: int) -> None:
+    """MADV_COLLAPSE of one range, tried once more after a moment when the
+    kernel finds a page busy: an idle process's freshly touched pages can
+    still sit in another CPU's LRU batch, or be under migration, for a few
+    milliseconds (seen once in CI: one 64 MiB range of an idle holder, which
+    failed the one-pass check). A range busy twice waits for the next pass."""
+    try:
+        host.process_madvise(pidfd, start, length, procmem.MADV_COLLAPSE)
+    except HostError as exc:
+        if exc.errno != errno.EAGAIN:
+            raise
+        time.sleep(BUSY_PAUSE)
+        host.process_madvise(pidfd, start, length, procmem.MADV_COLLAPSE)
+
+
 def collapse_process(host: Host, target: CollapseTarget, limits: CollapseLimits,
                      progress: CollapseProgress, *, byte_budget: int, deadline: float,
                      hook: Hook | None = None) -> CollapseResult:
@@ -261,7 +279,7 @@ def collapse_process(host: Host, target: CollapseTarget, limits: CollapseLimits,
             if hook is not None:
                 hook("range", index)
             try:
-                host.process_madvise(pidfd, start, length, procmem.MADV_COLLAPSE)
+                _collapse_range(host, pidfd, start, length)
             except HostError as exc:
                 if exc.errno == errno.ESRCH:
                     result.status, result.message = "gone", f"process {target.pid} exited " \
