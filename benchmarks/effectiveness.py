@@ -352,12 +352,17 @@ class JobRun:
     rates: list[tuple[float, float]] = field(default_factory=list)  # (s since ready, rate)
     unit: str = ""
     ready_wall: float = 0.0
+    steal: float | None = None  # share of the host's CPU time the hypervisor took meanwhile
 
     def median_from(self, start: float) -> float:
         vals = [r for t, r in self.rates if t >= start]
         if not vals:
             raise SystemExit(f"effectiveness: the job printed no rate after {start:.0f} s")
         return statistics.median(vals)
+
+    def between(self, start: float, end: float) -> float | None:
+        vals = [r for t, r in self.rates if start <= t < end]
+        return statistics.median(vals) if vals else None
 
     def tail(self, seconds: float) -> float:
         last = self.rates[-1][0] if self.rates else 0.0
@@ -372,6 +377,12 @@ class JobRun:
         return None
 
 
+def _cpu_times() -> list[int]:
+    """The aggregate `cpu` line of /proc/stat (user ... steal ...), in ticks."""
+    with open("/proc/stat") as f:
+        return [int(v) for v in f.readline().split()[1:]]
+
+
 def run_job(workload: str, seconds: float, scale: float,
             at: tuple[float, Callable[[], None]] | None = None) -> JobRun:
     """Run a job for `seconds` after its set-up; `at` = (t, fn): call fn once
@@ -380,6 +391,7 @@ def run_job(workload: str, seconds: float, scale: float,
                              str(seconds), "--scale", str(scale)], stdout=subprocess.PIPE,
                             text=True)
     run = JobRun()
+    cpu0 = _cpu_times()
     called = threading.Event()
     assert proc.stdout is not None
     try:
@@ -394,6 +406,9 @@ def run_job(workload: str, seconds: float, scale: float,
                 if at is not None and not called.is_set() and t >= at[0]:
                     called.set()
                     at[1]()
+        cpu1 = _cpu_times()
+        total = sum(cpu1) - sum(cpu0)
+        run.steal = (cpu1[7] - cpu0[7]) / total if total > 0 and len(cpu1) > 7 else None
         if proc.wait() != 0:
             raise SystemExit(f"effectiveness: {workload} job failed ({proc.returncode})")
     finally:
@@ -506,7 +521,7 @@ def measure_auto(workload: str, case: str, timings: Timings, scale: float) -> Me
 
 def measure_fixed(workload: str, timings: Timings, scale: float) -> Measured:
     job = run_job(workload, timings.job, scale)
-    return Measured(job.tail(timings.tail), job.unit)
+    return Measured(job.tail(timings.tail), job.unit, job)
 
 
 def bench_e2e(workloads: list[str], configs: dict[str, dict[str, str]], *,
@@ -530,8 +545,9 @@ def bench_e2e(workloads: list[str], configs: dict[str, dict[str, str]], *,
                     got = measure_auto(workload, "a" if "(a)" in name else "b", timings, scale)
                     write_knobs(defaults)
                 results[workload][name].append(got)
-                print(f"# round {round_no + 1} {workload} {name}: {got.value:.2f} {got.note}",
-                      flush=True)
+                steal = got.job.steal if got.job is not None else None
+                print(f"# round {round_no + 1} {workload} {name}: {got.value:.2f} {got.note}"
+                      + ("" if steal is None else f"; steal {steal:.1%}"), flush=True)
     return results
 
 
@@ -543,8 +559,25 @@ def _to_half_gain(m: Measured, base: float) -> float | None:
     return m.job.time_to(base + 0.5 * (m.value - base))
 
 
-def e2e_report(results: dict[str, dict[str, list[Measured]]], units: dict[str, str]) -> None:
+def _within_run(m: Measured, d: Measured, timings: Timings) -> float | None:
+    """Case (a) against itself: the job's last `tail` seconds over its own
+    seconds before hosttuned started (same process, same minute of the VM),
+    divided by the same ratio of the defaults row of the round (the drift of
+    an untouched job along its run). Between-run noise of a shared VM (the
+    defaults' spread) cancels; noise within a run does not."""
+    if m.job is None or d.job is None:
+        return None
+    own = m.job.between(1.0, timings.lead_a)
+    ref = d.job.between(1.0, timings.lead_a)
+    if not own or not ref:
+        return None
+    return (m.value / own) / (d.value / ref)
+
+
+def e2e_report(results: dict[str, dict[str, list[Measured]]], units: dict[str, str],
+               timings: Timings) -> None:
     geo: dict[str, list[float]] = {}
+    paired: dict[str, float] = {}
     for workload, by_config in results.items():
         base = [m.value for m in by_config["defaults"]]
         spread = (max(base) - min(base)) / statistics.median(base)
@@ -556,15 +589,26 @@ def e2e_report(results: dict[str, dict[str, list[Measured]]], units: dict[str, s
             ratios = sorted(m.value / b for m, b in zip(runs, base, strict=True))
             geo.setdefault(name, []).append(statistics.median(ratios))
             gains = [t for m, b in zip(runs, base, strict=True)
-                     if (t := _to_half_gain(m, b)) is not None]
+                     if "auto" in name and (t := _to_half_gain(m, b)) is not None]
             gain = f"{statistics.median(gains):.0f} s into the job" if gains else "-"
             note = runs[-1].note if "auto" in name else ""
             print(f"| {name} | {statistics.median(ratios):.2f} | {ratios[0]:.2f}-"
                   f"{ratios[-1]:.2f} | {gain} | {note} |")
+        auto_a = next(n for n in by_config if "(a)" in n)
+        within = sorted(w for m, d in zip(by_config[auto_a], by_config["defaults"], strict=True)
+                        if (w := _within_run(m, d, timings)) is not None)
+        if within:
+            paired[workload] = statistics.median(within)
+            print(f"(a) within its own run (last {timings.tail:.0f} s over its first "
+                  f"{timings.lead_a:.0f} s, over the defaults row's same ratio): "
+                  f"{paired[workload]:.2f} ({within[0]:.2f}-{within[-1]:.2f})")
     print("\n## all running jobs: geometric mean of the ratios, and the worst\n"
           "| configuration | geometric mean | worst |\n|---|---:|---:|")
     for name, values in geo.items():
         print(f"| {name} | {statistics.geometric_mean(values):.2f} | {min(values):.2f} |")
+    if paired:
+        print(f"| (a) within its own run | {statistics.geometric_mean(paired.values()):.2f} | "
+              f"{min(paired.values()):.2f} |")
 
 
 def e2e_main(args: argparse.Namespace, disk: str) -> int:
@@ -588,7 +632,7 @@ def e2e_main(args: argparse.Namespace, disk: str) -> int:
     with locked_and_restored(knob_space(disk)):
         results = bench_e2e(workloads, configs, defaults=defaults, repeats=args.repeats,
                             seed=args.seed, scale=args.scale, timings=timings)
-    e2e_report(results, {w: results[w]["defaults"][0].note for w in workloads})
+    e2e_report(results, {w: results[w]["defaults"][0].note for w in workloads}, timings)
     return 0
 
 
