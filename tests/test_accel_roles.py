@@ -26,7 +26,7 @@ from hosttune.agent.service.render.roles import verdict_dict, verdict_lines
 from hosttune.agent.service.render.status import status_lines
 from hosttune.models import roles as R
 from tests.test_accel_processes import Gpu, make_pynvml
-from tests.test_proc_evidence import HZ, IO, TORCH_MAPS, Tree, stat_line
+from tests.test_proc_evidence import HZ, IO, TORCH_MAPS, Tree, torch_job
 from tests.test_roles_display import TELEMETRY
 
 GB = 1 << 30
@@ -135,18 +135,8 @@ def test_job_window_and_roles_render_carry_the_device_use(tmp_path: Path) -> Non
 
 
 def _job(root: Path, step: int) -> None:
-    """A torch job in a container (pgrp 4242: trainer and loader worker),
-    `step` seconds of CPU each; no device file among its fds."""
-    for pid in (4242, 4243):
-        d = root / "proc" / str(pid)
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "stat").write_text(stat_line(pid, "python", pgrp=4242, utime=100 * step,
-                                          start=500 + pid, rss_pages=50_000))
-        (d / "cmdline").write_bytes(b"python\0train.py\0")
-        (d / "maps").write_text(TORCH_MAPS)
-        (d / "status").write_text("Name:\tpython\nRssAnon:\t 180000 kB\nRssFile:\t 20000 kB\n")
-        (d / "io").write_text(f"rchar: {step << 20}\nwchar: {step << 20}\nsyscr: {step}\n"
-                              f"syscw: {step}\nread_bytes: 0\nwrite_bytes: 0\n")
+    # in a container: its device files are not visible, NVML's list is all there is
+    torch_job(root, step, write_mib=1, to_disk=False)
 
 
 def test_status_shows_the_accelerator_use_nvml_lists(tmp_path: Path,

@@ -25,13 +25,14 @@ import pytest
 
 from hosttune.agent.sense.host import Host
 from hosttune.agent.sense.paths import Paths
-from hosttune.agent.sense.sample import Sample
+from hosttune.agent.sense.sample import AIProcess, Sample
 from hosttune.agent.sense.telemetry.sampler import Sampler, rates
 from hosttune.agent.service import config as cfg
 from hosttune.agent.service.daemon.host_access import Proposal, TxnOutcome
 from hosttune.agent.service.daemon.loop import Daemon
 from hosttune.agent.service.log import Log
 from hosttune.agent.service.notify import Notifier
+from hosttune.agent.service.store import Store
 from hosttune.agent.service.tracker import Verdict
 from hosttune.models.collapse import NewMemory
 from hosttune.tuners.knobs import Change, Plan
@@ -629,3 +630,86 @@ def test_thp_for_a_job_is_not_tried_where_the_knob_is_not_auto_modes(
     finally:
         daemon.request_stop()
         thread.join(timeout=10)
+
+
+class CheckpointingJobEngine(FixtureEngine):
+    """A collapsed job that keeps allocating and, now and then, a checkpoint
+    writer beside it: the runner's advice is THP `always`, or withheld while
+    the writer writes. thp:enabled passes the dry run here."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.writing = False
+
+    def new_memory(self) -> NewMemory | None:
+        pids = [(4242, "77")]
+        if self.writing:
+            return NewMemory(pids=pids, live=pids, change=None,
+                             blocked="pid 4300 writes 900 MiB/s (a checkpoint)")
+        change = Change("thp:enabled", "always", before="madvise", source="expert",
+                        reason="pid 4242 still takes 16,000 minor faults/s",
+                        evidence={"rule": "thp-for-allocating-job"})
+        return NewMemory(pids=pids, live=pids, change=change)
+
+    def collapse_status(self) -> dict[str, Any] | None:
+        advice = self.new_memory()
+        assert advice is not None
+        # the runner's status as CollapseRunner.status gives its advice
+        return {"passes": 1, "new_memory": {
+            "pids": [pid for pid, _s in advice.pids], "blocked": advice.blocked,
+            "change": None if advice.change is None else advice.change.to_dict()}}
+
+    def preflight(self, plan: Any, allowlist: Mapping[str, Mapping[str, Any]],
+                  admin_owned: Mapping[str, str]) -> Any:
+        return Plan([c for c in plan.changes if c.knob == "thp:enabled"], plan.workload)
+
+
+def test_thp_for_a_job_waits_for_a_quiet_minute_after_a_checkpoint_writer(
+        tmp_path: Path, tree: tuple[Path, World]) -> None:
+    """A checkpoint written in bursts must not flip the knob at every pause:
+    after a writer put THP back, `always` returns only once no writer has
+    been seen for WRITER_QUIET_S, and `status` says why it waits."""
+    from hosttune.agent.service.render.status import collapse_lines
+
+    root, _world = tree
+    paths = Paths(state_dir=tmp_path / "state", run_dir=tmp_path / "run",
+                  config=tmp_path / "hosttune.yaml")
+    engine = CheckpointingJobEngine(root)
+    daemon = Daemon(paths, AUTO, engine, Log("debug", use_journal=False), Notifier(env={}))
+    paths.state_dir.mkdir(parents=True)
+    # the loop's own start opens the store; this test drives the policy's ticks
+    daemon.services.opened = Store(paths.store)
+    try:
+        policy = daemon.policy
+        clock = [1000.0]
+        policy.clock = lambda: clock[0]
+        daemon.window.last_sample = Sample(clock[0], 0.0, processes=[AIProcess(
+            pid=4242, comm="python3", cmdline="torchrun", reasons=("cmdline:torchrun",),
+            start_time="77")])
+
+        def applied() -> list[str]:
+            return [c["value"] for a in policy.applied for c in a.get("changes", [])]
+
+        def thp() -> tuple[bool, str]:  # (held for the job, the knob's value)
+            return policy.for_job is not None, engine.written["thp:enabled"]
+
+        policy.on_tick("training")
+        assert thp() == (True, "always")
+        policy.watch = None  # (its watch is another test's subject)
+        engine.writing = True  # a checkpoint starts: THP goes back at once
+        clock[0] += 5
+        policy.on_tick("training")
+        assert thp() == (False, "madvise")
+        engine.writing = False  # a pause between shards
+        for _ in range(11):  # 55 s: not yet
+            clock[0] += 5
+            policy.on_tick("training")
+            assert thp() == (False, "madvise")
+        text = "\n".join(collapse_lines(daemon.requests.status()["collapse"]))
+        assert "withheld: a checkpoint writer stopped; 5 s more of quiet first" in text, text
+        clock[0] += 6  # a quiet minute: back
+        policy.on_tick("training")
+        assert thp() == (True, "always")
+        assert applied().count("always") == 2
+    finally:
+        daemon.services.store.close()

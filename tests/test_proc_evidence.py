@@ -86,6 +86,24 @@ IO = {"rchar": 1000, "wchar": 2000, "syscr": 10, "syscw": 20, "read_bytes": 0,
       "write_bytes": 4096}
 
 
+def torch_job(root: Path, step: int, *, write_mib: int, to_disk: bool) -> None:
+    """A torch job in a fixture tree (pgrp 4242: a trainer and its loader
+    worker) that has used `step` seconds of CPU each and written `write_mib`
+    MiB per step, to the disk or not (a socket, a pipe). No device file
+    among its fds."""
+    for pid in (4242, 4243):
+        d = root / "proc" / str(pid)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "stat").write_text(stat_line(pid, "python", pgrp=4242, utime=100 * step,
+                                          start=500 + pid, rss_pages=50_000))
+        (d / "cmdline").write_bytes(b"python\0train.py\0")
+        (d / "maps").write_text(TORCH_MAPS)
+        (d / "status").write_text("Name:\tpython\nRssAnon:\t 180000 kB\nRssFile:\t 20000 kB\n")
+        written = (step * write_mib) << 20
+        (d / "io").write_text(f"rchar: {step << 20}\nwchar: {written}\nsyscr: {step}\n"
+                              f"syscw: {write_mib * step}\nread_bytes: 0\n"
+                              f"write_bytes: {written if to_disk else 0}\n")
+
 def test_parse_stat_comm_with_spaces_and_parens() -> None:
     st = parse_stat(7, stat_line(7, "a) (b c", utime=250, stime=50, threads=4, pgrp=3))
     assert st is not None

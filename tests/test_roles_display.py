@@ -21,24 +21,13 @@ from hosttune.agent.service import recommend
 from hosttune.agent.service.daemon.host_access import HostTools
 from hosttune.agent.service.render.status import roles_lines, status_lines
 from hosttune.models.roles import ROLES
-from tests.test_proc_evidence import TORCH_MAPS, stat_line
+from tests.test_proc_evidence import torch_job
 
 TELEMETRY = Path(__file__).parent / "fixtures" / "telemetry" / "vm-2cpu"
 
 
 def _job(root: Path, step: int) -> None:
-    """A torch job (pgrp 4242: a trainer and its loader worker) that has
-    used `step` seconds of CPU each and written 8 MiB per step."""
-    for pid in (4242, 4243):
-        d = root / "proc" / str(pid)
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "stat").write_text(stat_line(pid, "python", pgrp=4242, utime=100 * step,
-                                          start=500 + pid, rss_pages=50_000))
-        (d / "cmdline").write_bytes(b"python\0train.py\0")
-        (d / "maps").write_text(TORCH_MAPS)
-        (d / "status").write_text("Name:\tpython\nRssAnon:\t 180000 kB\nRssFile:\t 20000 kB\n")
-        (d / "io").write_text(f"rchar: {step << 20}\nwchar: {step << 23}\nsyscr: {step}\n"
-                              f"syscw: {8 * step}\nread_bytes: 0\nwrite_bytes: {step << 23}\n")
+    torch_job(root, step, write_mib=8, to_disk=True)
 
 
 def test_status_shows_the_roles_of_the_last_window(tmp_path: Path) -> None:

@@ -5,9 +5,13 @@ framework is missing."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
+import socketserver
+import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from types import ModuleType
@@ -78,3 +82,22 @@ def report(name: str, quiet: bool, **figures: Any) -> None:
     if not quiet:
         sys.stdout.write(json.dumps({"workload": name, **figures}, sort_keys=True) + "\n")
         sys.stdout.flush()
+
+
+def serve_against_client(server: socketserver.BaseServer, port: int, seconds: float,
+                         *client_args: str) -> None:
+    """Serve from a thread while the suite's load generator (`_client`, its
+    own session so a signal to the server's group spares it) sends requests
+    to `port`, until `seconds` have passed or the client ends; then stop
+    both."""
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = subprocess.Popen(
+        [sys.executable, "-m", "hosttune.models.workloads._client", "--port", str(port),
+         *client_args, "--seconds", str(seconds)], start_new_session=True)
+    clock = Clock(seconds)
+    while clock.running() and client.poll() is None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            client.wait(timeout=0.5)
+    client.terminate()
+    client.wait()
+    server.shutdown()

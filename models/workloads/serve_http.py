@@ -4,10 +4,6 @@ at `--rate`, one connection each."""
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
-import sys
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from hosttune.models.workloads import _common
@@ -42,24 +38,10 @@ def main(argv: list[str] | None = None) -> int:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    client = subprocess.Popen(
-        [sys.executable, "-m", "hosttune.models.workloads._client", "--port",
-         str(server.server_address[1]), "--mode", "http", "--rate", str(args.rate),
-         "--seconds", str(args.seconds)], start_new_session=True)
-    clock = _common.Clock(args.seconds)
-    while clock.running() and client.poll() is None:
-        client_wait(client, 0.5)
-    client.terminate()
-    client.wait()
-    server.shutdown()
+    _common.serve_against_client(server, server.server_address[1], args.seconds,
+                                 "--mode", "http", "--rate", str(args.rate))
     _common.report("serve_http", args.quiet, served=served[0])
     return 0
-
-
-def client_wait(proc: subprocess.Popen[bytes], seconds: float) -> None:
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=seconds)
 
 
 if __name__ == "__main__":

@@ -7,13 +7,10 @@ connections open and sends at `--rate`."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import socketserver
 import struct
-import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -69,19 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     socketserver.ThreadingTCPServer.allow_reuse_address = True
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    client = subprocess.Popen(
-        [sys.executable, "-m", "hosttune.models.workloads._client", "--port",
-         str(server.server_address[1]), "--mode", "raw", "--rate", str(args.rate),
-         "--conns", str(args.conns), "--size", str(args.size),
-         "--seconds", str(args.seconds)], start_new_session=True)
-    clock = _common.Clock(args.seconds)
-    while clock.running() and client.poll() is None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            client.wait(timeout=0.5)
-    client.terminate()
-    client.wait()
-    server.shutdown()
+    _common.serve_against_client(server, server.server_address[1], args.seconds,
+                                 "--mode", "raw", "--rate", str(args.rate), "--conns",
+                                 str(args.conns), "--size", str(args.size))
     server.server_close()
     _common.report("serve_tf", args.quiet, served=served[0])
     return 0

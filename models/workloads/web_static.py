@@ -4,14 +4,10 @@ model, no framework), as a site's web or package mirror would."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
-import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 from hosttune.models.workloads import _common
@@ -37,18 +33,8 @@ def main(argv: list[str] | None = None) -> int:
             fh.write(os.urandom(32768))
         handler = functools.partial(_Quiet, directory=work)
         server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        client = subprocess.Popen(
-            [sys.executable, "-m", "hosttune.models.workloads._client", "--port",
-             str(server.server_address[1]), "--mode", "http", "--rate", str(args.rate),
-             "--seconds", str(args.seconds)], start_new_session=True)
-        clock = _common.Clock(args.seconds)
-        while clock.running() and client.poll() is None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                client.wait(timeout=0.5)
-        client.terminate()
-        client.wait()
-        server.shutdown()
+        _common.serve_against_client(server, server.server_address[1], args.seconds,
+                                     "--mode", "http", "--rate", str(args.rate))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     _common.report("web_static", args.quiet)

@@ -238,7 +238,8 @@ class Requests:
                         "windows_left": policy.collapsing.watch.windows_left},
                     "for_job": None if policy.for_job is None else {
                         "txn": policy.for_job.txn, "knobs": policy.for_job.values,
-                        "pids": sorted(policy.for_job.pids)}},
+                        "pids": sorted(policy.for_job.pids)},
+                    "writer_quiet_s": policy.writer_quiet_for()},
                 "auto_blocked": policy.blocked,
                 "engine": dict(info.host),
                 "notes": list(s.access.notes)

@@ -32,6 +32,10 @@ REFRESH_WINDOWS = 20
 # after so many seconds (khugepaged scanning 10x as often catches up on a
 # running job's memory where MADV_COLLAPSE is missing, and then need not go on).
 TEMPORARY_RULES = {"khugepaged-catch-up": 600.0}
+# THP `always` for a job's new memory comes back only after this many seconds
+# without a checkpoint writer: a checkpoint written in bursts (one shard, a
+# pause, the next) would otherwise flip the knob at every pause.
+WRITER_QUIET_S = 60.0
 
 Avoided = tuple[str, str, str]  # workload, knob, value
 
@@ -90,6 +94,8 @@ class AutoPolicy:
         # per-process huge pages (auto mode)
         self.collapsing = Collapsing(services, window)
         self.for_job: ForJob | None = None
+        self.writer_seen: float | None = None  # self.clock(), last time a writer blocked it
+        self.clock = time.monotonic
 
     def remember_reverts(self, store: Store) -> None:
         """What hurt before stays avoided across restarts."""
@@ -301,6 +307,8 @@ class AutoPolicy:
         advice = self.services.access.new_memory()
         if advice is None:
             return
+        if advice.blocked is not None:
+            self.writer_seen = self.clock()
         held = self.for_job
         if held is not None:
             with self.services.lock:
@@ -317,7 +325,7 @@ class AutoPolicy:
                                "job-change-ended", {"txn": held.txn, "why": why})
             return
         change = advice.change
-        if change is None or self.watch is not None:
+        if change is None or self.watch is not None or self.writer_quiet_for() is not None:
             return
         workload = stable or "unknown"
         if (workload, change.knob, change.after) in self.avoid:
@@ -350,6 +358,14 @@ class AutoPolicy:
         if txn is not None:
             self.for_job = ForJob(txn=txn, values={change.knob: change.before or "madvise"},
                                   pids={pid for pid, _start in advice.pids})
+
+    def writer_quiet_for(self) -> float | None:
+        """Seconds left before THP for a job's new memory may come back after
+        a checkpoint writer put it back (or withheld it); None when it may."""
+        if self.writer_seen is None:
+            return None
+        left = WRITER_QUIET_S - (self.clock() - self.writer_seen)
+        return left if left > 0 else None
 
     def _end_temporary(self) -> None:
         """Put back the knobs of time-bounded changes whose time is up."""

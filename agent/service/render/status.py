@@ -135,6 +135,9 @@ def collapse_lines(collapse: dict[str, Any] | None) -> list[str]:
     new_memory = runner.get("new_memory") or {}
     if new_memory.get("blocked") and new_memory.get("pids"):
         lines.append(f"  THP always for a job's new memory withheld: {new_memory['blocked']}")
+    elif new_memory.get("change") and collapse.get("writer_quiet_s"):
+        lines.append("  THP always for a job's new memory withheld: a checkpoint writer "
+                     f"stopped; {collapse['writer_quiet_s']:.0f} s more of quiet first")
     return lines
 
 
