@@ -213,6 +213,10 @@ def runs(venv: Path, work: Path) -> dict[str, list[Run]]:
         # a pass over a fresh 1 GiB holder per round (root, minutes): its help here
         "benchmarks/collapse_cost.py": [
             Run([py, str(REPO / "benchmarks" / "collapse_cost.py"), "--help"])],
+        # three 45 s jobs, each collapsed in mid-run (root): its help here
+        "benchmarks/collapse_effect.py": [
+            Run([py, str(REPO / "benchmarks" / "collapse_effect.py"), "--help"],
+                expect="within the job's")],
         # the role model's evaluation (both cross-validations, ~1 min of CPU) and
         # training (which rewrites the shipped artifact): their help here
         "python -m hosttune.models.role_model": [
