@@ -18,8 +18,8 @@ the THP mode is checked unchanged.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,7 +30,11 @@ from hosttune.agent.sense.host import Host
 from hosttune.tuners import procthp
 from hosttune.tuners.journal import Journal
 
-WORKLOADS = Path(__file__).with_name("effect_workloads.py")
+# the same stream jobs and rates as the end-to-end rows (a script's folder is
+# on its path, the repo that makes `benchmarks` a package is not)
+sys.path.append(str(Path(__file__).resolve().parents[1]))
+from benchmarks.effectiveness import JobRun, run_job
+
 THP = "/sys/kernel/mm/transparent_hugepage/enabled"
 UNBOUNDED = procthp.CollapseLimits(max_bytes_per_pass=64 << 30, max_seconds_per_pass=120)
 
@@ -50,30 +54,21 @@ def collapse(pid: int, journal: Journal) -> str:
 def one(workload: str, seconds: float, at: float, after: float, journal: Journal
         ) -> tuple[float, float, str]:
     """(rate before, rate after, what the pass did) of one run."""
-    proc = subprocess.Popen([sys.executable, str(WORKLOADS), workload, "--stream",
-                             str(seconds)], stdout=subprocess.PIPE, text=True)
-    rates: list[tuple[float, float]] = []
     done: list[str] = []
-    worker: threading.Thread | None = None
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        parts = line.split()
-        if not parts or parts[0] != "rate":
-            continue
-        rates.append((float(parts[1]), float(parts[2])))
-        if worker is None and rates[-1][0] >= at:
-            # the job keeps printing while the pass runs beside it
-            worker = threading.Thread(target=lambda: done.append(collapse(proc.pid, journal)))
-            worker.start()
-    if proc.wait() != 0:
-        raise SystemExit(f"collapse_effect: the {workload} job failed ({proc.returncode})")
-    if worker is not None:
+    workers: list[threading.Thread] = []
+
+    def start_pass(run: JobRun) -> None:
+        # beside the job, which keeps printing its rates while the pass runs
+        workers.append(threading.Thread(target=lambda: done.append(collapse(run.pid, journal))))
+        workers[0].start()
+
+    job = run_job(workload, seconds, 1.0, at=(at, start_pass))
+    for worker in workers:
         worker.join()
-    before = [r for t, r in rates if 3.0 <= t < at]
-    later = [r for t, r in rates if t >= after]
-    if not before or not later:
+    before, later = job.between(3.0, at), job.between(after, math.inf)
+    if before is None or later is None:
         raise SystemExit("collapse_effect: the job printed too few rates")
-    return statistics.median(before), statistics.median(later), done[0] if done else "no pass"
+    return before, later, done[0] if done else "no pass"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,6 +34,7 @@ import argparse
 import contextlib
 import fcntl
 import json
+import math
 import os
 import random
 import re
@@ -352,13 +353,14 @@ class JobRun:
     rates: list[tuple[float, float]] = field(default_factory=list)  # (s since ready, rate)
     unit: str = ""
     ready_wall: float = 0.0
+    pid: int = 0  # the job's process
     steal: float | None = None  # share of the host's CPU time the hypervisor took meanwhile
 
     def median_from(self, start: float) -> float:
-        vals = [r for t, r in self.rates if t >= start]
-        if not vals:
+        value = self.between(start, math.inf)
+        if value is None:
             raise SystemExit(f"effectiveness: the job printed no rate after {start:.0f} s")
-        return statistics.median(vals)
+        return value
 
     def between(self, start: float, end: float) -> float | None:
         vals = [r for t, r in self.rates if start <= t < end]
@@ -377,20 +379,24 @@ class JobRun:
         return None
 
 
-def _cpu_times() -> list[int]:
-    """The aggregate `cpu` line of /proc/stat (user ... steal ...), in ticks."""
-    with open("/proc/stat") as f:
-        return [int(v) for v in f.readline().split()[1:]]
+def _cpu_times() -> dict[str, float]:
+    """The host's CPU seconds by kind (cpu.user ... cpu.steal), as the sampler
+    reads them (guest time is inside user and nice, not counted twice)."""
+    from hosttune.agent.sense.telemetry.cpu import FIELDS, clock_ticks, parse_stat
+
+    total = parse_stat(Path("/proc/stat").read_text(), hz=clock_ticks())
+    return {f: total[f"cpu.{f}"] for f in FIELDS}
 
 
 def run_job(workload: str, seconds: float, scale: float,
-            at: tuple[float, Callable[[], None]] | None = None) -> JobRun:
-    """Run a job for `seconds` after its set-up; `at` = (t, fn): call fn once
-    the job has run t seconds (it runs on, and its rates keep coming)."""
+            at: tuple[float, Callable[[JobRun], None]] | None = None) -> JobRun:
+    """Run a job for `seconds` after its set-up; `at` = (t, fn): call fn with
+    the run so far once the job has run t seconds (it runs on, and its rates
+    keep coming)."""
     proc = subprocess.Popen([sys.executable, str(WORKLOAD_SCRIPT), workload, "--stream",
                              str(seconds), "--scale", str(scale)], stdout=subprocess.PIPE,
                             text=True)
-    run = JobRun()
+    run = JobRun(pid=proc.pid)
     cpu0 = _cpu_times()
     called = threading.Event()
     assert proc.stdout is not None
@@ -405,10 +411,10 @@ def run_job(workload: str, seconds: float, scale: float,
                 run.unit = " ".join(parts[3:])
                 if at is not None and not called.is_set() and t >= at[0]:
                     called.set()
-                    at[1]()
+                    at[1](run)
         cpu1 = _cpu_times()
-        total = sum(cpu1) - sum(cpu0)
-        run.steal = (cpu1[7] - cpu0[7]) / total if total > 0 and len(cpu1) > 7 else None
+        total = sum(cpu1.values()) - sum(cpu0.values())
+        run.steal = (cpu1["steal"] - cpu0["steal"]) / total if total > 0 else None
         if proc.wait() != 0:
             raise SystemExit(f"effectiveness: {workload} job failed ({proc.returncode})")
     finally:
@@ -503,7 +509,8 @@ def measure_auto(workload: str, case: str, timings: Timings, scale: float) -> Me
     daemon = AutoDaemon()
     try:
         if case == "a":
-            job = run_job(workload, timings.job, scale, at=(timings.lead_a, daemon.start))
+            job = run_job(workload, timings.job, scale,
+                          at=(timings.lead_a, lambda _run: daemon.start()))
         else:
             daemon.start()
             time.sleep(timings.lead_b)
