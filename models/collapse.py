@@ -161,6 +161,11 @@ class NewMemory:
     blocked: str | None = None
     reason: str = ""
 
+    def to_dict(self) -> dict[str, Any]:
+        """What `status` shows of it."""
+        return {"pids": [pid for pid, _s in self.pids], "blocked": self.blocked,
+                "change": None if self.change is None else self.change.to_dict()}
+
 
 def new_memory_thp(state: HostState) -> NewMemory:
     """THP `always` while a collapsed AI process keeps faulting fresh memory,

@@ -632,32 +632,27 @@ def test_thp_for_a_job_is_not_tried_where_the_knob_is_not_auto_modes(
         thread.join(timeout=10)
 
 
-class CheckpointingJobEngine(FixtureEngine):
-    """A collapsed job that keeps allocating and, now and then, a checkpoint
-    writer beside it: the runner's advice is THP `always`, or withheld while
-    the writer writes. thp:enabled passes the dry run here."""
+class CheckpointingJobEngine(AllocatingJobEngine):
+    """The allocating job and, now and then, a checkpoint writer beside it:
+    the runner's advice is THP `always`, or withheld while the writer
+    writes. thp:enabled passes the dry run here."""
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self.writing = False
 
     def new_memory(self) -> NewMemory | None:
-        pids = [(4242, "77")]
-        if self.writing:
-            return NewMemory(pids=pids, live=pids, change=None,
-                             blocked="pid 4300 writes 900 MiB/s (a checkpoint)")
-        change = Change("thp:enabled", "always", before="madvise", source="expert",
-                        reason="pid 4242 still takes 16,000 minor faults/s",
-                        evidence={"rule": "thp-for-allocating-job"})
-        return NewMemory(pids=pids, live=pids, change=change)
+        advice = super().new_memory()
+        if advice is not None and self.writing:
+            advice.change = None
+            advice.blocked = "pid 4300 writes 900 MiB/s (a checkpoint)"
+        return advice
 
     def collapse_status(self) -> dict[str, Any] | None:
         advice = self.new_memory()
         assert advice is not None
         # the runner's status as CollapseRunner.status gives its advice
-        return {"passes": 1, "new_memory": {
-            "pids": [pid for pid, _s in advice.pids], "blocked": advice.blocked,
-            "change": None if advice.change is None else advice.change.to_dict()}}
+        return {"passes": 1, "new_memory": advice.to_dict()}
 
     def preflight(self, plan: Any, allowlist: Mapping[str, Mapping[str, Any]],
                   admin_owned: Mapping[str, str]) -> Any:

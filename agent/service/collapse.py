@@ -241,9 +241,6 @@ class CollapseRunner:
         if self.last_decision is not None:
             data["skipped"] = [{"pid": pid, "comm": comm, "why": why}
                                for pid, comm, why in self.last_decision.skipped]
-        nm = self.new_memory
-        data["new_memory"] = {
-            "pids": [pid for pid, _s in nm.pids], "blocked": nm.blocked,
-            "change": None if nm.change is None else nm.change.to_dict()}
+        data["new_memory"] = self.new_memory.to_dict()
         return data
 
