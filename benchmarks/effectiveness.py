@@ -393,9 +393,11 @@ def run_job(workload: str, seconds: float, scale: float,
     """Run a job for `seconds` after its set-up; `at` = (t, fn): call fn with
     the run so far once the job has run t seconds (it runs on, and its rates
     keep coming)."""
+    # In a session of its own, as a scheduler or a shell starts a job: in the
+    # benchmark's process group the job would be judged together with it.
     proc = subprocess.Popen([sys.executable, str(WORKLOAD_SCRIPT), workload, "--stream",
                              str(seconds), "--scale", str(scale)], stdout=subprocess.PIPE,
-                            text=True)
+                            text=True, start_new_session=True)
     run = JobRun(pid=proc.pid)
     cpu0 = _cpu_times()
     called = threading.Event()
@@ -443,8 +445,9 @@ class AutoDaemon:
 
     def start(self) -> None:
         self.started_wall = time.time()
+        # a session of its own, as systemd starts it
         self.proc = subprocess.Popen([self._exe("hosttuned"), "--foreground"], env=self.env,
-                                     stdout=subprocess.DEVNULL,
+                                     start_new_session=True, stdout=subprocess.DEVNULL,
                                      stderr=open(self.dir / "stderr.log", "wb"))  # noqa: SIM115
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -478,17 +481,15 @@ class AutoDaemon:
         walls = [r["wall"] for r in recent if r.get("results")]
         return min(walls) - self.started_wall if walls else None
 
-    def summary(self) -> str:
+    def summary(self, job_pid: int) -> str:
         st = self.status if isinstance(self.status, dict) else {}
-        workload = st.get("workload", {})
-        label = workload.get("label") if isinstance(workload, dict) else "?"
         applied = st.get("applied", [])
         knobs = [f"{c['knob']}={c['value']}" for a in applied if isinstance(a, dict)
                  for c in a.get("changes", [])]
         collapse = st.get("collapse", {})
         runner = collapse.get("runner") or {} if isinstance(collapse, dict) else {}
         mib = runner.get("collapsed_mib", 0) if isinstance(runner, dict) else 0
-        return (f"class {label}; collapsed {mib} MiB; applied "
+        return (f"{recognised(st, job_pid)}; collapsed {mib} MiB; applied "
                 + (", ".join(knobs) if knobs else "no knob"))
 
     def cleanup(self) -> None:
@@ -496,6 +497,24 @@ class AutoDaemon:
             self.proc.kill()
             self.proc.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def recognised(status: dict[str, Any], job_pid: int) -> str:
+    """What the daemon made of the job by the time it stopped: the role its
+    process model gave the job's process (each window), the host class it
+    believes (after `hysteresis` windows in a row: 60 s at the defaults, so
+    not within a 35 s run) and, short of a belief, the last window's class."""
+    roles = status.get("roles") or {}
+    verdict = roles.get("verdict") or {} if isinstance(roles, dict) else {}
+    role = next((f"{r['role']} {r['confidence']:.2f}" for r in verdict.get("roles", [])
+                 if job_pid in r.get("pids", [])), "not assigned")
+    workload = status.get("workload") or {}
+    believed = workload.get("label", "unknown")
+    last = workload.get("last_window") or {}
+    host = (f"host class {believed}" if believed != "unknown" else
+            f"host class not yet believed (last window {last['label']} "
+            f"{last['confidence']:.2f})" if last else "host class: no window yet")
+    return f"job read as {role}; {host}"
 
 
 @dataclass
@@ -518,7 +537,7 @@ def measure_auto(workload: str, case: str, timings: Timings, scale: float) -> Me
         daemon.stop()
         post = job.tail(timings.tail)
         first = daemon.first_collapse()
-        note = daemon.summary()
+        note = daemon.summary(job.pid)
         if first is not None:
             note += f"; first pass {first:.0f} s after hosttuned started"
         return Measured(post, note, job)
@@ -581,6 +600,11 @@ def _within_run(m: Measured, d: Measured, timings: Timings) -> float | None:
     return (m.value / own) / (d.value / ref)
 
 
+def _paired(runs: list[Measured], other: list[Measured]) -> str:
+    """The median over rounds of a row against another row of the same round."""
+    return f"{statistics.median(m.value / o.value for m, o in zip(runs, other, strict=True)):.2f}"
+
+
 def e2e_report(results: dict[str, dict[str, list[Measured]]], units: dict[str, str],
                timings: Timings) -> None:
     geo: dict[str, list[float]] = {}
@@ -590,8 +614,11 @@ def e2e_report(results: dict[str, dict[str, list[Measured]]], units: dict[str, s
         spread = (max(base) - min(base)) / statistics.median(base)
         print(f"\n## {workload}: kernel defaults {statistics.median(base):.2f} "
               f"{units.get(workload, '')}, run-to-run spread {spread:.0%}")
-        print("| configuration | ratio | range | time to half the gain | what it did |\n"
-              "|---|---:|---|---|---|")
+        profiles = [n for n in by_config if n.startswith("tuned ")]
+        print("| configuration | ratio | range | "
+              + "".join(f"vs {n.removeprefix('tuned ')} | " for n in profiles)
+              + "time to half the gain | what it did |\n|---|---:|---|"
+              + "---:|" * len(profiles) + "---|---|")
         for name, runs in by_config.items():
             ratios = sorted(m.value / b for m, b in zip(runs, base, strict=True))
             geo.setdefault(name, []).append(statistics.median(ratios))
@@ -599,8 +626,10 @@ def e2e_report(results: dict[str, dict[str, list[Measured]]], units: dict[str, s
                      if "auto" in name and (t := _to_half_gain(m, b)) is not None]
             gain = f"{statistics.median(gains):.0f} s into the job" if gains else "-"
             note = runs[-1].note if "auto" in name else ""
+            against = "".join(f"{_paired(runs, by_config[p])} | " if p != name else "- | "
+                              for p in profiles)
             print(f"| {name} | {statistics.median(ratios):.2f} | {ratios[0]:.2f}-"
-                  f"{ratios[-1]:.2f} | {gain} | {note} |")
+                  f"{ratios[-1]:.2f} | {against}{gain} | {note} |")
         auto_a = next(n for n in by_config if "(a)" in n)
         within = sorted(w for m, d in zip(by_config[auto_a], by_config["defaults"], strict=True)
                         if (w := _within_run(m, d, timings)) is not None)

@@ -102,6 +102,25 @@ def test_recommend_classifies_from_the_processes_roles(monkeypatch: pytest.Monke
     assert os.getpgrp() not in {r["pgrp"] for r in roles["roles"]}  # not hosttune itself
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs a live /proc")
+def test_a_job_sharing_hosttunes_process_group_is_still_judged(monkeypatch: pytest.MonkeyPatch
+                                                               ) -> None:
+    # hosttune started from a job's launch script shares the job's process
+    # group: the job is judged, hosttune itself is not
+    monkeypatch.setattr(recommend, "_daemon_answer", lambda: (None, "", None))
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        assert os.getpgid(burner.pid) == os.getpgrp()
+        time.sleep(0.3)
+        _label, how, roles = recommend.classify_with_roles(Host(), 1.0)
+    finally:
+        burner.kill()
+        burner.wait()
+    assert roles is not None, how
+    pids = {pid for r in roles["roles"] for pid in r["pids"]}
+    assert burner.pid in pids and os.getpid() not in pids, roles
+
+
 def _empty() -> Any:
     from hosttune.models.recommender import Recommendations
 

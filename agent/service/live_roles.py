@@ -30,15 +30,18 @@ log = logging.getLogger("hosttune.roles")
 
 
 def take_scan(host: Host, scanner: ProcessScanner, watch: tuple[int, ...] = ()) -> Scan:
-    """One scan; hosttune's own process group is left out (the command
-    classifying is not the host's work)."""
+    """One scan; hosttune's own process is left out (the command classifying
+    is not the host's work). Only the process, not its group: a daemon
+    started from a job's launch script (a container entrypoint, `hosttuned &
+    python train.py`) shares the job's group, and leaving the group out hid
+    the very job it was there for. Nor its children: a job can be one."""
     hz = clock_ticks()
-    own = os.getpgrp()
+    own = os.getpid()
     t = time.monotonic()
     busy, total, ncpu = host_cpu(host)
     scan = Scan(t=t, host_busy=busy / hz, host_total=total / hz, ncpu=ncpu, uptime=uptime(host))
     for ev in scanner.scan(watch):
-        if ev.stat.pgrp != own:
+        if ev.stat.pid != own:
             scan.procs[ev.key] = evidence_row(t, ev, hz)
     return scan
 
