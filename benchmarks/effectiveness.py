@@ -334,6 +334,8 @@ def bench_workload(workload: str, args: argparse.Namespace, disk: str,
 
 E2E_WORKLOADS = ("gather", "embedding", "training", "numpy", "checkpoint", "loader")
 E2E_DEFAULT = "gather,embedding,training,numpy,checkpoint"
+AUTO_ROWS = {"a": "hosttuned auto (a): started while the job runs",
+             "b": "hosttuned auto (b): running before the job starts"}
 
 
 @dataclass
@@ -552,12 +554,11 @@ def measure_fixed(workload: str, timings: Timings, scale: float) -> Measured:
 
 def bench_e2e(workloads: list[str], configs: dict[str, dict[str, str]], *,
               defaults: dict[str, str], repeats: int, seed: int, scale: float,
-              timings: Timings) -> dict[str, dict[str, list[Measured]]]:
+              timings: Timings, cases: str = "ab") -> dict[str, dict[str, list[Measured]]]:
     """workload -> configuration -> one Measured per round. Every round runs
     every configuration of a workload once, in a fresh order."""
     order = random.Random(seed)
-    names = [*configs, "hosttuned auto (a): started while the job runs",
-             "hosttuned auto (b): running before the job starts"]
+    names = [*configs, *(AUTO_ROWS[c] for c in cases)]
     results: dict[str, dict[str, list[Measured]]] = {
         w: {n: [] for n in names} for w in workloads}
     for round_no in range(repeats):
@@ -630,9 +631,10 @@ def e2e_report(results: dict[str, dict[str, list[Measured]]], units: dict[str, s
                               for p in profiles)
             print(f"| {name} | {statistics.median(ratios):.2f} | {ratios[0]:.2f}-"
                   f"{ratios[-1]:.2f} | {against}{gain} | {note} |")
-        auto_a = next(n for n in by_config if "(a)" in n)
-        within = sorted(w for m, d in zip(by_config[auto_a], by_config["defaults"], strict=True)
-                        if (w := _within_run(m, d, timings)) is not None)
+        auto_a = next((n for n in by_config if "(a)" in n), None)
+        within = [] if auto_a is None else sorted(
+            w for m, d in zip(by_config[auto_a], by_config["defaults"], strict=True)
+            if (w := _within_run(m, d, timings)) is not None)
         if within:
             paired[workload] = statistics.median(within)
             print(f"(a) within its own run (last {timings.tail:.0f} s over its first "
@@ -659,6 +661,10 @@ def e2e_main(args: argparse.Namespace, disk: str) -> int:
                "tuned throughput-/accelerator-performance":
                    {**defaults, **profiles["tuned throughput-performance"][0]},
                "tuned hpc-compute": {**defaults, **profiles["tuned hpc-compute"][0]}}
+    rows = set(args.rows.split(","))
+    if "profiles" not in rows:
+        configs = {"defaults": defaults}
+    cases = "".join(c for c in "ab" if c in rows)
     timings = Timings()
     print(f"# hosttune end to end: {args.repeats} rounds; hosttuned --mode auto, told nothing "
           f"(no class, no objective); every job runs {timings.job:.0f} s, measured over its "
@@ -667,7 +673,7 @@ def e2e_main(args: argparse.Namespace, disk: str) -> int:
           f"{os.cpu_count()} CPUs")
     with locked_and_restored(knob_space(disk)):
         results = bench_e2e(workloads, configs, defaults=defaults, repeats=args.repeats,
-                            seed=args.seed, scale=args.scale, timings=timings)
+                            seed=args.seed, scale=args.scale, timings=timings, cases=cases)
     e2e_report(results, {w: results[w]["defaults"][0].note for w in workloads}, timings)
     return 0
 
@@ -690,7 +696,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="which configurations besides the defaults to run")
     parser.add_argument("--e2e", action="store_true",
                         help="the end-to-end rows: hosttuned in auto mode, told nothing, on "
-                             "jobs already running (benchmarks/effect_e2e.py)")
+                             "jobs already running")
+    parser.add_argument("--rows", default="profiles,a,b",
+                        help="with --e2e, the rows besides the defaults: profiles (tuned's), "
+                             "a (hosttuned started while the job runs), b (before it starts)")
     args = parser.parse_args(argv)
     args.configs = set(args.configs.split(","))
     if args.quick:
