@@ -164,8 +164,12 @@ def test_status_shows_the_accelerator_use_nvml_lists(tmp_path: Path,
             rates.append(tools.rates(samples[-2], samples[-1]))
         tools.classify(samples[-7:], rates[-6:])
         roles = tools.roles()
+        # what auto mode's watch of a collapse pass reads of the job (4243: its worker)
+        signals = tools.job_signals([4242, 4243])
     finally:
         tools.close()
+    assert signals[4242]["accel_busy"] == pytest.approx(0.97)
+    assert signals[4243]["accel_busy"] == pytest.approx(0.97)  # the job's, not the process's
     assert roles is not None and roles["verdict"] is not None
     json.dumps(roles)
     job = next(r for r in roles["verdict"]["roles"] if r["pgrp"] == 4242)
@@ -181,3 +185,15 @@ def test_status_shows_the_accelerator_use_nvml_lists(tmp_path: Path,
     assert "pgrp 4242" in text
     assert "accelerator: listed on accel 0,1, 40.00 GiB, 97% busy" in text
     assert "not fully listed: nvidia accel1: graphics processes: no permission" in text
+
+
+def test_the_watch_of_a_pass_reports_the_jobs_accelerators() -> None:
+    from hosttune.agent.service.daemon.collapsing import _job_change
+
+    before = {7: {"cpu_seconds": 10.0, "at": 0.0, "stall": None, "accel_busy": 0.55},
+              8: {"cpu_seconds": 1.0, "at": 0.0, "stall": None, "accel_busy": None}}
+    after = {7: {"cpu_seconds": 40.0, "at": 30.0, "stall": None, "accel_busy": 0.8},
+             8: {"cpu_seconds": 2.0, "at": 30.0, "stall": None, "accel_busy": None}}
+    text = _job_change(before, after)
+    assert "pid 7 used 1.00 CPUs since; its accelerators busy 55% -> 80%" in text
+    assert text.count("accelerators") == 1  # pid 8: no backend lists it, nothing said

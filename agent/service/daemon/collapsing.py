@@ -183,7 +183,9 @@ class Collapsing:
 def _job_change(before: dict[int, dict[str, Any]], after: dict[int, dict[str, Any]]) -> str:
     """What the processes' own signals did over the watch: CPU use (a job
     that waited on memory less may get more done per CPU second, but its CPU
-    share barely moves) and its cgroup's stall, where the kernel keeps one."""
+    share barely moves), its accelerators' busy share where a vendor backend
+    lists the process (a host-bound input path that got faster feeds them
+    more), and its cgroup's stall, where the kernel keeps one."""
     parts = []
     for pid, b in sorted(before.items()):
         a = after.get(pid)
@@ -194,6 +196,9 @@ def _job_change(before: dict[int, dict[str, Any]], after: dict[int, dict[str, An
         if span > 0:
             parts.append(f"pid {pid} used {(a['cpu_seconds'] - b['cpu_seconds']) / span:.2f} "
                          "CPUs since")
+        if b.get("accel_busy") is not None and a.get("accel_busy") is not None:
+            parts.append(f"its accelerators busy {b['accel_busy']:.0%} -> "
+                         f"{a['accel_busy']:.0%}")
         if b.get("stall") and a.get("stall"):
             parts.append("cgroup stall (some avg60 %) " + ", ".join(
                 f"{r} {b['stall'][r]:.1f} -> {a['stall'][r]:.1f}"

@@ -366,19 +366,36 @@ class HostTools:
 
     def job_signals(self, pids: Sequence[int]) -> dict[int, dict[str, Any]]:
         """What can be read of each process's own progress from outside: its
-        CPU seconds (monotonic wall beside them) and its cgroup's stall."""
+        CPU seconds (monotonic wall beside them), its cgroup's stall and, where
+        a vendor backend lists it, its job's accelerator busy share."""
         from hosttune.agent.sense import knobfiles, procmem
         from hosttune.agent.sense.telemetry.cpu import clock_ticks
         from hosttune.agent.sense.telemetry.processes import parse_stat_cpu_seconds
 
         hz = clock_ticks()
+        busy = self._accel_busy_by_pid()
         out: dict[int, dict[str, Any]] = {}
         for pid in pids:
             stat = self.host.read_optional(knobfiles.process(pid, "stat"))
             if stat is not None:
                 out[pid] = {"cpu_seconds": parse_stat_cpu_seconds(stat, hz),
                             "at": time.monotonic(),
-                            "stall": procmem.cgroup_stall(self.host, pid)}
+                            "stall": procmem.cgroup_stall(self.host, pid),
+                            "accel_busy": busy.get(pid)}
+        return out
+
+    def _accel_busy_by_pid(self) -> dict[int, float]:
+        """Each process's job's accelerator busy share (devices' worth: 1.5 =
+        one and a half devices busy) over the last window, as the role scanner
+        had it from the vendor's per-process figures. Read from there, not
+        asked again: NVML hands out its per-process samples once, to
+        whichever caller asks first."""
+        verdict = (self.roles() or {}).get("verdict") or {}
+        out: dict[int, float] = {}
+        for role in verdict.get("roles", []):
+            accel = role.get("accelerator") or {}
+            if accel.get("listed") and accel.get("util") is not None:
+                out.update(dict.fromkeys(role["pids"], float(accel["util"])))
         return out
 
     def roles(self) -> dict[str, Any] | None:
