@@ -73,22 +73,30 @@ def test_status_shows_the_roles_of_the_last_window(tmp_path: Path) -> None:
         off.close()
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs a live /proc")
-def test_recommend_classifies_from_the_processes_roles(monkeypatch: pytest.MonkeyPatch
-                                                       ) -> None:
-    # models: no daemon, and a CPU-bound pure-Python program in its own
-    # session: the live classification names its job and its role
+def _classified_beside_a_burner(monkeypatch: pytest.MonkeyPatch, *, own_session: bool
+                                ) -> tuple[str | None, str, dict[str, Any] | None, int]:
+    """`recommend`'s live classification (no daemon) while a CPU-bound
+    pure-Python program runs; with the burner's pid."""
     monkeypatch.setattr(recommend, "_daemon_answer", lambda: (None, "", None))
     burner = subprocess.Popen([sys.executable, "-c", "while True: pass"],
-                              start_new_session=True)
+                              start_new_session=own_session)
     try:
         time.sleep(0.3)
         label, how, roles = recommend.classify_with_roles(Host(), 1.0)
     finally:
         burner.kill()
         burner.wait()
+    return label, how, roles, burner.pid
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs a live /proc")
+def test_recommend_classifies_from_the_processes_roles(monkeypatch: pytest.MonkeyPatch
+                                                       ) -> None:
+    # models: no daemon, and a CPU-bound pure-Python program in its own
+    # session: the live classification names its job and its role
+    label, how, roles, pid = _classified_beside_a_burner(monkeypatch, own_session=True)
     assert roles is not None, how
-    job = next((r for r in roles["roles"] if r["pgrp"] == burner.pid), None)
+    job = next((r for r in roles["roles"] if r["pgrp"] == pid), None)
     assert job is not None, roles
     # no numeric library: it cannot be training, serving or batch inference
     assert job["role"] in ("background", "data_preparation", "checkpoint_io", "unknown")
@@ -98,7 +106,7 @@ def test_recommend_classifies_from_the_processes_roles(monkeypatch: pytest.Monke
     report = recommend.RecommendReport(workload=label or "unknown", how_classified=how,
                                        recommendations=_empty(), plan_yaml="", roles=roles)
     assert report.to_dict()["roles"] == roles
-    assert f"pgrp {burner.pid}" in "\n".join(report.render(explain=False))
+    assert f"pgrp {pid}" in "\n".join(report.render(explain=False))
     # not hosttune itself (its process group may hold the shell that ran it)
     assert os.getpid() not in {pid for r in roles["roles"] for pid in r["pids"]}
 
@@ -107,19 +115,11 @@ def test_recommend_classifies_from_the_processes_roles(monkeypatch: pytest.Monke
 def test_a_job_sharing_hosttunes_process_group_is_still_judged(monkeypatch: pytest.MonkeyPatch
                                                                ) -> None:
     # hosttune started from a job's launch script shares the job's process
-    # group: the job is judged, hosttune itself is not
-    monkeypatch.setattr(recommend, "_daemon_answer", lambda: (None, "", None))
-    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        assert os.getpgid(burner.pid) == os.getpgrp()
-        time.sleep(0.3)
-        _label, how, roles = recommend.classify_with_roles(Host(), 1.0)
-    finally:
-        burner.kill()
-        burner.wait()
+    # group (the burner inherits ours): the job is judged, hosttune itself is not
+    _label, how, roles, burner = _classified_beside_a_burner(monkeypatch, own_session=False)
     assert roles is not None, how
     pids = {pid for r in roles["roles"] for pid in r["pids"]}
-    assert burner.pid in pids and os.getpid() not in pids, roles
+    assert burner in pids and os.getpid() not in pids, roles
 
 
 def _empty() -> Any:
