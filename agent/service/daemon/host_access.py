@@ -390,13 +390,12 @@ class HostTools:
         had it from the vendor's per-process figures. Read from there, not
         asked again: NVML hands out its per-process samples once, to
         whichever caller asks first."""
-        verdict = (self.roles() or {}).get("verdict") or {}
-        out: dict[int, float] = {}
-        for role in verdict.get("roles", []):
-            accel = role.get("accelerator") or {}
-            if accel.get("listed") and accel.get("util") is not None:
-                out.update(dict.fromkeys(role["pids"], float(accel["util"])))
-        return out
+        if self._last_roles is None:
+            return {}
+        jobs = [role.job for role in self._last_roles[1].roles]
+        return {pid: job.accel_util for job in jobs
+                if job.active and job.accel_listed and job.accel_util is not None
+                for pid in job.pids}
 
     def roles(self) -> dict[str, Any] | None:
         """The per-process roles behind the last window's verdict, with their
